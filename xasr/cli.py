@@ -1,0 +1,212 @@
+"""`xasr` command line: argument parsing only; every command is a library function first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from xasr.config import TrainConfig, from_dict, load_yaml, replace
+from xasr.errors import XasrError
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training recipe (defaults: TrainConfig; --config YAML)")
+    group.add_argument("--config", help="YAML file of TrainConfig keys (unknown keys rejected)")
+    group.add_argument("--max-steps", type=int)
+    group.add_argument("--max-minutes", type=float, help="wall-clock budget")
+    group.add_argument("--lr", type=float)
+    group.add_argument("--warmup-steps", type=int)
+    group.add_argument("--batch-seconds", type=float, dest="max_batch_seconds",
+                       help="audio seconds per batch and device")
+    group.add_argument("--val-every", type=int, help="validate every N steps")
+    group.add_argument("--patience", type=int, help="validations without improvement")
+    group.add_argument("--seed", type=int)
+    group.add_argument("--devices", type=int, help="processes/GPUs; >1 runs DDP (gloo on CPU)")
+    group.add_argument("--accelerator", choices=["auto", "cpu", "gpu"])
+    group.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
+    group.add_argument("--workers", type=int, dest="num_workers", help="data loader workers")
+    group.add_argument("--vocab", choices=["char", "sentencepiece"])
+    group.add_argument("--vocab-size", type=int, help="sentencepiece vocabulary size")
+    group.add_argument("--on-unknown", choices=["error", "unk"],
+                       help="training characters outside the vocabulary")
+    group.add_argument("--no-spec-augment", action="store_false", dest="spec_augment",
+                       default=None)
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="drop (and count) unreadable audio and empty transcripts")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+TRAIN_KEYS = ("max_steps", "max_minutes", "lr", "warmup_steps", "max_batch_seconds", "val_every",
+              "patience", "seed", "devices", "accelerator", "precision", "num_workers", "vocab",
+              "vocab_size", "on_unknown", "spec_augment", "freeze_layers", "freeze_steps")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    base = from_dict(TrainConfig, load_yaml(args.config), args.config) if args.config else TrainConfig()
+    return replace(base, **{k: getattr(args, k, None) for k in TRAIN_KEYS})
+
+
+def cmd_synth(args) -> None:
+    from xasr.data.synth import build_xlt_synth
+
+    paths = build_xlt_synth(
+        langs=[code.strip() for code in args.langs.split(",") if code.strip()], out=Path(args.out),
+        train_minutes=args.train_minutes, dev_utts=args.dev_utts, test_utts=args.test_utts,
+        seed=args.seed, conditions=args.conditions, workers=args.workers,
+        progress=not args.no_progress,
+    )
+    for lang, splits in paths.items():
+        print(lang, " ".join(str(p) for p in splits.values()))
+
+
+def cmd_train(args) -> None:
+    from xasr.models.build import model_config
+    from xasr.train.loop import train
+
+    result = train(args.out, args.train, args.valid, train_config(args), model_config(args.size),
+                   skip_bad=args.skip_bad, progress=not args.no_progress)
+    print(json.dumps(result.to_json(), indent=1))
+
+
+def cmd_transfer(args) -> None:
+    from xasr.models.build import model_config
+    from xasr.transfer.finetune import TransferOptions, transfer
+
+    if args.source is None and not args.scratch:
+        raise XasrError("--from is required (a model directory or a shipped name such as en-small)")
+    if args.source is None and args.size is None:
+        raise XasrError("--scratch without --from needs --size")
+    opts = TransferOptions(
+        source=args.source, scratch=args.scratch, reinit_head=args.reinit_head,
+        drop_layers=args.drop_layers, token_map_file=args.token_map,
+        expect=model_config(args.size) if args.size else None,
+    )
+    result = transfer(args.out, args.train, args.valid, opts, train_config(args),
+                      skip_bad=args.skip_bad, progress=not args.no_progress)
+    print(json.dumps(result.to_json(), indent=1))
+
+
+def cmd_evaluate(args) -> None:
+    from xasr.decode.evaluate import evaluate
+
+    result = evaluate(args.model, args.manifest, device=args.device, output=args.json,
+                      skip_bad=args.skip_bad, progress=not args.no_progress)
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+
+
+def cmd_transcribe(args) -> None:
+    from xasr.data.audio import audio_duration
+    from xasr.decode.evaluate import transcribe_paths
+    from xasr.models.build import load_model_dir
+
+    model, _, vocab = load_model_dir(args.model)
+    durations = [audio_duration(path) for path in args.files]
+    for path, text in zip(args.files, transcribe_paths(model, vocab, args.files, durations,
+                                                       device=args.device)):
+        print(f"{path}\t{text}")
+
+
+def cmd_demo(args) -> None:
+    from xasr.experiments.demo import run_demo
+
+    run_demo(Path(args.out), lang=args.lang, train_minutes=args.train_minutes,
+             source=args.source, max_minutes=args.max_minutes, progress=not args.no_progress)
+
+
+def cmd_base_model(args) -> None:
+    from xasr.experiments.base_model import build_base_model
+
+    figures = build_base_model(args.recipe, args.out, publish=not args.no_publish,
+                               progress=not args.no_progress)
+    print(json.dumps({k: figures[k] for k in ("name", "parameters", "dev", "test")}, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xasr", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="build XLT-Synth (espeak-ng speaking fortune sentences)")
+    p.add_argument("--langs", default="en", help="comma-separated: en,es,de,it,pt,cmn,yue,...")
+    p.add_argument("--train-minutes", type=float, default=10.0)
+    p.add_argument("--dev-utts", type=int, default=100)
+    p.add_argument("--test-utts", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conditions", choices=["noisy", "clean"], default="noisy")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a CTC model from scratch")
+    p.add_argument("--train", required=True, help="training manifest (.jsonl or .csv)")
+    p.add_argument("--valid", required=True, help="validation manifest")
+    p.add_argument("--out", required=True, help="run directory (re-run to resume)")
+    p.add_argument("--size", default="small", help="small, medium")
+    add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("transfer", help="fine-tune a model into a new language or domain")
+    p.add_argument("--from", dest="source", help="model directory or shipped name (en-small)")
+    p.add_argument("--train", required=True)
+    p.add_argument("--valid", required=True)
+    p.add_argument("--out", required=True, help="run directory (re-run to resume)")
+    p.add_argument("--scratch", action="store_true", help="same architecture, random start")
+    p.add_argument("--reinit-head", action="store_true", help="random output layer")
+    p.add_argument("--drop-layers", type=int, default=0, help="re-initialise the top N layers")
+    p.add_argument("--freeze-layers", type=int, help="freeze front end + bottom K layers")
+    p.add_argument("--freeze-steps", type=int, help="... for the first S steps only")
+    p.add_argument("--token-map", help="file of 'TARGET SOURCE' token pairs, e.g. 'ß s'")
+    p.add_argument("--size", help="require this architecture (error if the source differs)")
+    add_train_options(p)
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--json", help="also write results and hypotheses here")
+    p.add_argument("--device")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("--model", required=True)
+    p.add_argument("--device")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("demo", help="transfer vs scratch on XLT-Synth, with a report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--lang", default="es")
+    p.add_argument("--train-minutes", type=float, default=10.0)
+    p.add_argument("--from", dest="source", default="en-small")
+    p.add_argument("--max-minutes", type=float, default=5.0, help="cap per training run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("base-model", help="build a shipped base model from its recipe")
+    p.add_argument("--recipe", required=True, help="e.g. recipes/en-small.yaml")
+    p.add_argument("--out", required=True, help="work directory (data and run)")
+    p.add_argument("--no-publish", action="store_true", help="do not copy into xasr/pretrained")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_base_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except XasrError as err:
+        print(f"xasr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""WER, CER (and MER) through jiwer, kept as error counts so they can be summed across batches,
+devices and languages before dividing."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import jiwer
+
+
+@dataclass
+class ErrorCounts:
+    """Edit operations against the reference; ``*_ref`` is the reference length."""
+
+    word_errors: int = 0
+    word_ref: int = 0
+    word_hits: int = 0
+    word_insertions: int = 0
+    char_errors: int = 0
+    char_ref: int = 0
+    utterances: int = 0
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        return ErrorCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return (self.word_errors, self.word_ref, self.word_hits, self.word_insertions,
+                self.char_errors, self.char_ref, self.utterances)
+
+    @property
+    def wer(self) -> float:
+        return self.word_errors / max(self.word_ref, 1)
+
+    @property
+    def cer(self) -> float:
+        return self.char_errors / max(self.char_ref, 1)
+
+    @property
+    def mer(self) -> float:
+        """jiwer's match error rate: errors / (hits + errors), bounded by 1."""
+        return self.word_errors / max(self.word_hits + self.word_errors, 1)
+
+    def to_json(self) -> dict:
+        return {"wer": self.wer, "cer": self.cer, "mer": self.mer, "utterances": self.utterances,
+                "word_errors": self.word_errors, "words": self.word_ref,
+                "char_errors": self.char_errors, "chars": self.char_ref}
+
+
+def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
+    """Word and character edit counts. An empty hypothesis counts as all deletions."""
+    pairs = [(r.strip(), h.strip()) for r, h in zip(references, hypotheses, strict=True)]
+    pairs = [(r, h) for r, h in pairs if r]  # jiwer rejects empty references
+    if not pairs:
+        return ErrorCounts()
+    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
+    words = jiwer.process_words(refs, hyps)
+    chars = jiwer.process_characters(refs, hyps)
+    word_ref = words.substitutions + words.deletions + words.hits
+    char_ref = chars.substitutions + chars.deletions + chars.hits
+    return ErrorCounts(
+        word_errors=words.substitutions + words.deletions + words.insertions,
+        word_ref=word_ref,
+        word_hits=words.hits,
+        word_insertions=words.insertions,
+        char_errors=chars.substitutions + chars.deletions + chars.insertions,
+        char_ref=char_ref,
+        utterances=len(pairs),
+    )
+
+
+def error_counts_by_language(references: list[str], hypotheses: list[str], langs: list[str]
+                             ) -> dict[str, ErrorCounts]:
+    groups = defaultdict(lambda: ([], []))
+    for ref, hyp, lang in zip(references, hypotheses, langs, strict=True):
+        groups[lang or "unknown"][0].append(ref)
+        groups[lang or "unknown"][1].append(hyp)
+    return {lang: error_counts(refs, hyps) for lang, (refs, hyps) in sorted(groups.items())}

@@ -1,0 +1,13 @@
+"""The one error family a user can cause: each message says what, where, and how to fix it."""
+
+
+class XasrError(Exception):
+    """Bad input or a bad request: a message for the user, not a traceback."""
+
+
+class DataError(XasrError):
+    """A manifest, audio file or transcript that cannot be used."""
+
+
+class CheckpointError(XasrError):
+    """A checkpoint that is missing, corrupt, or of another architecture."""

@@ -1,0 +1,55 @@
+"""`make base-model`: build XLT-Synth for one language, train until dev CER stops improving,
+evaluate, and publish the model directory into ``xasr/pretrained/<name>`` with its evidence
+(learning curve CSV and PNG, dev/test figures, the recipe)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from xasr.config import TrainConfig, from_dict, load_yaml
+from xasr.data.synth import build_xlt_synth
+from xasr.decode.evaluate import evaluate
+from xasr.errors import XasrError
+from xasr.experiments.report import plot_curves
+from xasr.models.build import PRETRAINED_DIR, count_parameters, load_model_dir, model_config
+from xasr.train.loop import train
+
+RECIPE_KEYS = {"name", "lang", "size", "synth", "train"}
+
+
+def build_base_model(recipe_path: str | Path, out: str | Path, publish: bool = True,
+                     progress: bool = True) -> dict:
+    recipe = load_yaml(recipe_path)
+    unknown = set(recipe) - RECIPE_KEYS
+    if unknown:
+        raise XasrError(f"{recipe_path}: unknown key(s) {', '.join(sorted(unknown))}")
+    out = Path(out)
+    lang = recipe["lang"]
+    data = build_xlt_synth([lang], out / "data", progress=progress, **recipe.get("synth", {}))[lang]
+    cfg = from_dict(TrainConfig, recipe.get("train", {}), f"{recipe_path}: train")
+    result = train(out / "run", data["train"], data["dev"], cfg, model_config(recipe["size"]),
+                   progress=progress)
+    dev = evaluate(result.model_dir, data["dev"], progress=False)
+    test = evaluate(result.model_dir, data["test"], progress=False)
+    model, _, _ = load_model_dir(result.model_dir)
+    figures = {"name": recipe["name"], "parameters": count_parameters(model),
+               "train": result.to_json(), "dev": dev, "test": test, "recipe": recipe}
+    (out / "figures.json").write_text(json.dumps(figures, indent=1))
+    if publish:
+        publish_model(out / "run", PRETRAINED_DIR / recipe["name"], figures)
+    return figures
+
+
+def publish_model(run_dir: Path, target: Path, figures: dict) -> None:
+    """Copy the model directory and its evidence into the package (replacing an older one)."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir / "model", tmp)
+    shutil.copy(run_dir / "metrics.csv", tmp / "metrics.csv")
+    plot_curves({figures["name"]: run_dir}, tmp / "learning_curve.png",
+                f"{figures['name']}: dev CER while training")
+    (tmp / "figures.json").write_text(json.dumps(figures, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)

@@ -1,0 +1,114 @@
+"""One explicit factory from a config to a model, and the self-describing model directory."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from xasr import __version__
+from xasr.config import MODEL_SIZES, ModelConfig, from_dict
+from xasr.data.features import LogMel
+from xasr.data.vocab import Vocab, load_vocab, save_vocab
+from xasr.errors import CheckpointError, XasrError
+from xasr.models.conformer import ConformerEncoder
+from xasr.models.ctc import CtcModel
+from xasr.models.frontends import Conv2dSubsampling
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def model_config(size: str) -> ModelConfig:
+    if size not in MODEL_SIZES:
+        raise XasrError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    return MODEL_SIZES[size]
+
+
+def build_model(cfg: ModelConfig, vocab_size: int) -> CtcModel:
+    if cfg.architecture != "conformer-ctc":
+        raise XasrError(f"unknown architecture {cfg.architecture!r}")
+    return CtcModel(
+        features=LogMel(cfg.n_mels),
+        frontend=Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels),
+        encoder=ConformerEncoder(cfg),
+        head=nn.Linear(cfg.d_model, vocab_size),
+    )
+
+
+def save_model_dir(directory: str | Path, model: nn.Module, cfg: ModelConfig, vocab: Vocab,
+                   extra: dict | None = None) -> Path:
+    """Write config.json, vocab.json and model.safetensors, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(directory / WEIGHTS_FILE)
+    save_vocab(vocab, directory)
+    meta = {"xasr_version": __version__, "model": asdict(cfg), **(extra or {})}
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(directory / CONFIG_FILE)
+    return directory
+
+
+def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{directory} is not an xasr model directory ({CONFIG_FILE} missing); pass a directory "
+            "written by `xasr train`/`xasr transfer` or a shipped model name such as en-small"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return from_dict(ModelConfig, meta["model"], where=str(path)), meta
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"{path} is corrupt ({err})") from None
+
+
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[CtcModel, ModelConfig, Vocab]:
+    """Load a model directory (or shipped model name) for inference or as a transfer source."""
+    directory = resolve_model(directory)
+    cfg, _ = read_model_config(directory)
+    vocab = load_vocab(directory)
+    model = build_model(cfg, len(vocab))
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except Exception as err:  # safetensors raises its own types for corrupt files
+        raise CheckpointError(f"{weights} is corrupt ({err})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.to(device).eval(), cfg, vocab
+
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A directory path, or the name of a model shipped in ``xasr/pretrained`` (e.g. en-small)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    shipped = PRETRAINED_DIR / str(name_or_path)
+    if shipped.is_dir():
+        return shipped
+    names = sorted(p.name for p in PRETRAINED_DIR.glob("*") if p.is_dir())
+    raise CheckpointError(
+        f"no model directory {name_or_path!r}; shipped models: {', '.join(names) or 'none'}"
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

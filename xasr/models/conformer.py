@@ -1,0 +1,124 @@
+"""Conformer encoder (Gulati et al. 2020) with rotary positions and fused attention.
+
+Blocks follow the paper's macaron layout: half feed-forward, self-attention, convolution,
+half feed-forward, final LayerNorm. Rotary position embeddings replace relative positional
+encoding: they need no extra parameters and let attention run through
+``scaled_dot_product_attention`` (flash/efficient kernels on GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xasr.config import ModelConfig
+from xasr.data.features import padding_mask
+
+
+def rotary_tables(length: int, head_dim: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin tables, each shape = (length, head_dim // 2)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    angles = torch.arange(length, device=device).float()[:, None] * inv_freq[None, :]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs of channels; x : Tensor, shape = (batch, heads, frames, head_dim)."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, mult: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, d_model * mult),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_model * mult, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, attn_mask: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
+        """x : (batch, frames, d_model); attn_mask : bool (batch, 1, 1, frames), True = attend."""
+        batch, frames, d_model = x.shape
+        qkv = self.qkv(self.norm(x)).view(batch, frames, 3, self.n_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(batch, frames, d_model)
+        return F.dropout(self.out(y), self.dropout, self.training)
+
+
+class ConvModule(nn.Module):
+    """Pointwise GLU, depthwise conv, LayerNorm (not BatchNorm: padding would skew its
+    statistics and a transferred model would carry the source corpus's running stats), SiLU,
+    pointwise."""
+
+    def __init__(self, d_model: int, kernel: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
+        self.conv_norm = nn.LayerNorm(d_model)
+        self.pointwise_out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """x : (batch, frames, d_model); valid : (batch, frames, 1), zero at padding."""
+        y = F.glu(self.pointwise_in(self.norm(x)), dim=-1) * valid
+        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        y = F.silu(self.conv_norm(y))
+        return self.dropout(self.pointwise_out(y))
+
+
+class ConformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ff1 = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
+        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.conv = ConvModule(cfg.d_model, cfg.conv_kernel, cfg.dropout)
+        self.ff2 = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x, attn_mask, valid, rotary):
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.attn(x, attn_mask, rotary)
+        x = x + self.conv(x, valid)
+        x = x + 0.5 * self.ff2(x)
+        return self.norm(x)
+
+
+class ConformerEncoder(nn.Module):
+    """forward(x, lengths): x : Tensor, shape = (batch, frames, d_model) -> same shape, lengths."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.head_dim = cfg.d_model // cfg.n_heads
+        self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        mask = padding_mask(lengths, x.shape[1])
+        attn_mask = mask[:, None, None, :]
+        valid = mask.unsqueeze(-1).to(x.dtype)
+        rotary = rotary_tables(x.shape[1], self.head_dim, x.device, x.dtype)
+        for layer in self.layers:
+            x = layer(x, attn_mask, valid, rotary)
+        return x, lengths

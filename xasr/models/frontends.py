@@ -1,0 +1,37 @@
+"""Convolutional front ends: log-mel frames to encoder frames."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two stride-2 3x3 convolutions (4x fewer frames), then a projection to ``d_model``.
+
+    forward(x, lengths): x : Tensor, shape = (batch, frames, n_mels)
+    returns y : Tensor, shape = (batch, frames', d_model), with frames' = ceil-ish(frames / 4)
+    """
+
+    def __init__(self, n_mels: int, d_model: int, channels: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+            nn.SiLU(),
+        )
+        freq = ((n_mels + 1) // 2 + 1) // 2
+        self.proj = nn.Linear(channels * freq, d_model)
+
+    @staticmethod
+    def output_lengths(lengths: Tensor) -> Tensor:
+        for _ in range(2):
+            lengths = (lengths + 1) // 2  # kernel 3, stride 2, padding 1
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.conv(x.unsqueeze(1))  # (batch, channels, frames', freq')
+        batch, channels, frames, freq = y.shape
+        y = self.proj(y.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq))
+        return y, torch.clamp(self.output_lengths(lengths), max=frames)

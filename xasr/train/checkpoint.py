@@ -1,0 +1,55 @@
+"""Checkpoints that survive a kill: atomic writes, and the best model exported as it improves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from xasr.models.build import save_model_dir
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary name, then rename: a kill mid-write never leaves a torn last.ckpt."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+class ExportBestModel(L.Callback):
+    """After each validation that improves dev CER, write the self-describing model directory.
+
+    The directory (config, vocabulary, safetensors) is what `xasr evaluate`, `transcribe` and
+    `transfer --from` read; Lightning's .ckpt files are only for resuming.
+    """
+
+    def __init__(self, directory: Path, model_cfg, vocab, meta: dict):
+        self.directory = Path(directory)
+        self.model_cfg = model_cfg
+        self.vocab = vocab
+        self.meta = meta
+        self.best = float("inf")
+        self.best_step = -1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        cer = float(trainer.callback_metrics["val_cer"])
+        if cer < self.best:
+            self.best, self.best_step = cer, trainer.global_step
+            if trainer.is_global_zero:
+                meta = {**self.meta, "dev_cer": cer, "step": trainer.global_step,
+                        "dev_wer": float(trainer.callback_metrics.get("val_wer", float("nan")))}
+                save_model_dir(self.directory, pl_module.model, self.model_cfg, self.vocab, meta)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict["best"]
+        self.best_step = state_dict["best_step"]

@@ -1,0 +1,57 @@
+"""The learning curve of a run, merged across resumed attempts.
+
+Each attempt logs to RUN/logs/attempt-K/metrics.csv (Lightning's CSV logger would otherwise delete
+the earlier file on resume). Rows of an earlier attempt past the step where the next attempt
+resumed are dropped: they were lost with the kill and trained again.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+LOG_DIR = "logs"
+
+
+def next_attempt(run_dir: Path) -> str:
+    existing = sorted((run_dir / LOG_DIR).glob("attempt-*"))
+    return f"attempt-{len(existing)}"
+
+
+def read_curve(run_dir: str | Path) -> list[dict]:
+    """Rows {"step": int, "train_loss"?: float, "val_cer"?: float, "val_wer"?: float} by step."""
+    attempts = sorted((Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("-")[1]))
+    rows: list[dict] = []
+    for path in attempts:
+        with path.open(newline="") as handle:
+            new = [_parse(row) for row in csv.DictReader(handle)]
+        if new:
+            first_step = min(row["step"] for row in new)
+            rows = [row for row in rows if row["step"] < first_step]
+        rows.extend(new)
+    return sorted(rows, key=lambda row: row["step"])
+
+
+def write_curve(run_dir: str | Path) -> Path:
+    rows = read_curve(run_dir)
+    keys = ["step", "train_loss", "val_cer", "val_wer"]
+    path = Path(run_dir) / "metrics.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(row for row in rows if any(k in row for k in keys[1:]))
+    return path
+
+
+def validation_points(rows: list[dict]) -> list[tuple[int, float]]:
+    """(step, dev CER) pairs in step order."""
+    return [(row["step"], row["val_cer"]) for row in rows if "val_cer" in row]
+
+
+def _parse(row: dict) -> dict:
+    parsed = {"step": int(float(row["step"]))}
+    for key, value in row.items():
+        if key != "step" and value not in ("", None):
+            parsed[key] = float(value)
+    return parsed

@@ -1,0 +1,199 @@
+"""`train()`: manifests in, a trained model directory and a learning curve out, on Lightning.
+
+A run directory holds everything about one training run::
+
+    RUN/vocab.json            the vocabulary (written first, so a resumed run reuses it)
+    RUN/model/                the best model so far (config.json, vocab.json, model.safetensors)
+    RUN/checkpoints/last.ckpt Lightning's full state at the last validation: resume point
+    RUN/logs/attempt-K/       Lightning's CSV log of each attempt (a resume starts a new one)
+    RUN/metrics.csv           the merged learning curve (train loss, dev CER/WER by step)
+    RUN/result.json           summary once training ends
+
+Running the same command again on a RUN with ``checkpoints/last.ckpt`` resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from xasr.config import ModelConfig, TrainConfig
+from xasr.data.batching import check_utterances, count_unknown_chars, make_loader, to_cuts
+from xasr.data.manifest import Utterance, read_manifest
+from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
+from xasr.errors import DataError, XasrError
+from xasr.models.build import build_model
+from xasr.models.ctc import CtcModel
+from xasr.train.checkpoint import AtomicCheckpointIO, ExportBestModel
+from xasr.train.curve import LOG_DIR, next_attempt, write_curve
+from xasr.train.module import CtcTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path
+    best_dev_cer: float
+    best_step: int
+    steps: int
+    stopped_by: str
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+class CutsData(L.LightningDataModule):
+    """Builds the loaders once Lightning knows this process's rank and the world size."""
+
+    def __init__(self, train_cuts, valid_cuts, vocab: Vocab, cfg: TrainConfig):
+        super().__init__()
+        self.train_cuts, self.valid_cuts, self.vocab, self.cfg = train_cuts, valid_cuts, vocab, cfg
+
+    def _loader(self, cuts, shuffle: bool, on_unknown: str):
+        return make_loader(
+            cuts, self.vocab, self.cfg.max_batch_seconds, shuffle=shuffle, seed=self.cfg.seed,
+            num_workers=self.cfg.num_workers, world_size=self.trainer.world_size,
+            rank=self.trainer.global_rank, on_unknown=on_unknown,
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown)
+
+    def val_dataloader(self):
+        return self._loader(self.valid_cuts, shuffle=False, on_unknown="unk")
+
+
+def prepare_vocab(run_dir: Path, train: list[Utterance], cfg: TrainConfig,
+                  vocab: Vocab | None) -> Vocab:
+    """The run's vocabulary: the one saved in RUN (resume), the one given, or built from text."""
+    if (run_dir / "vocab.json").is_file():
+        return load_vocab(run_dir)
+    if vocab is None:
+        texts = [utt.text for utt in train]
+        if cfg.vocab == "sentencepiece":
+            vocab = SentencePieceVocab.train(texts, cfg.vocab_size)
+        elif cfg.vocab == "char":
+            vocab = CharVocab.from_texts(texts)
+        else:
+            raise XasrError(f"unknown vocabulary kind {cfg.vocab!r}; use char or sentencepiece")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_vocab(vocab, run_dir)
+    return vocab
+
+
+def check_alphabet(utterances: list[Utterance], vocab: Vocab, on_unknown: str, name: str) -> None:
+    unknown = count_unknown_chars(utterances, vocab)
+    if not unknown:
+        return
+    chars = "".join(sorted(unknown))
+    first = next(u for u in utterances if any(c in unknown for c in u.text.replace(" ", "|")))
+    message = (f"{name}: {sum(unknown.values())} characters outside the vocabulary ({chars!r}), "
+               f"first at {first.source}")
+    if on_unknown == "error":
+        raise DataError(message + "; normalise the text, or pass --on-unknown unk to map them "
+                        "to <unk> (counted)")
+    log.warning("%s; mapped to <unk>", message)
+
+
+def load_split(path: str | Path, skip_bad: bool, name: str) -> list[Utterance]:
+    utterances, report = check_utterances(read_manifest(path), skip_bad=skip_bad)
+    log.info("%s %s: %s", name, path, report.summary())
+    return utterances
+
+
+def train(run_dir: str | Path, train_manifest: str | Path, valid_manifest: str | Path,
+          cfg: TrainConfig, model_cfg: ModelConfig, vocab: Vocab | None = None,
+          init_model: CtcModel | None = None, frozen_until: frozenset[str] = frozenset(),
+          meta: dict | None = None, skip_bad: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume) a CTC model until dev CER stops improving or a budget runs out.
+
+    ``init_model`` is the starting point (a transferred model); None trains from scratch with
+    ``model_cfg``. ``vocab`` None builds one from the training transcripts.
+    """
+    torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
+    run_dir = Path(run_dir)
+    train_utts = load_split(train_manifest, skip_bad, "train")
+    valid_utts = load_split(valid_manifest, skip_bad, "valid")
+    vocab = prepare_vocab(run_dir, train_utts, cfg, vocab)
+    check_alphabet(train_utts, vocab, cfg.on_unknown, "train")
+    check_alphabet(valid_utts, vocab, "unk", "valid")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
+    task = CtcTask(model, vocab, cfg, frozen_until)
+    data = CutsData(to_cuts(train_utts), to_cuts(valid_utts), vocab, cfg)
+    meta = {**(meta or {}), "train": asdict(cfg), "train_manifest": str(train_manifest)}
+    export = ExportBestModel(run_dir / "model", model_cfg, vocab, meta)
+    early = EarlyStopping("val_cer", min_delta=cfg.min_delta, patience=cfg.patience, mode="min",
+                          check_on_train_epoch_end=False)
+    trainer = make_trainer(run_dir, cfg, [export, early], progress)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+    started = _now()
+    trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    result = TrainResult(
+        run_dir=run_dir, model_dir=run_dir / "model", best_dev_cer=export.best,
+        best_step=export.best_step, steps=trainer.global_step,
+        stopped_by=_stop_reason(trainer, early, cfg), seconds=_now() - started,
+    )
+    if trainer.is_global_zero:
+        write_curve(run_dir)
+        (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: bool) -> L.Trainer:
+    accelerator = cfg.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                                 monitor="val_cer", mode="min", save_top_k=1, save_last=True)
+    return L.Trainer(
+        default_root_dir=run_dir,
+        accelerator=accelerator,
+        devices=cfg.devices,
+        strategy="ddp" if cfg.devices > 1 else "auto",
+        precision=precision,
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
+        val_check_interval=cfg.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.grad_clip,
+        callbacks=[checkpoint, *callbacks],
+        logger=CSVLogger(run_dir / LOG_DIR, name="", version=next_attempt(run_dir)),
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # lhotse's sampler splits the data across ranks itself
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+
+
+def _stop_reason(trainer: L.Trainer, early: EarlyStopping, cfg: TrainConfig) -> str:
+    if early.stopped_epoch > 0 or (early.wait_count >= cfg.patience):
+        return "early stopping"
+    if trainer.global_step >= cfg.max_steps:
+        return "max steps"
+    return "time budget" if cfg.max_minutes else "finished"
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()

@@ -1,0 +1,95 @@
+"""The LightningModule: one CTC training step, greedy validation with summed error counts."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from xasr.config import TrainConfig
+from xasr.data.features import spec_augment
+from xasr.decode.greedy import greedy_texts
+from xasr.decode.metrics import ErrorCounts, error_counts
+from xasr.models.ctc import CtcModel
+
+
+class CtcTask(L.LightningModule):
+    """``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps."""
+
+    def __init__(self, model: CtcModel, vocab, cfg: TrainConfig,
+                 frozen_until: frozenset[str] = frozenset()):
+        super().__init__()
+        self.frozen_until = frozen_until
+        self.model = model
+        self.vocab = vocab
+        self.cfg = cfg
+        self._val_counts = ErrorCounts()
+        self._augment = (
+            partial(spec_augment, freq_masks=cfg.freq_masks, freq_width=cfg.freq_mask_width,
+                    time_masks=cfg.time_masks, time_fraction=cfg.time_mask_fraction)
+            if cfg.spec_augment else None
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"], self._augment)
+        # ctc_loss wants (frames, batch, vocab); "mean" divides each utterance's loss by its
+        # target length, so long and short utterances weigh alike.
+        loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
+                          batch["target_lengths"], blank=self.vocab.blank_id,
+                          reduction="mean", zero_infinity=True)
+        seconds = batch["audio_lengths"].sum() / 16000
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
+        self.log("audio_seconds", seconds, reduce_fx="sum", batch_size=1, on_step=False,
+                 on_epoch=True, sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts = ErrorCounts()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"])
+        hyps = greedy_texts(log_probs, lengths, self.vocab)
+        self._val_counts += error_counts(batch["texts"], hyps)
+
+    def on_validation_epoch_end(self) -> None:
+        # Sum edit counts over ranks before dividing: a mean of per-rank rates would be biased.
+        counts = torch.tensor(self._val_counts.as_tuple(), dtype=torch.float64, device=self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        total = ErrorCounts(*(int(c) for c in counts.tolist()))
+        self.log("val_cer", total.cer, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val_wer", total.wer, prog_bar=True, sync_dist=False, rank_zero_only=False)
+
+    def configure_optimizers(self):
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in named if n not in self.frozen_until], "name": "trainable"},
+            {"params": [p for n, p in named if n in self.frozen_until], "name": "frozen_until"},
+        ]
+        groups = [g for g in groups if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        schedule = partial(lr_factor, warmup=self.cfg.warmup_steps, total=self.cfg.max_steps)
+        # A group frozen for the first S steps has learning rate 0 until then: AdamW's decoupled
+        # weight decay is scaled by the learning rate too, so those weights do not move at all,
+        # and DDP sees the same parameter set throughout.
+        factors = [
+            partial(_delayed, schedule, self.cfg.freeze_steps or 0) if g["name"] == "frozen_until"
+            else schedule for g in groups
+        ]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _delayed(schedule, start: int, step: int) -> float:
+    return 0.0 if step < start else schedule(step)
