@@ -8,7 +8,10 @@
 #                       (pcaudio is only for audio playback; `espeak-ng --stdout`/`-w` never touch it)
 # .carry/fortunes/      /usr/share/games/fortunes text files (no .dat indexes);
 # .carry/fortunes.links its symlinks, re-made here in case the copy to the machine dropped them
-# .carry/whl/*.whl      cp312 manylinux wheels, installed with --no-deps into /tmp/site
+# .carry/whl/*.whl      cp312 manylinux wheels, installed with --no-deps into /tmp/site: soundfile soxr
+#                       lhotse jiwer audiomentations and those of their requirements the machine's
+#                       /opt/torch/.venv lacks (it has torch, numpy, scipy, numba, scikit-learn,
+#                       joblib, msgpack, lazy-loader, cloudpickle, click, toolz, ... as of 2026-11)
 #
 # Idempotent; prints one status line and the PYTHONPATH hint, errors go to stderr.
 # Overrides (for testing elsewhere): GPU_SETUP_ROOT (default /), GPU_SETUP_SITE (default /tmp/site),
@@ -24,6 +27,7 @@ LIBDIR=$ROOT/usr/lib/x86_64-linux-gnu
 FORTUNES=$ROOT/usr/share/games/fortunes
 
 die() { echo "gpu_setup: $*" >&2; exit 1; }
+[[ $SITE == /?* ]] || die "GPU_SETUP_SITE must be an absolute path below /, not '$SITE'"
 
 [[ -d $CARRY/whl && -d $CARRY/deb ]] || die "no $CARRY/whl or $CARRY/deb here (run from the repo root, with .carry)"
 [[ $(uname -m) == x86_64 ]] || die "this bundle is for x86_64, not $(uname -m)"
@@ -90,19 +94,22 @@ if [[ -f $CARRY/fortunes.links ]]; then
     done <"$CARRY/fortunes.links"
 fi
 
-# --- Python wheels into $SITE --------------------------------------------------------------------
-mkdir -p "$SITE"
+# --- Python wheels into $SITE (built afresh beside it, then swapped in: no stale leftovers) -------
+rm -rf "$SITE.new"
+mkdir -p "$SITE.new"
 if "$PY" -m pip --version >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE.new" \
         --disable-pip-version-check --root-user-action=ignore "$CARRY"/whl/*.whl
 else  # a venv without pip (uv makes those): a wheel is a zip; none of these has a .data dir
-    "$PY" - "$SITE" "$CARRY"/whl/*.whl <<'EOF'
+    "$PY" - "$SITE.new" "$CARRY"/whl/*.whl <<'EOF'
 import sys, zipfile
 for whl in sys.argv[2:]:
     with zipfile.ZipFile(whl) as z:
         z.extractall(sys.argv[1])
 EOF
 fi
+rm -rf "$SITE"
+mv "$SITE.new" "$SITE"
 
 # --- smoke checks --------------------------------------------------------------------------------
 if [[ -z $ROOT ]]; then
