@@ -31,7 +31,13 @@ class Conv2dSubsampling(nn.Module):
         return lengths
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        y = self.conv(x.unsqueeze(1))  # (batch, channels, frames', freq')
+        conv1, act1, conv2, act2 = self.conv
+        # Zero the padded frames of the first convolution's output too: SiLU(bias) there would
+        # otherwise leak into the last valid frame of the second one, so an utterance's output
+        # would depend on what it is batched with.
+        y = act1(conv1(x.unsqueeze(1)))  # (batch, channels, frames', freq')
+        valid = torch.arange(y.shape[2], device=y.device)[None, :] < ((lengths + 1) // 2)[:, None]
+        y = act2(conv2(y * valid[:, None, :, None].to(y.dtype)))
         batch, channels, frames, freq = y.shape
         y = self.proj(y.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq))
         return y, torch.clamp(self.output_lengths(lengths), max=frames)
