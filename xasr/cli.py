@@ -120,7 +120,7 @@ def cmd_base_model(args) -> None:
     from xasr.experiments.base_model import build_base_model
 
     figures = build_base_model(args.recipe, args.out, publish=not args.no_publish,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, max_minutes=args.max_minutes)
     print(json.dumps({k: figures[k] for k in ("name", "parameters", "dev", "test")}, indent=1))
 
 
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, help="e.g. recipes/en-small.yaml")
     p.add_argument("--out", required=True, help="work directory (data and run)")
     p.add_argument("--no-publish", action="store_true", help="do not copy into xasr/pretrained")
+    p.add_argument("--max-minutes", type=float, help="cap the training's wall clock")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_base_model)
     return parser

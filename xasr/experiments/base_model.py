@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from xasr.config import TrainConfig, from_dict, load_yaml
+from xasr.config import TrainConfig, from_dict, load_yaml, replace
 from xasr.data.synth import build_xlt_synth
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
@@ -20,7 +20,8 @@ RECIPE_KEYS = {"name", "lang", "size", "synth", "train"}
 
 
 def build_base_model(recipe_path: str | Path, out: str | Path, publish: bool = True,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, max_minutes: float | None = None) -> dict:
+    """``max_minutes`` caps the training's wall clock (overrides the recipe's)."""
     recipe = load_yaml(recipe_path)
     unknown = set(recipe) - RECIPE_KEYS
     if unknown:
@@ -29,6 +30,7 @@ def build_base_model(recipe_path: str | Path, out: str | Path, publish: bool = T
     lang = recipe["lang"]
     data = build_xlt_synth([lang], out / "data", progress=progress, **recipe.get("synth", {}))[lang]
     cfg = from_dict(TrainConfig, recipe.get("train", {}), f"{recipe_path}: train")
+    cfg = replace(cfg, max_minutes=max_minutes)
     result = train(out / "run", data["train"], data["dev"], cfg, model_config(recipe["size"]),
                    progress=progress)
     dev = evaluate(result.model_dir, data["dev"], progress=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -97,7 +98,8 @@ def check_alphabet(utterances: list[Utterance], vocab: Vocab, on_unknown: str, n
     if not unknown:
         return
     chars = "".join(sorted(unknown))
-    first = next(u for u in utterances if any(c in unknown for c in u.text.replace(" ", "|")))
+    first = next(u for u in utterances  # NFC, as count_unknown_chars reads the text
+                 if set(unicodedata.normalize("NFC", u.text).replace(" ", "|")) & set(unknown))
     message = (f"{name}: {sum(unknown.values())} characters outside the vocabulary ({chars!r}), "
                f"first at {first.source}")
     if on_unknown == "error":
