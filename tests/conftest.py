@@ -127,6 +127,12 @@ def en_model(en_run) -> Path:
     return en_run / "model"
 
 
+@pytest.fixture(scope="session")
+def make_cfg():
+    """``make_cfg(**changes)``: the suite's tiny TrainConfig (see ``tiny_train_config``)."""
+    return tiny_train_config
+
+
 @pytest.fixture
 def subprocess_env() -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")

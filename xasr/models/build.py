@@ -85,6 +85,15 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
         state = load_file(str(weights), device=str(device))
     except Exception as err:  # safetensors raises its own types for corrupt files
         raise CheckpointError(f"{weights} is corrupt ({err})") from None
+    # load_state_dict raises a bare RuntimeError on a shape mismatch, even with strict=False.
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (config wants {tuple(expected[k].shape)})"
+             for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(
+            f"{weights} does not match its config: shapes differ for {', '.join(wrong[:3])}; "
+            "the weights belong to another architecture or vocabulary"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(

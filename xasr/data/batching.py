@@ -1,0 +1,213 @@
+"""From manifests to padded batches: checked utterances, lhotse cuts, duration-bucketed sampling.
+
+lhotse's ``DynamicBucketingSampler`` groups utterances of similar duration (less padding) under a
+total-duration budget per batch, and in DDP hands every rank the same number of batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+import soundfile as sf
+import torch
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.audio import AudioSource
+from lhotse.dataset import DynamicBucketingSampler
+
+from xasr.data.audio import SAMPLE_RATE, load_audio
+from xasr.data.manifest import Utterance
+from xasr.data.vocab import Vocab
+from xasr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckReport:
+    """What ``check_utterances`` did to each manifest; counts are logged, never silent."""
+
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    resampled: Counter = field(default_factory=Counter)  # original rate -> count
+    downmixed: int = 0
+    unknown_chars: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        parts = [f"{self.kept} utterances"]
+        if self.skipped:
+            parts.append("skipped " + ", ".join(f"{n} {why}" for why, n in self.skipped.items()))
+        if self.resampled:
+            parts.append(
+                "resampled to 16 kHz: "
+                + ", ".join(f"{n} at {rate} Hz" for rate, n in self.resampled.items())
+            )
+        if self.downmixed:
+            parts.append(f"down-mixed {self.downmixed} multi-channel files")
+        if self.unknown_chars:
+            chars = "".join(sorted(self.unknown_chars))
+            parts.append(f"{sum(self.unknown_chars.values())} characters outside the vocabulary "
+                         f"({chars!r}) mapped to <unk>")
+        return "; ".join(parts)
+
+
+def check_utterances(utterances: list[Utterance], skip_bad: bool = False
+                     ) -> tuple[list[Utterance], CheckReport]:
+    """Read each audio header once; fill in missing durations; catch bad lines early.
+
+    A missing, unreadable or empty audio file and an empty transcript raise ``DataError`` naming
+    the manifest line, unless ``skip_bad``: then the line is dropped and counted in the report.
+    """
+    report = CheckReport()
+    kept = []
+    for utt in utterances:
+        try:
+            info = _audio_info(utt)
+            if not utt.text.strip():
+                raise DataError(f"{utt.source}: empty transcript for {utt.audio_filepath}; "
+                                "remove the line or pass --skip-bad to drop such lines")
+        except DataError as err:
+            if not skip_bad:
+                raise
+            report.skipped[_reason(err)] += 1
+            log.warning("skipping %s", err)
+            continue
+        if info.samplerate != SAMPLE_RATE:
+            report.resampled[info.samplerate] += 1
+        if info.channels > 1:
+            report.downmixed += 1
+        duration = info.frames / info.samplerate
+        kept.append(Utterance(**{**utt.__dict__, "duration": duration}))
+    report.kept = len(kept)
+    if not kept:
+        raise DataError("no usable utterances left in the manifest")
+    return kept, report
+
+
+def _audio_info(utt: Utterance):
+    if not utt.audio_filepath.is_file():
+        raise DataError(f"{utt.source}: audio file {utt.audio_filepath} does not exist; "
+                        "fix the path (relative paths resolve against the manifest's folder)")
+    try:
+        info = sf.info(str(utt.audio_filepath))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DataError(f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
+                        "re-encode it as WAV or FLAC") from None
+    if info.frames == 0:
+        raise DataError(f"{utt.source}: audio file {utt.audio_filepath} is empty (0 samples)")
+    return info
+
+
+def _reason(err: DataError) -> str:
+    text = str(err)
+    for reason in ("does not exist", "cannot decode", "is empty", "empty transcript"):
+        if reason in text:
+            return reason
+    return "other"
+
+
+def to_cuts(utterances: list[Utterance]) -> CutSet:
+    """One lhotse cut per utterance; the language and manifest line travel as data."""
+    cuts = []
+    for i, utt in enumerate(utterances):
+        cut_id = f"{i:07d}-{utt.id}"
+        duration = float(utt.duration)
+        num_samples = int(round(duration * SAMPLE_RATE))
+        recording = Recording(
+            id=cut_id,
+            sources=[AudioSource(type="file", channels=[0], source=str(utt.audio_filepath))],
+            sampling_rate=SAMPLE_RATE,  # we load and resample ourselves (load_audio)
+            num_samples=num_samples,
+            duration=duration,
+        )
+        supervision = SupervisionSegment(
+            id=cut_id, recording_id=cut_id, start=0.0, duration=duration, text=utt.text,
+            language=utt.lang, custom={"source": utt.source},
+        )
+        cuts.append(MonoCut(id=cut_id, start=0.0, duration=duration, channel=0,
+                            recording=recording, supervisions=[supervision]))
+    return CutSet.from_cuts(cuts)
+
+
+def make_sampler(cuts: CutSet, max_batch_seconds: float, shuffle: bool, seed: int,
+                 world_size: int = 1, rank: int = 0) -> DynamicBucketingSampler:
+    longest = max(cut.duration for cut in cuts)
+    if longest > max_batch_seconds:
+        raise DataError(f"an utterance of {longest:.1f} s is longer than the batch budget of "
+                        f"{max_batch_seconds} s; raise max_batch_seconds or cut the audio")
+    return DynamicBucketingSampler(
+        cuts, max_duration=max_batch_seconds, shuffle=shuffle, seed=seed,
+        num_buckets=min(10, max(2, len(cuts) // 20)), world_size=world_size, rank=rank,
+        drop_last=False,
+    )
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Maps a CutSet (one batch from the sampler) to padded tensors.
+
+    Returns a dict: ``audio`` (batch, samples) float32, ``audio_lengths`` (batch,),
+    ``targets`` (batch, tokens) int64 padded with 0, ``target_lengths`` (batch,), ``texts`` and
+    ``langs`` (lists of str).
+    """
+
+    def __init__(self, vocab: Vocab, on_unknown: str = "error"):
+        self.vocab = vocab
+        self.on_unknown = on_unknown
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        audios, targets, texts, langs = [], [], [], []
+        for cut in cuts:
+            sup = cut.supervisions[0]
+            where = sup.custom.get("source", cut.id) if sup.custom else cut.id
+            audios.append(load_audio(cut.recording.sources[0].source, where=where))
+            targets.append(self.vocab.encode(sup.text, self.on_unknown, where=where))
+            texts.append(sup.text)
+            langs.append(sup.language or "")
+        return {
+            "audio": _pad([torch.from_numpy(a) for a in audios]),
+            "audio_lengths": torch.tensor([len(a) for a in audios]),
+            "targets": _pad([torch.tensor(t, dtype=torch.long) for t in targets]),
+            "target_lengths": torch.tensor([len(t) for t in targets]),
+            "texts": texts,
+            "langs": langs,
+        }
+
+
+def _pad(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+
+
+def make_loader(cuts: CutSet, vocab: Vocab, max_batch_seconds: float, shuffle: bool, seed: int,
+                num_workers: int = 0, world_size: int = 1, rank: int = 0,
+                on_unknown: str = "error") -> torch.utils.data.DataLoader:
+    sampler = make_sampler(cuts, max_batch_seconds, shuffle, seed, world_size, rank)
+    return torch.utils.data.DataLoader(
+        AsrDataset(vocab, on_unknown), sampler=sampler, batch_size=None,
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+    )
+
+
+def load_batch_audio(paths: list, where: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded audio (batch, samples) and lengths for a list of files (inference)."""
+    audios = [load_audio(p, where=(where[i] if where else "")) for i, p in enumerate(paths)]
+    return _pad([torch.from_numpy(a) for a in audios]), torch.tensor([len(a) for a in audios])
+
+
+def count_unknown_chars(utterances: list[Utterance], vocab: Vocab) -> Counter:
+    """Characters of the transcripts a character vocabulary lacks (empty for sentencepiece)."""
+    unknown = Counter()
+    if vocab.kind != "char":
+        return unknown
+    known = set(vocab.tokens)
+    for utt in utterances:
+        # NFC as CharVocab.encode does: a decomposed ü is the vocabulary's ü, not u + U+0308.
+        for char in unicodedata.normalize("NFC", utt.text).replace(" ", "|"):
+            if char not in known:
+                unknown[char] += 1
+    return unknown
+
+
+__all__ = ["AsrDataset", "CheckReport", "check_utterances", "count_unknown_chars",
+           "load_batch_audio", "make_loader", "make_sampler", "to_cuts"]

@@ -1,0 +1,152 @@
+"""Manifests: one utterance per line, NeMo's JSONL form or the meta-transfer code's CSV form.
+
+JSONL (NeMo): ``{"audio_filepath": "a.wav", "duration": 2.1, "text": "hola", "lang": "es"}``;
+extra keys are kept in ``Utterance.extra``. CSV (meta-transfer learning code):
+``wav_path,transcript_or_txt_path`` with no header, where the second field is the transcript
+itself or the path of a ``.txt`` file holding it. Relative paths resolve against the manifest's
+folder, so a corpus directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xasr.errors import DataError
+
+REQUIRED_KEYS = ("audio_filepath", "text")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One line of a manifest; ``audio_filepath`` is absolute once read."""
+
+    audio_filepath: Path
+    text: str
+    duration: float | None = None
+    lang: str | None = None
+    id: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+    source: str = ""  # "manifest.jsonl:12", for error messages
+
+    def to_json(self, relative_to: Path | None = None) -> dict:
+        path = self.audio_filepath
+        if relative_to is not None:
+            try:
+                path = path.relative_to(relative_to)
+            except ValueError:
+                pass
+        row = {"audio_filepath": str(path), "duration": self.duration, "text": self.text}
+        if self.lang:
+            row["lang"] = self.lang
+        if self.id:
+            row["id"] = self.id
+        row.update(self.extra)
+        return row
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a JSONL or CSV manifest (chosen by suffix: ``.csv`` is CSV, anything else JSONL)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist; pass the path of a .jsonl or .csv file")
+    if path.suffix.lower() == ".csv":
+        return read_csv_manifest(path)
+    return read_jsonl_manifest(path)
+
+
+def read_jsonl_manifest(path: Path) -> list[Utterance]:
+    utterances = []
+    for line_no, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{where}: not a JSON object ({err.msg}); each line must be one JSON object "
+                'such as {"audio_filepath": "a.wav", "duration": 1.5, "text": "..."}'
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = [key for key in REQUIRED_KEYS if key not in row]
+        if missing:
+            raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
+        utterances.append(_utterance_from_row(row, path.parent, where))
+    return utterances
+
+
+def read_csv_manifest(path: Path) -> list[Utterance]:
+    utterances = []
+    for line_no, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        fields = next(csv.reader([line]))
+        if len(fields) != 2:
+            raise DataError(
+                f"{where}: expected 2 fields 'wav_path,transcript_or_txt_path', got {len(fields)}"
+            )
+        audio, text = fields[0].strip(), fields[1].strip()
+        text_path = _resolve(text, path.parent)
+        if text.endswith(".txt"):
+            if not text_path.is_file():
+                raise DataError(f"{where}: transcript file {text_path} does not exist")
+            text = text_path.read_text(encoding="utf-8").strip()
+        row = {"audio_filepath": audio, "text": text, "id": Path(audio).stem}
+        utterances.append(_utterance_from_row(row, path.parent, where))
+    return utterances
+
+
+def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
+    """Write JSONL with audio paths relative to the manifest's folder where possible (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    base = path.parent.resolve()
+    with tmp.open("w", encoding="utf-8") as out:
+        for utt in utterances:
+            out.write(json.dumps(utt.to_json(relative_to=base), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _numbered_lines(path: Path):
+    """Yield (line number, text), failing with the line that is not UTF-8."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}:{line_no}: not valid UTF-8 (byte {err.start}); re-encode the "
+                    "manifest as UTF-8, e.g. iconv -f latin1 -t utf-8"
+                ) from None
+
+
+def _resolve(path: str, base: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+def _utterance_from_row(row: dict, base: Path, where: str) -> Utterance:
+    text = row["text"]
+    if not isinstance(text, str):
+        raise DataError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+    duration = row.get("duration")
+    if duration is not None and (not isinstance(duration, int | float) or duration < 0):
+        raise DataError(f"{where}: 'duration' must be a non-negative number, got {duration!r}")
+    known = {"audio_filepath", "text", "duration", "lang", "id"}
+    audio = _resolve(str(row["audio_filepath"]), base)
+    return Utterance(
+        audio_filepath=audio,
+        text=text,
+        duration=float(duration) if duration is not None else None,
+        lang=row.get("lang"),
+        id=str(row.get("id") or audio.stem),
+        extra={k: v for k, v in row.items() if k not in known},
+        source=where,
+    )
