@@ -98,7 +98,7 @@ def spec_augment(feats: Tensor, lengths: Tensor, freq_masks: int, freq_width: in
     mel_index = torch.arange(n_mels, device=device)
     frame_index = torch.arange(frames, device=device)
 
-    def rand(*shape):
+    def rand(*shape):  # drawn on the CPU so a seeded generator gives the same masks anywhere
         return torch.rand(*shape, generator=generator, device="cpu").to(device)
 
     for _ in range(freq_masks):
@@ -108,8 +108,8 @@ def spec_augment(feats: Tensor, lengths: Tensor, freq_masks: int, freq_width: in
         keep &= ~hit[:, None, :]
     max_width = (lengths.float() * time_fraction).long()
     for _ in range(time_masks):
-        width = (rand(batch) * (max_width + 1).float().cpu()).long().to(device)
-        start = (rand(batch) * (lengths - width).clamp(min=1).float().cpu()).long().to(device)
+        width = (rand(batch) * (max_width + 1).float()).long()
+        start = (rand(batch) * (lengths - width).clamp(min=1).float()).long()
         hit = (frame_index >= start[:, None]) & (frame_index < (start + width)[:, None])
         keep &= ~hit[:, :, None]
     return feats * keep
