@@ -47,16 +47,26 @@ XASR = str(VENV_BIN / "xasr") if (VENV_BIN / "xasr").exists() else shutil.which(
 
 def tiny_train_config(**changes) -> TrainConfig:
     """The recipe every in-process training in the suite starts from: tiny, CPU, no workers."""
-    base = dict(max_steps=20, val_every=10, warmup_steps=5, num_workers=0,
-                max_batch_seconds=30.0, accelerator="cpu", patience=100)
+    base = {
+        "max_steps": 20,
+        "val_every": 10,
+        "warmup_steps": 5,
+        "num_workers": 0,
+        "max_batch_seconds": 30.0,
+        "accelerator": "cpu",
+        "patience": 100,
+    }
     return TrainConfig(**{**base, **changes})
 
 
 def speak(text: str, voice: str, path: Path, rate: int = 16_000) -> float:
     """espeak-ng ``text`` into a mono 16-bit WAV at ``rate``; returns the duration in seconds."""
     raw = path.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "190", "-w", str(raw), text], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", "190", "-w", str(raw), text],
+        check=True,
+        capture_output=True,
+    )
     audio, file_rate = sf.read(str(raw), dtype="float32")
     raw.unlink()
     if file_rate != rate:
@@ -66,8 +76,9 @@ def speak(text: str, voice: str, path: Path, rate: int = 16_000) -> float:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -94,8 +105,15 @@ def corpus(tmp_path_factory) -> Corpus:
         for i, text in enumerate(sentences):
             rel = f"audio/{lang}-{i}.wav"
             duration = speak(text, voice, root / rel)
-            rows[lang].append({"audio_filepath": rel, "duration": round(duration, 3),
-                               "text": text, "lang": lang, "id": f"{lang}-{i}"})
+            rows[lang].append(
+                {
+                    "audio_filepath": rel,
+                    "duration": round(duration, 3),
+                    "text": text,
+                    "lang": lang,
+                    "id": f"{lang}-{i}",
+                }
+            )
     return Corpus(
         root=root,
         en_train=write_jsonl(root / "en_train.jsonl", rows["en"]),
@@ -114,8 +132,7 @@ def en_run(corpus, tmp_path_factory) -> Path:
     from xasr.train.loop import train
 
     run = tmp_path_factory.mktemp("en_run")
-    result = train(run, corpus.en_train, corpus.en_dev, tiny_train_config(), TINY,
-                   progress=False)
+    result = train(run, corpus.en_train, corpus.en_dev, tiny_train_config(), TINY, progress=False)
     assert result.steps == 20
     assert (run / "model" / "model.safetensors").is_file()
     return run
@@ -131,6 +148,14 @@ def en_model(en_run) -> Path:
 def make_cfg():
     """``make_cfg(**changes)``: the suite's tiny TrainConfig (see ``tiny_train_config``)."""
     return tiny_train_config
+
+
+@pytest.fixture(scope="session")
+def xasr() -> str:
+    """The installed ``xasr`` console command."""
+    if XASR is None:
+        pytest.skip("the xasr console command is not installed")
+    return XASR
 
 
 @pytest.fixture

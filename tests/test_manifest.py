@@ -16,8 +16,14 @@ def test_jsonl_relative_paths_resolve_against_manifest_folder(tmp_path, monkeypa
     (corpus / "wavs").mkdir(parents=True)
     manifest = corpus / "train.jsonl"
     rows = [
-        {"audio_filepath": "wavs/a.wav", "duration": 1.5, "text": "hello", "lang": "en",
-         "speaker": "s1", "gender": "f"},
+        {
+            "audio_filepath": "wavs/a.wav",
+            "duration": 1.5,
+            "text": "hello",
+            "lang": "en",
+            "speaker": "s1",
+            "gender": "f",
+        },
         {"audio_filepath": str(tmp_path / "abs.wav"), "text": "world", "id": "u2"},
     ]
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
@@ -89,7 +95,7 @@ def test_json_line_that_is_not_an_object(tmp_path):
 
 def test_non_utf8_line_names_file_and_line(tmp_path):
     manifest = tmp_path / "m.jsonl"
-    good = '{"audio_filepath": "a.wav", "text": "ok"}\n'.encode()
+    good = b'{"audio_filepath": "a.wav", "text": "ok"}\n'
     bad = '{"audio_filepath": "b.wav", "text": "gr\u00fc\u00dfe"}\n'.encode("latin-1")
     manifest.write_bytes(good + good + bad)
     with pytest.raises(DataError) as info:
@@ -107,8 +113,9 @@ def test_non_utf8_csv_line(tmp_path):
 
 def test_missing_keys_are_named(tmp_path):
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text('{"audio_filepath": "a.wav", "text": "ok"}\n{"duration": 1.0}\n',
-                        encoding="utf-8")
+    manifest.write_text(
+        '{"audio_filepath": "a.wav", "text": "ok"}\n{"duration": 1.0}\n', encoding="utf-8"
+    )
     with pytest.raises(DataError) as info:
         read_manifest(manifest)
     message = str(info.value)
@@ -142,10 +149,17 @@ def test_missing_manifest(tmp_path):
 def test_write_manifest_round_trip(tmp_path):
     out_dir = tmp_path / "out"
     utterances = [
-        Utterance(audio_filepath=out_dir / "audio" / "x.wav", text="grüße aus köln",
-                  duration=1.25, lang="de", id="x1", extra={"speaker": "anna"}),
-        Utterance(audio_filepath=tmp_path / "elsewhere" / "y.wav", text="hello",
-                  duration=None, id="y"),
+        Utterance(
+            audio_filepath=out_dir / "audio" / "x.wav",
+            text="grüße aus köln",
+            duration=1.25,
+            lang="de",
+            id="x1",
+            extra={"speaker": "anna"},
+        ),
+        Utterance(
+            audio_filepath=tmp_path / "elsewhere" / "y.wav", text="hello", duration=None, id="y"
+        ),
     ]
     path = out_dir / "m.jsonl"
     write_manifest(path, utterances)
@@ -159,6 +173,10 @@ def test_write_manifest_round_trip(tmp_path):
     for got, want in zip(back, utterances, strict=True):
         assert got.audio_filepath == want.audio_filepath
         assert (got.text, got.duration, got.lang, got.id) == (
-            want.text, want.duration, want.lang, want.id)
+            want.text,
+            want.duration,
+            want.lang,
+            want.id,
+        )
         assert got.extra == want.extra
     assert [u.source for u in back] == [f"{path}:1", f"{path}:2"]

@@ -102,7 +102,9 @@ def _audio_info(utt: Utterance):
 
 def _reason(err: DataError) -> str:
     text = str(err)
-    for reason in ("does not exist", "cannot decode", "is empty", "empty transcript"):
+    # "cannot decode" first: libsndfile's own message for some corrupt files says "File does
+    # not exist or is not a regular file", which would count them as missing.
+    for reason in ("cannot decode", "empty transcript", "is empty", "does not exist"):
         if reason in text:
             return reason
     return "other"

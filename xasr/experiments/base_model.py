@@ -8,12 +8,20 @@ import json
 import shutil
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 from xasr.config import TrainConfig, from_dict, load_yaml, replace
 from xasr.data.synth import build_xlt_synth
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
 from xasr.experiments.report import plot_curves
-from xasr.models.build import PRETRAINED_DIR, count_parameters, load_model_dir, model_config
+from xasr.models.build import (
+    PRETRAINED_DIR,
+    WEIGHTS_FILE,
+    count_parameters,
+    load_model_dir,
+    model_config,
+)
 from xasr.train.loop import train
 
 RECIPE_KEYS = {"name", "lang", "size", "synth", "train"}
@@ -49,6 +57,11 @@ def publish_model(run_dir: Path, target: Path, figures: dict) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run_dir / "model", tmp)
+    # Shipped weights in float16 (half the size, under the 20 MB a repository file may take);
+    # load_model_dir casts them back to the model's float32.
+    weights = tmp / WEIGHTS_FILE
+    save_file({k: v.half() if v.is_floating_point() else v
+               for k, v in load_file(str(weights)).items()}, str(weights))
     shutil.copy(run_dir / "metrics.csv", tmp / "metrics.csv")
     plot_curves({figures["name"]: run_dir}, tmp / "learning_curve.png",
                 f"{figures['name']}: dev CER while training")

@@ -23,18 +23,25 @@ DEMO_RECIPE = TrainConfig(
     patience=6, min_delta=0.002, num_workers=1,
 )
 EARLY_STEP = 100
+STRATEGIES = {
+    "transfer": lambda source: TransferOptions(source=source),
+    "reinit-head": lambda source: TransferOptions(source=source, reinit_head=True),
+    "scratch": lambda source: TransferOptions(source=source, scratch=True),
+}
 
 
 def run_demo(out: Path, lang: str = "es", train_minutes: float = 10.0, source: str = "en-small",
              max_minutes: float = 5.0, recipe: TrainConfig = DEMO_RECIPE,
-             progress: bool = True) -> dict:
+             strategies: tuple[str, ...] = ("transfer", "scratch"), progress: bool = True) -> dict:
+    """Train each strategy on the same data with the same recipe; evaluate; write the report.
+
+    Finished runs (``result.json`` present) are evaluated, not trained again; a killed run
+    resumes from its last checkpoint.
+    """
     cfg = TrainConfig(**{**asdict(recipe), "max_minutes": max_minutes})
     data = build_xlt_synth([lang], out / "data", train_minutes=train_minutes, dev_utts=100,
                            test_utts=200, progress=progress)[lang]
-    strategies = {
-        "transfer": TransferOptions(source=source),
-        "scratch": TransferOptions(source=source, scratch=True),
-    }
+    strategies = {name: STRATEGIES[name](source) for name in strategies}
     results = {}
     for name, opts in strategies.items():
         run_dir = out / name
@@ -58,7 +65,7 @@ def run_demo(out: Path, lang: str = "es", train_minutes: float = 10.0, source: s
 def write_report(out: Path, summary: dict, runs: dict[str, Path]) -> None:
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     plot_curves(runs, out / "learning_curve.png",
-                f"{summary['lang']}: transfer from {summary['source']} vs scratch")
+                f"{summary['lang']}: from {summary['source']} vs scratch")
     early = f"dev_cer_at_step_{EARLY_STEP}"
     rows = [[name, r["test_cer"], r["test_wer"], r[early], r["best_dev_cer"], r["best_step"],
              r["steps"], r["stopped_by"]] for name, r in summary["strategies"].items()]
@@ -70,7 +77,7 @@ def write_report(out: Path, summary: dict, runs: dict[str, Path]) -> None:
 
 Target data: XLT-Synth `{summary['lang']}`, {summary['train_minutes']} minutes of training speech;
 dev 100 and test 200 utterances spoken by voice variants training never heard.
-Both strategies use the same recipe (lr {summary['recipe']['lr']}, {summary['recipe']['max_batch_seconds']} s
+All strategies use the same recipe (lr {summary['recipe']['lr']}, {summary['recipe']['max_batch_seconds']} s
 batches, early stopping after {summary['recipe']['patience']} validations without dev-CER
 improvement, cap {summary['recipe']['max_minutes']} min) and the same architecture
 ({source_cfg.d_model}-dim, {source_cfg.n_layers} layers).

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from xasr.models.build import save_model_dir
 
@@ -19,6 +20,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(path.name + ".tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+class LastAtEveryValidation(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is rewritten at every validation.
+
+    In Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only in a step where a top-k
+    checkpoint was written, i.e. only when dev CER improved; a kill would then lose every step
+    since the last improvement. A checkpoint callback, so Lightning runs it after the others
+    and their states (best model, early stopping) are saved up to date.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # plain ModelCheckpoint's key, so checkpoints written before this class still resume
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        # Skipped when nothing trained yet, in the sanity check, or if already saved this step.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ExportBestModel(L.Callback):

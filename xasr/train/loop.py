@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 
 from xasr.config import ModelConfig, TrainConfig
@@ -33,7 +33,7 @@ from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, sa
 from xasr.errors import DataError, XasrError
 from xasr.models.build import build_model
 from xasr.models.ctc import CtcModel
-from xasr.train.checkpoint import AtomicCheckpointIO, ExportBestModel
+from xasr.train.checkpoint import AtomicCheckpointIO, ExportBestModel, LastAtEveryValidation
 from xasr.train.curve import LOG_DIR, next_attempt, write_curve
 from xasr.train.module import CtcTask
 
@@ -162,8 +162,9 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                                 monitor="val_cer", mode="min", save_top_k=1, save_last=True)
+    checkpoint = LastAtEveryValidation(dirpath=run_dir / "checkpoints", filename="best",
+                                       monitor="val_cer", mode="min", save_top_k=1,
+                                       save_last=True)
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=accelerator,

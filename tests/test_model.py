@@ -1,0 +1,197 @@
+"""The model: sizes, shapes, padding invariance, and the self-describing model directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from xasr.config import MODEL_SIZES, ModelConfig
+from xasr.data.features import frame_lengths
+from xasr.data.vocab import CharVocab
+from xasr.errors import CheckpointError, XasrError
+from xasr.models.build import (
+    build_model,
+    count_parameters,
+    load_model_dir,
+    model_config,
+    save_model_dir,
+)
+from xasr.models.frontends import Conv2dSubsampling
+
+TINY = MODEL_SIZES["tiny"]
+
+
+@pytest.fixture(scope="module")
+def vocab() -> CharVocab:
+    return CharVocab.from_texts(["the quick brown fox jumps over the lazy dog"])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(vocab):
+    torch.manual_seed(0)
+    return build_model(TINY, len(vocab)).eval()
+
+
+@pytest.mark.parametrize(("size", "low", "high"), [("small", 3.5e6, 6e6), ("medium", 15e6, 25e6)])
+def test_parameter_counts(size, low, high):
+    n = count_parameters(build_model(model_config(size), vocab_size=40))
+    assert low <= n <= high, f"{size}: {n / 1e6:.2f}M parameters"
+
+
+def test_tiny_is_much_smaller_than_small():
+    assert count_parameters(build_model(TINY, 40)) < 0.2 * count_parameters(
+        build_model(MODEL_SIZES["small"], 40)
+    )
+
+
+def test_unknown_size_and_bad_configs():
+    with pytest.raises(XasrError, match="unknown model size 'huge'.*small"):
+        model_config("huge")
+    with pytest.raises(XasrError, match="divisible"):
+        ModelConfig(d_model=100, n_heads=3)
+    with pytest.raises(XasrError, match="odd"):
+        ModelConfig(conv_kernel=4)
+
+
+def test_forward_shapes(tiny_model, vocab):
+    lengths = torch.tensor([16000, 9600, 4000])
+    audio = torch.randn(3, 16000) * (torch.arange(16000)[None, :] < lengths[:, None])
+    with torch.no_grad():
+        log_probs, out_lengths = tiny_model(audio, lengths)
+    expected = Conv2dSubsampling.output_lengths(frame_lengths(lengths))
+    assert out_lengths.tolist() == expected.tolist()
+    assert out_lengths.tolist() == [26, 16, 7]  # 101, 61, 26 feature frames -> /4
+    assert log_probs.shape == (3, 26, len(vocab))
+    assert log_probs.dtype == torch.float32
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3, 26))
+
+
+def test_frame_lengths():
+    assert frame_lengths(torch.tensor([0, 159, 160, 16000])).tolist() == [1, 1, 2, 101]
+    assert Conv2dSubsampling.output_lengths(torch.tensor([1, 2, 3, 4, 5, 101])).tolist() == [
+        1,
+        1,
+        1,
+        1,
+        2,
+        26,
+    ]
+
+
+@pytest.mark.parametrize("short", [16100, 16337, 7999, 12345])
+def test_padding_invariance(tiny_model, short):
+    """An utterance's output does not depend on what it is batched with (masking works)."""
+    generator = torch.Generator().manual_seed(short)
+    a = torch.randn(short, generator=generator) * 0.1
+    b = torch.randn(2 * 16000 + 91, generator=generator) * 0.1
+    batch = torch.zeros(2, len(b))
+    batch[0, :short] = a
+    batch[1] = b
+    with torch.no_grad():
+        alone, alone_len = tiny_model(a[None], torch.tensor([short]))
+        together, together_len = tiny_model(batch, torch.tensor([short, len(b)]))
+        longer_alone, _ = tiny_model(b[None], torch.tensor([len(b)]))
+    n = int(alone_len[0])
+    assert int(together_len[0]) == n
+    torch.testing.assert_close(together[0, :n], alone[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(together[1], longer_alone[0], atol=1e-4, rtol=0)
+
+
+def test_training_mode_differs_from_eval(vocab):
+    """Dropout is active in training mode and off in eval mode (a sanity check for the above)."""
+    torch.manual_seed(1)
+    model = build_model(dataclasses.replace(TINY, dropout=0.3), len(vocab))
+    audio, lengths = torch.randn(1, 8000) * 0.1, torch.tensor([8000])
+    model.eval()
+    with torch.no_grad():
+        first, _ = model(audio, lengths)
+        second, _ = model(audio, lengths)
+        model.train()
+        noisy, _ = model(audio, lengths)
+    assert torch.equal(first, second)
+    assert not torch.allclose(first, noisy)
+
+
+def test_save_load_round_trip(tmp_path, tiny_model, vocab):
+    directory = save_model_dir(tmp_path / "m", tiny_model, TINY, vocab, extra={"note": "x"})
+    assert {p.name for p in directory.iterdir()} == {
+        "config.json",
+        "vocab.json",
+        "model.safetensors",
+    }
+    meta = json.loads((directory / "config.json").read_text())
+    assert meta["model"] == dataclasses.asdict(TINY) and meta["note"] == "x"
+    loaded, cfg, loaded_vocab = load_model_dir(directory)
+    assert cfg == TINY
+    assert loaded_vocab.tokens == vocab.tokens
+    assert not loaded.training
+    audio = torch.randn(2, 12000) * 0.1
+    lengths = torch.tensor([12000, 7000])
+    with torch.no_grad():
+        want, _ = tiny_model(audio, lengths)
+        got, _ = loaded(audio, lengths)
+    assert torch.equal(want, got)
+    for (name, p), (name2, q) in zip(
+        tiny_model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert name == name2 and torch.equal(p, q)
+
+
+def test_wrong_architecture_weights_raise_checkpoint_error(tmp_path, tiny_model, vocab):
+    directory = save_model_dir(tmp_path / "m", tiny_model, TINY, vocab)
+    small = build_model(MODEL_SIZES["small"], len(vocab))
+    save_file(
+        {k: v.contiguous() for k, v in small.state_dict().items()},
+        str(directory / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="does not match its config"):
+        load_model_dir(directory)
+
+
+def test_weights_of_a_deeper_model_raise_checkpoint_error(tmp_path, tiny_model, vocab):
+    directory = save_model_dir(tmp_path / "m", tiny_model, TINY, vocab)
+    deeper = build_model(dataclasses.replace(TINY, n_layers=3), len(vocab))
+    save_file(
+        {k: v.contiguous() for k, v in deeper.state_dict().items()},
+        str(directory / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="unexpected.*encoder.layers.2"):
+        load_model_dir(directory)
+
+
+def test_weights_of_another_vocabulary_raise_checkpoint_error(tmp_path, tiny_model, vocab):
+    directory = save_model_dir(tmp_path / "m", tiny_model, TINY, vocab)
+    other = build_model(TINY, len(vocab) + 3)
+    save_file(
+        {k: v.contiguous() for k, v in other.state_dict().items()},
+        str(directory / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="head.weight"):
+        load_model_dir(directory)
+
+
+def test_corrupt_or_missing_weights(tmp_path, tiny_model, vocab):
+    directory = save_model_dir(tmp_path / "m", tiny_model, TINY, vocab)
+    (directory / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model_dir(directory)
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model_dir(directory)
+
+
+def test_non_xasr_directory(tmp_path):
+    other = tmp_path / "hf_model"
+    other.mkdir()
+    (other / "pytorch_model.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(CheckpointError, match="not an xasr model directory"):
+        load_model_dir(other)
+    with pytest.raises(CheckpointError, match="no model directory"):
+        load_model_dir(tmp_path / "does-not-exist")
+    (other / "config.json").write_text('{"architectures": ["Wav2Vec2ForCTC"]}')
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model_dir(other)
