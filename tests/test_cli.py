@@ -39,8 +39,8 @@ def test_evaluate_json(en_model, corpus, tmp_path, capsys):
     written = json.loads(out.read_text(encoding="utf-8"))
     assert printed["wer"] == written["wer"] and printed["cer"] == written["cer"]
     assert set(written["by_language"]) == {"en", "de"}
-    assert len(written["utterances"]) == 6
-    assert all({"id", "ref", "hyp"} <= set(u) for u in written["utterances"])
+    assert len(written["hypotheses"]) == 6
+    assert all({"id", "ref", "hyp"} <= set(u) for u in written["hypotheses"])
 
 
 def test_transfer_without_from_is_a_one_line_error(xasr, corpus, tmp_path, subprocess_env):

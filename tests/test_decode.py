@@ -127,7 +127,7 @@ def test_evaluate_writes_hypotheses(en_model, corpus, tmp_path):
     assert result["by_language"]["en"]["utterances"] == 3
     assert "6 utterances" in result["data"]
     detail = json.loads(out.read_text(encoding="utf-8"))
-    assert [u["id"] for u in detail["utterances"]] == [
+    assert [u["id"] for u in detail["hypotheses"]] == [
         "en-0",
         "en-1",
         "en-2",
@@ -135,22 +135,19 @@ def test_evaluate_writes_hypotheses(en_model, corpus, tmp_path):
         "de-1",
         "de-2",
     ]
-    assert detail["utterances"][3]["ref"] == "grüße aus köln"
+    assert detail["hypotheses"][3]["ref"] == "grüße aus köln"
     _, _, vocab = load_model_dir(en_model)
-    for utt in detail["utterances"]:
+    for utt in detail["hypotheses"]:
         assert isinstance(utt["hyp"], str)
         assert set(utt["hyp"].replace(" ", "")) <= set(vocab.tokens)
     # the rates are those of the written hypotheses
     recount = error_counts(
-        [u["ref"] for u in detail["utterances"]], [u["hyp"] for u in detail["utterances"]]
+        [u["ref"] for u in detail["hypotheses"]], [u["hyp"] for u in detail["hypotheses"]]
     )
     assert recount.wer == pytest.approx(result["wer"])
     assert recount.cer == pytest.approx(result["cer"])
-    # the file repeats the result; its "utterances" is the list (the count is its length)
-    assert len(detail["utterances"]) == result["utterances"]
-    assert {k: detail[k] for k in result if k != "utterances"} == {
-        k: v for k, v in result.items() if k != "utterances"
-    }
+    assert len(detail["hypotheses"]) == result["utterances"]
+    assert {k: detail[k] for k in result} == result
 
 
 def test_evaluate_single_language_has_no_breakdown(en_model, corpus):

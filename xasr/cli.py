@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lightning").propagate = False  # it prints through its own handler
     try:
         args.func(args)
     except XasrError as err:

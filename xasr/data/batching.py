@@ -33,7 +33,6 @@ class CheckReport:
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     resampled: Counter = field(default_factory=Counter)  # original rate -> count
     downmixed: int = 0
-    unknown_chars: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
         parts = [f"{self.kept} utterances"]
@@ -46,10 +45,6 @@ class CheckReport:
             )
         if self.downmixed:
             parts.append(f"down-mixed {self.downmixed} multi-channel files")
-        if self.unknown_chars:
-            chars = "".join(sorted(self.unknown_chars))
-            parts.append(f"{sum(self.unknown_chars.values())} characters outside the vocabulary "
-                         f"({chars!r}) mapped to <unk>")
         return "; ".join(parts)
 
 
@@ -116,7 +111,7 @@ def to_cuts(utterances: list[Utterance]) -> CutSet:
     for i, utt in enumerate(utterances):
         cut_id = f"{i:07d}-{utt.id}"
         duration = float(utt.duration)
-        num_samples = int(round(duration * SAMPLE_RATE))
+        num_samples = round(duration * SAMPLE_RATE)
         recording = Recording(
             id=cut_id,
             sources=[AudioSource(type="file", channels=[0], source=str(utt.audio_filepath))],

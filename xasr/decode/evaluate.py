@@ -60,7 +60,7 @@ def evaluate(model_dir: str | Path, manifest: str | Path, device: str | None = N
     """WER/CER (and per language when the manifest mixes languages) of greedy decoding.
 
     Returns {"wer", "cer", "mer", counts..., "by_language": {lang: {...}}, "model", "manifest"};
-    with ``output`` also writes it as JSON, with every hypothesis.
+    with ``output`` also writes it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].
     """
     model, _, vocab = load_model_dir(model_dir)
     utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
@@ -75,7 +75,7 @@ def evaluate(model_dir: str | Path, manifest: str | Path, device: str | None = N
         result["by_language"] = {lang: c.to_json() for lang, c in by_lang.items()}
     result.update(model=str(model_dir), manifest=str(manifest), data=report.summary())
     if output:
-        detail = {**result, "utterances": [
+        detail = {**result, "hypotheses": [
             {"id": u.id, "ref": r, "hyp": h} for u, r, h in zip(utterances, refs, hyps)]}
         Path(output).write_text(json.dumps(detail, indent=1, ensure_ascii=False))
     return result

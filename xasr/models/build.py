@@ -83,7 +83,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{weights} is missing")
     try:
         state = load_file(str(weights), device=str(device))
-    except Exception as err:  # safetensors raises its own types for corrupt files
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own types for corrupt files
         raise CheckpointError(f"{weights} is corrupt ({err})") from None
     # load_state_dict raises a bare RuntimeError on a shape mismatch, even with strict=False.
     expected = model.state_dict()
