@@ -19,8 +19,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-minutes", type=float, help="wall-clock budget")
     group.add_argument("--lr", type=float)
     group.add_argument("--warmup-steps", type=int)
-    group.add_argument("--batch-seconds", type=float, dest="max_batch_seconds",
-                       help="audio seconds per batch and device")
+    group.add_argument(
+        "--batch-seconds",
+        type=float,
+        dest="max_batch_seconds",
+        help="audio seconds per batch and device",
+    )
     group.add_argument("--val-every", type=int, help="validate every N steps")
     group.add_argument("--patience", type=int, help="validations without improvement")
     group.add_argument("--seed", type=int)
@@ -30,22 +34,46 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int, dest="num_workers", help="data loader workers")
     group.add_argument("--vocab", choices=["char", "sentencepiece"])
     group.add_argument("--vocab-size", type=int, help="sentencepiece vocabulary size")
-    group.add_argument("--on-unknown", choices=["error", "unk"],
-                       help="training characters outside the vocabulary")
-    group.add_argument("--no-spec-augment", action="store_false", dest="spec_augment",
-                       default=None)
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="drop (and count) unreadable audio and empty transcripts")
+    group.add_argument(
+        "--on-unknown", choices=["error", "unk"], help="training characters outside the vocabulary"
+    )
+    group.add_argument("--no-spec-augment", action="store_false", dest="spec_augment", default=None)
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="drop (and count) unreadable audio and empty transcripts",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
-TRAIN_KEYS = ("max_steps", "max_minutes", "lr", "warmup_steps", "max_batch_seconds", "val_every",
-              "patience", "seed", "devices", "accelerator", "precision", "num_workers", "vocab",
-              "vocab_size", "on_unknown", "spec_augment", "freeze_layers", "freeze_steps")
+TRAIN_KEYS = (
+    "max_steps",
+    "max_minutes",
+    "lr",
+    "warmup_steps",
+    "max_batch_seconds",
+    "val_every",
+    "patience",
+    "seed",
+    "devices",
+    "accelerator",
+    "precision",
+    "num_workers",
+    "vocab",
+    "vocab_size",
+    "on_unknown",
+    "spec_augment",
+    "freeze_layers",
+    "freeze_steps",
+)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    base = from_dict(TrainConfig, load_yaml(args.config), args.config) if args.config else TrainConfig()
+    base = (
+        from_dict(TrainConfig, load_yaml(args.config), args.config)
+        if args.config
+        else TrainConfig()
+    )
     return replace(base, **{k: getattr(args, k, None) for k in TRAIN_KEYS})
 
 
@@ -53,9 +81,14 @@ def cmd_synth(args) -> None:
     from xasr.data.synth import build_xlt_synth
 
     paths = build_xlt_synth(
-        langs=[code.strip() for code in args.langs.split(",") if code.strip()], out=Path(args.out),
-        train_minutes=args.train_minutes, dev_utts=args.dev_utts, test_utts=args.test_utts,
-        seed=args.seed, conditions=args.conditions, workers=args.workers,
+        langs=[code.strip() for code in args.langs.split(",") if code.strip()],
+        out=Path(args.out),
+        train_minutes=args.train_minutes,
+        dev_utts=args.dev_utts,
+        test_utts=args.test_utts,
+        seed=args.seed,
+        conditions=args.conditions,
+        workers=args.workers,
         progress=not args.no_progress,
     )
     for lang, splits in paths.items():
@@ -66,8 +99,15 @@ def cmd_train(args) -> None:
     from xasr.models.build import model_config
     from xasr.train.loop import train
 
-    result = train(args.out, args.train, args.valid, train_config(args), model_config(args.size),
-                   skip_bad=args.skip_bad, progress=not args.no_progress)
+    result = train(
+        args.out,
+        args.train,
+        args.valid,
+        train_config(args),
+        model_config(args.size),
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
     print(json.dumps(result.to_json(), indent=1))
 
 
@@ -80,20 +120,36 @@ def cmd_transfer(args) -> None:
     if args.source is None and args.size is None:
         raise XasrError("--scratch without --from needs --size")
     opts = TransferOptions(
-        source=args.source, scratch=args.scratch, reinit_head=args.reinit_head,
-        drop_layers=args.drop_layers, token_map_file=args.token_map,
+        source=args.source,
+        scratch=args.scratch,
+        reinit_head=args.reinit_head,
+        drop_layers=args.drop_layers,
+        token_map_file=args.token_map,
         expect=model_config(args.size) if args.size else None,
     )
-    result = transfer(args.out, args.train, args.valid, opts, train_config(args),
-                      skip_bad=args.skip_bad, progress=not args.no_progress)
+    result = transfer(
+        args.out,
+        args.train,
+        args.valid,
+        opts,
+        train_config(args),
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
     print(json.dumps(result.to_json(), indent=1))
 
 
 def cmd_evaluate(args) -> None:
     from xasr.decode.evaluate import evaluate
 
-    result = evaluate(args.model, args.manifest, device=args.device, output=args.json,
-                      skip_bad=args.skip_bad, progress=not args.no_progress)
+    result = evaluate(
+        args.model,
+        args.manifest,
+        device=args.device,
+        output=args.json,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
     print(json.dumps(result, indent=1, ensure_ascii=False))
 
 
@@ -104,23 +160,35 @@ def cmd_transcribe(args) -> None:
 
     model, _, vocab = load_model_dir(args.model)
     durations = [audio_duration(path) for path in args.files]
-    for path, text in zip(args.files, transcribe_paths(model, vocab, args.files, durations,
-                                                       device=args.device)):
+    for path, text in zip(
+        args.files, transcribe_paths(model, vocab, args.files, durations, device=args.device)
+    ):
         print(f"{path}\t{text}")
 
 
 def cmd_demo(args) -> None:
     from xasr.experiments.demo import run_demo
 
-    run_demo(Path(args.out), lang=args.lang, train_minutes=args.train_minutes,
-             source=args.source, max_minutes=args.max_minutes, progress=not args.no_progress)
+    run_demo(
+        Path(args.out),
+        lang=args.lang,
+        train_minutes=args.train_minutes,
+        source=args.source,
+        max_minutes=args.max_minutes,
+        progress=not args.no_progress,
+    )
 
 
 def cmd_base_model(args) -> None:
     from xasr.experiments.base_model import build_base_model
 
-    figures = build_base_model(args.recipe, args.out, publish=not args.no_publish,
-                               progress=not args.no_progress, max_minutes=args.max_minutes)
+    figures = build_base_model(
+        args.recipe,
+        args.out,
+        publish=not args.no_publish,
+        progress=not args.no_progress,
+        max_minutes=args.max_minutes,
+    )
     print(json.dumps({k: figures[k] for k in ("name", "parameters", "dev", "test")}, indent=1))
 
 
@@ -199,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("lightning").propagate = False  # it prints through its own handler
     try:
         args.func(args)

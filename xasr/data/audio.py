@@ -34,7 +34,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, where: str = ""
             f"{prefix}cannot decode audio file {path} ({err}); re-encode it as WAV or FLAC"
         ) from None
     if audio.shape[0] == 0:
-        raise DataError(f"{prefix}audio file {path} is empty (0 samples); remove it from the manifest")
+        raise DataError(
+            f"{prefix}audio file {path} is empty (0 samples); remove it from the manifest"
+        )
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if file_rate != sample_rate:
         audio = soxr.resample(audio, file_rate, sample_rate, quality="HQ").astype(np.float32)

@@ -48,8 +48,9 @@ class CheckReport:
         return "; ".join(parts)
 
 
-def check_utterances(utterances: list[Utterance], skip_bad: bool = False
-                     ) -> tuple[list[Utterance], CheckReport]:
+def check_utterances(
+    utterances: list[Utterance], skip_bad: bool = False
+) -> tuple[list[Utterance], CheckReport]:
     """Read each audio header once; fill in missing durations; catch bad lines early.
 
     A missing, unreadable or empty audio file and an empty transcript raise ``DataError`` naming
@@ -61,8 +62,10 @@ def check_utterances(utterances: list[Utterance], skip_bad: bool = False
         try:
             info = _audio_info(utt)
             if not utt.text.strip():
-                raise DataError(f"{utt.source}: empty transcript for {utt.audio_filepath}; "
-                                "remove the line or pass --skip-bad to drop such lines")
+                raise DataError(
+                    f"{utt.source}: empty transcript for {utt.audio_filepath}; "
+                    "remove the line or pass --skip-bad to drop such lines"
+                )
         except DataError as err:
             if not skip_bad:
                 raise
@@ -83,13 +86,17 @@ def check_utterances(utterances: list[Utterance], skip_bad: bool = False
 
 def _audio_info(utt: Utterance):
     if not utt.audio_filepath.is_file():
-        raise DataError(f"{utt.source}: audio file {utt.audio_filepath} does not exist; "
-                        "fix the path (relative paths resolve against the manifest's folder)")
+        raise DataError(
+            f"{utt.source}: audio file {utt.audio_filepath} does not exist; "
+            "fix the path (relative paths resolve against the manifest's folder)"
+        )
     try:
         info = sf.info(str(utt.audio_filepath))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise DataError(f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
-                        "re-encode it as WAV or FLAC") from None
+        raise DataError(
+            f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
+            "re-encode it as WAV or FLAC"
+        ) from None
     if info.frames == 0:
         raise DataError(f"{utt.source}: audio file {utt.audio_filepath} is empty (0 samples)")
     return info
@@ -120,23 +127,49 @@ def to_cuts(utterances: list[Utterance]) -> CutSet:
             duration=duration,
         )
         supervision = SupervisionSegment(
-            id=cut_id, recording_id=cut_id, start=0.0, duration=duration, text=utt.text,
-            language=utt.lang, custom={"source": utt.source},
+            id=cut_id,
+            recording_id=cut_id,
+            start=0.0,
+            duration=duration,
+            text=utt.text,
+            language=utt.lang,
+            custom={"source": utt.source},
         )
-        cuts.append(MonoCut(id=cut_id, start=0.0, duration=duration, channel=0,
-                            recording=recording, supervisions=[supervision]))
+        cuts.append(
+            MonoCut(
+                id=cut_id,
+                start=0.0,
+                duration=duration,
+                channel=0,
+                recording=recording,
+                supervisions=[supervision],
+            )
+        )
     return CutSet.from_cuts(cuts)
 
 
-def make_sampler(cuts: CutSet, max_batch_seconds: float, shuffle: bool, seed: int,
-                 world_size: int = 1, rank: int = 0) -> DynamicBucketingSampler:
+def make_sampler(
+    cuts: CutSet,
+    max_batch_seconds: float,
+    shuffle: bool,
+    seed: int,
+    world_size: int = 1,
+    rank: int = 0,
+) -> DynamicBucketingSampler:
     longest = max(cut.duration for cut in cuts)
     if longest > max_batch_seconds:
-        raise DataError(f"an utterance of {longest:.1f} s is longer than the batch budget of "
-                        f"{max_batch_seconds} s; raise max_batch_seconds or cut the audio")
+        raise DataError(
+            f"an utterance of {longest:.1f} s is longer than the batch budget of "
+            f"{max_batch_seconds} s; raise max_batch_seconds or cut the audio"
+        )
     return DynamicBucketingSampler(
-        cuts, max_duration=max_batch_seconds, shuffle=shuffle, seed=seed,
-        num_buckets=min(10, max(2, len(cuts) // 20)), world_size=world_size, rank=rank,
+        cuts,
+        max_duration=max_batch_seconds,
+        shuffle=shuffle,
+        seed=seed,
+        num_buckets=min(10, max(2, len(cuts) // 20)),
+        world_size=world_size,
+        rank=rank,
         drop_last=False,
     )
 
@@ -176,17 +209,30 @@ def _pad(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
 
 
-def make_loader(cuts: CutSet, vocab: Vocab, max_batch_seconds: float, shuffle: bool, seed: int,
-                num_workers: int = 0, world_size: int = 1, rank: int = 0,
-                on_unknown: str = "error") -> torch.utils.data.DataLoader:
+def make_loader(
+    cuts: CutSet,
+    vocab: Vocab,
+    max_batch_seconds: float,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    world_size: int = 1,
+    rank: int = 0,
+    on_unknown: str = "error",
+) -> torch.utils.data.DataLoader:
     sampler = make_sampler(cuts, max_batch_seconds, shuffle, seed, world_size, rank)
     return torch.utils.data.DataLoader(
-        AsrDataset(vocab, on_unknown), sampler=sampler, batch_size=None,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
+        AsrDataset(vocab, on_unknown),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
     )
 
 
-def load_batch_audio(paths: list, where: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_batch_audio(
+    paths: list, where: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded audio (batch, samples) and lengths for a list of files (inference)."""
     audios = [load_audio(p, where=(where[i] if where else "")) for i, p in enumerate(paths)]
     return _pad([torch.from_numpy(a) for a in audios]), torch.tensor([len(a) for a in audios])
@@ -206,5 +252,13 @@ def count_unknown_chars(utterances: list[Utterance], vocab: Vocab) -> Counter:
     return unknown
 
 
-__all__ = ["AsrDataset", "CheckReport", "check_utterances", "count_unknown_chars",
-           "load_batch_audio", "make_loader", "make_sampler", "to_cuts"]
+__all__ = [
+    "AsrDataset",
+    "CheckReport",
+    "check_utterances",
+    "count_unknown_chars",
+    "load_batch_audio",
+    "make_loader",
+    "make_sampler",
+    "to_cuts",
+]

@@ -19,8 +19,13 @@ HOP_LENGTH = 160  # 10 ms
 N_FFT = 512
 
 
-def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE,
-                   f_min: float = 20.0, f_max: float | None = None) -> Tensor:
+def mel_filterbank(
+    n_mels: int,
+    n_fft: int = N_FFT,
+    sample_rate: int = SAMPLE_RATE,
+    f_min: float = 20.0,
+    f_max: float | None = None,
+) -> Tensor:
     """Triangular HTK-mel filters, shape = (n_fft // 2 + 1, n_mels)."""
     f_max = f_max or sample_rate / 2
 
@@ -58,8 +63,16 @@ class LogMel(nn.Module):
         with torch.autocast(device_type=audio.device.type, enabled=False):
             # Zero (not reflect) padding at the edges: in a batch, a short utterance's last
             # frames see the zeros of the padding, so alone they must see zeros too.
-            spec = torch.stft(audio.float(), N_FFT, HOP_LENGTH, WIN_LENGTH, self.window,
-                              center=True, pad_mode="constant", return_complex=True)
+            spec = torch.stft(
+                audio.float(),
+                N_FFT,
+                HOP_LENGTH,
+                WIN_LENGTH,
+                self.window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )
             power = spec.real.square() + spec.imag.square()  # (batch, freq, frames)
             feats = torch.log(power.transpose(1, 2) @ self.filters + 1e-6)
             frames = frame_lengths(lengths)
@@ -84,9 +97,15 @@ def normalize_per_utterance(feats: Tensor, lengths: Tensor) -> Tensor:
     return (feats - mean) / torch.sqrt(var + 1e-5) * mask
 
 
-def spec_augment(feats: Tensor, lengths: Tensor, freq_masks: int, freq_width: int,
-                 time_masks: int, time_fraction: float, generator: torch.Generator | None = None
-                 ) -> Tensor:
+def spec_augment(
+    feats: Tensor,
+    lengths: Tensor,
+    freq_masks: int,
+    freq_width: int,
+    time_masks: int,
+    time_fraction: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """SpecAugment frequency and time masks (no time warp), vectorised over the batch.
 
     feats : Tensor, shape = (batch, frames, n_mels); masked values become 0 (the mean after

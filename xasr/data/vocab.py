@@ -130,8 +130,10 @@ class SentencePieceVocab:
     def encode(self, text: str, on_unknown: str = "unk", where: str = "") -> list[int]:
         ids = [i + 1 for i in self.sp.encode(text)]
         if on_unknown == "error" and self.unk_id in ids:
-            raise DataError(f"{where + ': ' if where else ''}text {text!r} has pieces "
-                            "the sentencepiece model does not know")
+            raise DataError(
+                f"{where + ': ' if where else ''}text {text!r} has pieces "
+                "the sentencepiece model does not know"
+            )
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:

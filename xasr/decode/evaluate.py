@@ -36,27 +36,44 @@ def duration_batches(durations: list[float], max_batch_seconds: float) -> list[l
 
 
 @torch.inference_mode()
-def transcribe_paths(model, vocab, paths: list, durations: list[float] | None = None,
-                     where: list[str] | None = None, device: str | None = None,
-                     max_batch_seconds: float = 200.0, progress: bool = False) -> list[str]:
+def transcribe_paths(
+    model,
+    vocab,
+    paths: list,
+    durations: list[float] | None = None,
+    where: list[str] | None = None,
+    device: str | None = None,
+    max_batch_seconds: float = 200.0,
+    progress: bool = False,
+) -> list[str]:
     device = _device(device)
     model = model.to(device).eval()
     if durations is None:
         durations = [1.0] * len(paths)
     texts = [""] * len(paths)
-    for batch in tqdm(duration_batches(durations, max_batch_seconds), disable=not progress,
-                      desc="decoding", unit="batch"):
-        audio, lengths = load_batch_audio([paths[i] for i in batch],
-                                          [where[i] for i in batch] if where else None)
+    for batch in tqdm(
+        duration_batches(durations, max_batch_seconds),
+        disable=not progress,
+        desc="decoding",
+        unit="batch",
+    ):
+        audio, lengths = load_batch_audio(
+            [paths[i] for i in batch], [where[i] for i in batch] if where else None
+        )
         log_probs, frames = model(audio.to(device), lengths.to(device))
         for i, text in zip(batch, greedy_texts(log_probs, frames, vocab)):
             texts[i] = text
     return texts
 
 
-def evaluate(model_dir: str | Path, manifest: str | Path, device: str | None = None,
-             output: str | Path | None = None, skip_bad: bool = False,
-             progress: bool = True) -> dict:
+def evaluate(
+    model_dir: str | Path,
+    manifest: str | Path,
+    device: str | None = None,
+    output: str | Path | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict:
     """WER/CER (and per language when the manifest mixes languages) of greedy decoding.
 
     Returns {"wer", "cer", "mer", counts..., "by_language": {lang: {...}}, "model", "manifest"};
@@ -64,9 +81,15 @@ def evaluate(model_dir: str | Path, manifest: str | Path, device: str | None = N
     """
     model, _, vocab = load_model_dir(model_dir)
     utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
-    hyps = transcribe_paths(model, vocab, [u.audio_filepath for u in utterances],
-                            [u.duration for u in utterances], [u.source for u in utterances],
-                            device=device, progress=progress)
+    hyps = transcribe_paths(
+        model,
+        vocab,
+        [u.audio_filepath for u in utterances],
+        [u.duration for u in utterances],
+        [u.source for u in utterances],
+        device=device,
+        progress=progress,
+    )
     refs = [u.text for u in utterances]
     result = error_counts(refs, hyps).to_json()
     langs = [u.lang or "" for u in utterances]
@@ -75,7 +98,11 @@ def evaluate(model_dir: str | Path, manifest: str | Path, device: str | None = N
         result["by_language"] = {lang: c.to_json() for lang, c in by_lang.items()}
     result.update(model=str(model_dir), manifest=str(manifest), data=report.summary())
     if output:
-        detail = {**result, "hypotheses": [
-            {"id": u.id, "ref": r, "hyp": h} for u, r, h in zip(utterances, refs, hyps)]}
+        detail = {
+            **result,
+            "hypotheses": [
+                {"id": u.id, "ref": r, "hyp": h} for u, r, h in zip(utterances, refs, hyps)
+            ],
+        }
         Path(output).write_text(json.dumps(detail, indent=1, ensure_ascii=False))
     return result

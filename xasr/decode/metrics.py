@@ -25,8 +25,15 @@ class ErrorCounts:
         return ErrorCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
 
     def as_tuple(self) -> tuple[int, ...]:
-        return (self.word_errors, self.word_ref, self.word_hits, self.word_insertions,
-                self.char_errors, self.char_ref, self.utterances)
+        return (
+            self.word_errors,
+            self.word_ref,
+            self.word_hits,
+            self.word_insertions,
+            self.char_errors,
+            self.char_ref,
+            self.utterances,
+        )
 
     @property
     def wer(self) -> float:
@@ -42,9 +49,16 @@ class ErrorCounts:
         return self.word_errors / max(self.word_hits + self.word_errors, 1)
 
     def to_json(self) -> dict:
-        return {"wer": self.wer, "cer": self.cer, "mer": self.mer, "utterances": self.utterances,
-                "word_errors": self.word_errors, "words": self.word_ref,
-                "char_errors": self.char_errors, "chars": self.char_ref}
+        return {
+            "wer": self.wer,
+            "cer": self.cer,
+            "mer": self.mer,
+            "utterances": self.utterances,
+            "word_errors": self.word_errors,
+            "words": self.word_ref,
+            "char_errors": self.char_errors,
+            "chars": self.char_ref,
+        }
 
 
 def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
@@ -69,8 +83,9 @@ def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
     )
 
 
-def error_counts_by_language(references: list[str], hypotheses: list[str], langs: list[str]
-                             ) -> dict[str, ErrorCounts]:
+def error_counts_by_language(
+    references: list[str], hypotheses: list[str], langs: list[str]
+) -> dict[str, ErrorCounts]:
     groups = defaultdict(lambda: ([], []))
     for ref, hyp, lang in zip(references, hypotheses, langs, strict=True):
         groups[lang or "unknown"][0].append(ref)

@@ -27,8 +27,13 @@ from xasr.train.loop import train
 RECIPE_KEYS = {"name", "lang", "size", "synth", "train"}
 
 
-def build_base_model(recipe_path: str | Path, out: str | Path, publish: bool = True,
-                     progress: bool = True, max_minutes: float | None = None) -> dict:
+def build_base_model(
+    recipe_path: str | Path,
+    out: str | Path,
+    publish: bool = True,
+    progress: bool = True,
+    max_minutes: float | None = None,
+) -> dict:
     """``max_minutes`` caps the training's wall clock (overrides the recipe's)."""
     recipe = load_yaml(recipe_path)
     unknown = set(recipe) - RECIPE_KEYS
@@ -39,13 +44,25 @@ def build_base_model(recipe_path: str | Path, out: str | Path, publish: bool = T
     data = build_xlt_synth([lang], out / "data", progress=progress, **recipe.get("synth", {}))[lang]
     cfg = from_dict(TrainConfig, recipe.get("train", {}), f"{recipe_path}: train")
     cfg = replace(cfg, max_minutes=max_minutes)
-    result = train(out / "run", data["train"], data["dev"], cfg, model_config(recipe["size"]),
-                   progress=progress)
+    result = train(
+        out / "run",
+        data["train"],
+        data["dev"],
+        cfg,
+        model_config(recipe["size"]),
+        progress=progress,
+    )
     dev = evaluate(result.model_dir, data["dev"], progress=False)
     test = evaluate(result.model_dir, data["test"], progress=False)
     model, _, _ = load_model_dir(result.model_dir)
-    figures = {"name": recipe["name"], "parameters": count_parameters(model),
-               "train": result.to_json(), "dev": dev, "test": test, "recipe": recipe}
+    figures = {
+        "name": recipe["name"],
+        "parameters": count_parameters(model),
+        "train": result.to_json(),
+        "dev": dev,
+        "test": test,
+        "recipe": recipe,
+    }
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     if publish:
         publish_model(out / "run", PRETRAINED_DIR / recipe["name"], figures)
@@ -60,11 +77,16 @@ def publish_model(run_dir: Path, target: Path, figures: dict) -> None:
     # Shipped weights in float16 (half the size, under the 20 MB a repository file may take);
     # load_model_dir casts them back to the model's float32.
     weights = tmp / WEIGHTS_FILE
-    save_file({k: v.half() if v.is_floating_point() else v
-               for k, v in load_file(str(weights)).items()}, str(weights))
+    save_file(
+        {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()},
+        str(weights),
+    )
     shutil.copy(run_dir / "metrics.csv", tmp / "metrics.csv")
-    plot_curves({figures["name"]: run_dir}, tmp / "learning_curve.png",
-                f"{figures['name']}: dev CER while training")
+    plot_curves(
+        {figures["name"]: run_dir},
+        tmp / "learning_curve.png",
+        f"{figures['name']}: dev CER while training",
+    )
     (tmp / "figures.json").write_text(json.dumps(figures, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -40,8 +40,13 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> CtcModel:
     )
 
 
-def save_model_dir(directory: str | Path, model: nn.Module, cfg: ModelConfig, vocab: Vocab,
-                   extra: dict | None = None) -> Path:
+def save_model_dir(
+    directory: str | Path,
+    model: nn.Module,
+    cfg: ModelConfig,
+    vocab: Vocab,
+    extra: dict | None = None,
+) -> Path:
     """Write config.json, vocab.json and model.safetensors, each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -71,8 +76,9 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
         raise CheckpointError(f"{path} is corrupt ({err})") from None
 
 
-def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
-                   ) -> tuple[CtcModel, ModelConfig, Vocab]:
+def load_model_dir(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[CtcModel, ModelConfig, Vocab]:
     """Load a model directory (or shipped model name) for inference or as a transfer source."""
     directory = resolve_model(directory)
     cfg, _ = read_model_config(directory)
@@ -87,8 +93,11 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{weights} is corrupt ({err})") from None
     # load_state_dict raises a bare RuntimeError on a shape mismatch, even with strict=False.
     expected = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (config wants {tuple(expected[k].shape)})"
-             for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (config wants {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if wrong:
         raise CheckpointError(
             f"{weights} does not match its config: shapes differ for {', '.join(wrong[:3])}; "

@@ -12,8 +12,9 @@ class CtcModel(nn.Module):
     ``augment`` (optional) is applied to the features in training, e.g. SpecAugment.
     """
 
-    def __init__(self, features: nn.Module, frontend: nn.Module, encoder: nn.Module,
-                 head: nn.Linear):
+    def __init__(
+        self, features: nn.Module, frontend: nn.Module, encoder: nn.Module, head: nn.Linear
+    ):
         super().__init__()
         self.features = features
         self.frontend = frontend

@@ -65,8 +65,12 @@ class ExportBestModel(L.Callback):
         if cer < self.best:
             self.best, self.best_step = cer, trainer.global_step
             if trainer.is_global_zero:
-                meta = {**self.meta, "dev_cer": cer, "step": trainer.global_step,
-                        "dev_wer": float(trainer.callback_metrics.get("val_wer", float("nan")))}
+                meta = {
+                    **self.meta,
+                    "dev_cer": cer,
+                    "step": trainer.global_step,
+                    "dev_wer": float(trainer.callback_metrics.get("val_wer", float("nan"))),
+                }
                 save_model_dir(self.directory, pl_module.model, self.model_cfg, self.vocab, meta)
 
     def state_dict(self) -> dict:

@@ -20,8 +20,10 @@ def next_attempt(run_dir: Path) -> str:
 
 def read_curve(run_dir: str | Path) -> list[dict]:
     """Rows {"step": int, "train_loss"?: float, "val_cer"?: float, "val_wer"?: float} by step."""
-    attempts = sorted((Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
-                      key=lambda p: int(p.parent.name.split("-")[1]))
+    attempts = sorted(
+        (Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("-")[1]),
+    )
     rows: list[dict] = []
     for path in attempts:
         with path.open(newline="") as handle:

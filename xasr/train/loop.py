@@ -63,9 +63,15 @@ class CutsData(L.LightningDataModule):
 
     def _loader(self, cuts, shuffle: bool, on_unknown: str):
         return make_loader(
-            cuts, self.vocab, self.cfg.max_batch_seconds, shuffle=shuffle, seed=self.cfg.seed,
-            num_workers=self.cfg.num_workers, world_size=self.trainer.world_size,
-            rank=self.trainer.global_rank, on_unknown=on_unknown,
+            cuts,
+            self.vocab,
+            self.cfg.max_batch_seconds,
+            shuffle=shuffle,
+            seed=self.cfg.seed,
+            num_workers=self.cfg.num_workers,
+            world_size=self.trainer.world_size,
+            rank=self.trainer.global_rank,
+            on_unknown=on_unknown,
         )
 
     def train_dataloader(self):
@@ -75,8 +81,9 @@ class CutsData(L.LightningDataModule):
         return self._loader(self.valid_cuts, shuffle=False, on_unknown="unk")
 
 
-def prepare_vocab(run_dir: Path, train: list[Utterance], cfg: TrainConfig,
-                  vocab: Vocab | None) -> Vocab:
+def prepare_vocab(
+    run_dir: Path, train: list[Utterance], cfg: TrainConfig, vocab: Vocab | None
+) -> Vocab:
     """The run's vocabulary: the one saved in RUN (resume), the one given, or built from text."""
     if (run_dir / "vocab.json").is_file():
         return load_vocab(run_dir)
@@ -98,13 +105,20 @@ def check_alphabet(utterances: list[Utterance], vocab: Vocab, on_unknown: str, n
     if not unknown:
         return
     chars = "".join(sorted(unknown))
-    first = next(u for u in utterances  # NFC, as count_unknown_chars reads the text
-                 if set(unicodedata.normalize("NFC", u.text).replace(" ", "|")) & set(unknown))
-    message = (f"{name}: {sum(unknown.values())} characters outside the vocabulary ({chars!r}), "
-               f"first at {first.source}")
+    first = next(
+        u
+        for u in utterances  # NFC, as count_unknown_chars reads the text
+        if set(unicodedata.normalize("NFC", u.text).replace(" ", "|")) & set(unknown)
+    )
+    message = (
+        f"{name}: {sum(unknown.values())} characters outside the vocabulary ({chars!r}), "
+        f"first at {first.source}"
+    )
     if on_unknown == "error":
-        raise DataError(message + "; normalise the text, or pass --on-unknown unk to map them "
-                        "to <unk> (counted)")
+        raise DataError(
+            message + "; normalise the text, or pass --on-unknown unk to map them "
+            "to <unk> (counted)"
+        )
     log.warning("%s; mapped to <unk>", message)
 
 
@@ -114,10 +128,19 @@ def load_split(path: str | Path, skip_bad: bool, name: str) -> list[Utterance]:
     return utterances
 
 
-def train(run_dir: str | Path, train_manifest: str | Path, valid_manifest: str | Path,
-          cfg: TrainConfig, model_cfg: ModelConfig, vocab: Vocab | None = None,
-          init_model: CtcModel | None = None, frozen_until: frozenset[str] = frozenset(),
-          meta: dict | None = None, skip_bad: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    run_dir: str | Path,
+    train_manifest: str | Path,
+    valid_manifest: str | Path,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    vocab: Vocab | None = None,
+    init_model: CtcModel | None = None,
+    frozen_until: frozenset[str] = frozenset(),
+    meta: dict | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> TrainResult:
     """Train (or resume) a CTC model until dev CER stops improving or a budget runs out.
 
     ``init_model`` is the starting point (a transferred model); None trains from scratch with
@@ -136,8 +159,13 @@ def train(run_dir: str | Path, train_manifest: str | Path, valid_manifest: str |
     data = CutsData(to_cuts(train_utts), to_cuts(valid_utts), vocab, cfg)
     meta = {**(meta or {}), "train": asdict(cfg), "train_manifest": str(train_manifest)}
     export = ExportBestModel(run_dir / "model", model_cfg, vocab, meta)
-    early = EarlyStopping("val_cer", min_delta=cfg.min_delta, patience=cfg.patience, mode="min",
-                          check_on_train_epoch_end=False)
+    early = EarlyStopping(
+        "val_cer",
+        min_delta=cfg.min_delta,
+        patience=cfg.patience,
+        mode="min",
+        check_on_train_epoch_end=False,
+    )
     trainer = make_trainer(run_dir, cfg, [export, early], progress)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
@@ -145,9 +173,13 @@ def train(run_dir: str | Path, train_manifest: str | Path, valid_manifest: str |
     started = _now()
     trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
     result = TrainResult(
-        run_dir=run_dir, model_dir=run_dir / "model", best_dev_cer=export.best,
-        best_step=export.best_step, steps=trainer.global_step,
-        stopped_by=_stop_reason(trainer, early, cfg), seconds=_now() - started,
+        run_dir=run_dir,
+        model_dir=run_dir / "model",
+        best_dev_cer=export.best,
+        best_step=export.best_step,
+        steps=trainer.global_step,
+        stopped_by=_stop_reason(trainer, early, cfg),
+        seconds=_now() - started,
     )
     if trainer.is_global_zero:
         write_curve(run_dir)
@@ -162,9 +194,14 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
-    checkpoint = LastAtEveryValidation(dirpath=run_dir / "checkpoints", filename="best",
-                                       monitor="val_cer", mode="min", save_top_k=1,
-                                       save_last=True)
+    checkpoint = LastAtEveryValidation(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val_cer",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+    )
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=accelerator,

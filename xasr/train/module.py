@@ -19,8 +19,9 @@ from xasr.models.ctc import CtcModel
 class CtcTask(L.LightningModule):
     """``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps."""
 
-    def __init__(self, model: CtcModel, vocab, cfg: TrainConfig,
-                 frozen_until: frozenset[str] = frozenset()):
+    def __init__(
+        self, model: CtcModel, vocab, cfg: TrainConfig, frozen_until: frozenset[str] = frozenset()
+    ):
         super().__init__()
         self.frozen_until = frozen_until
         self.model = model
@@ -28,22 +29,41 @@ class CtcTask(L.LightningModule):
         self.cfg = cfg
         self._val_counts = ErrorCounts()
         self._augment = (
-            partial(spec_augment, freq_masks=cfg.freq_masks, freq_width=cfg.freq_mask_width,
-                    time_masks=cfg.time_masks, time_fraction=cfg.time_mask_fraction)
-            if cfg.spec_augment else None
+            partial(
+                spec_augment,
+                freq_masks=cfg.freq_masks,
+                freq_width=cfg.freq_mask_width,
+                time_masks=cfg.time_masks,
+                time_fraction=cfg.time_mask_fraction,
+            )
+            if cfg.spec_augment
+            else None
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"], self._augment)
         # ctc_loss wants (frames, batch, vocab); "mean" divides each utterance's loss by its
         # target length, so long and short utterances weigh alike.
-        loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
-                          batch["target_lengths"], blank=self.vocab.blank_id,
-                          reduction="mean", zero_infinity=True)
+        loss = F.ctc_loss(
+            log_probs.transpose(0, 1),
+            batch["targets"],
+            lengths,
+            batch["target_lengths"],
+            blank=self.vocab.blank_id,
+            reduction="mean",
+            zero_infinity=True,
+        )
         seconds = batch["audio_lengths"].sum() / 16000
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
-        self.log("audio_seconds", seconds, reduce_fx="sum", batch_size=1, on_step=False,
-                 on_epoch=True, sync_dist=True)
+        self.log(
+            "audio_seconds",
+            seconds,
+            reduce_fx="sum",
+            batch_size=1,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -75,12 +95,16 @@ class CtcTask(L.LightningModule):
         # weight decay is scaled by the learning rate too, so those weights do not move at all,
         # and DDP sees the same parameter set throughout.
         factors = [
-            partial(_delayed, schedule, self.cfg.freeze_steps or 0) if g["name"] == "frozen_until"
-            else schedule for g in groups
+            partial(_delayed, schedule, self.cfg.freeze_steps or 0)
+            if g["name"] == "frozen_until"
+            else schedule
+            for g in groups
         ]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

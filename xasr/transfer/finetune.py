@@ -52,8 +52,15 @@ def target_vocab(train_manifest, cfg: TrainConfig, source_vocab):
     return CharVocab.from_texts(texts)
 
 
-def transfer(run_dir: str | Path, train_manifest, valid_manifest, opts: TransferOptions,
-             cfg: TrainConfig, skip_bad: bool = False, progress: bool = True) -> TrainResult:
+def transfer(
+    run_dir: str | Path,
+    train_manifest,
+    valid_manifest,
+    opts: TransferOptions,
+    cfg: TrainConfig,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> TrainResult:
     run_dir = Path(run_dir)
     resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if opts.source is None:
@@ -67,11 +74,17 @@ def transfer(run_dir: str | Path, train_manifest, valid_manifest, opts: Transfer
     vocab = load_vocab(run_dir) if resuming else target_vocab(train_manifest, cfg, source_vocab)
     torch.manual_seed(cfg.seed)
     model = build_model(source_cfg, len(vocab))
-    report = {"source": opts.source, "strategy": strategy_name(opts), "drop_layers": opts.drop_layers,
-              "freeze_layers": cfg.freeze_layers, "freeze_steps": cfg.freeze_steps}
+    report = {
+        "source": opts.source,
+        "strategy": strategy_name(opts),
+        "drop_layers": opts.drop_layers,
+        "freeze_layers": cfg.freeze_layers,
+        "freeze_steps": cfg.freeze_steps,
+    }
     if source is not None and not opts.scratch and not resuming:
-        report.update(initialise_from_source(model, source, source_cfg, source_vocab, vocab, opts,
-                                             cfg.seed))
+        report.update(
+            initialise_from_source(model, source, source_cfg, source_vocab, vocab, opts, cfg.seed)
+        )
     frozen = frozen_parameter_names(model, cfg.freeze_layers)
     frozen_until = frozenset(frozen) if cfg.freeze_steps else frozenset()
     if not cfg.freeze_steps:
@@ -80,20 +93,33 @@ def transfer(run_dir: str | Path, train_manifest, valid_manifest, opts: Transfer
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         (run_dir / "transfer.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    return train(run_dir, train_manifest, valid_manifest, cfg, source_cfg, vocab=vocab,
-                 init_model=model, frozen_until=frozen_until, meta={"transfer": report},
-                 skip_bad=skip_bad, progress=progress)
+    return train(
+        run_dir,
+        train_manifest,
+        valid_manifest,
+        cfg,
+        source_cfg,
+        vocab=vocab,
+        init_model=model,
+        frozen_until=frozen_until,
+        meta={"transfer": report},
+        skip_bad=skip_bad,
+        progress=progress,
+    )
 
 
-def initialise_from_source(model, source, source_cfg: ModelConfig, source_vocab, vocab,
-                           opts: TransferOptions, seed: int) -> dict:
+def initialise_from_source(
+    model, source, source_cfg: ModelConfig, source_vocab, vocab, opts: TransferOptions, seed: int
+) -> dict:
     """Copy the encoder, transfer or re-initialise the head, drop top layers. Returns a report."""
     tensors = copy_encoder(source, model)
     report = {"encoder_tensors_copied": tensors}
     if opts.reinit_head:
         log.info("head re-initialised (%d target tokens)", len(vocab))
     else:
-        token_map = map_tokens(vocab.tokens, source_vocab.tokens, read_user_map(opts.token_map_file))
+        token_map = map_tokens(
+            vocab.tokens, source_vocab.tokens, read_user_map(opts.token_map_file)
+        )
         transfer_head(source, model, token_map)
         message = token_map.summary(vocab.tokens, source_vocab.tokens)
         log.info(message)

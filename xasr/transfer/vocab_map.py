@@ -37,9 +37,11 @@ class TokenMap:
     def summary(self, target_tokens: list[str], source_tokens: list[str]) -> str:
         info = self.describe(target_tokens, source_tokens)
         mapped = " ".join(f"{t}<-{s}" for t, s in info["mapped"].items())
-        return (f"head transfer: {len(self.copied)} tokens copied, {len(self.mapped)} mapped"
-                f"{' (' + mapped + ')' if mapped else ''}, {len(self.new)} new"
-                f"{' (' + ' '.join(info['new']) + ')' if info['new'] else ''}")
+        return (
+            f"head transfer: {len(self.copied)} tokens copied, {len(self.mapped)} mapped"
+            f"{' (' + mapped + ')' if mapped else ''}, {len(self.new)} new"
+            f"{' (' + ' '.join(info['new']) + ')' if info['new'] else ''}"
+        )
 
 
 def base_letter(token: str) -> str:
@@ -71,8 +73,9 @@ def read_user_map(path: str | Path | None) -> dict[str, str]:
     return pairs
 
 
-def map_tokens(target_tokens: list[str], source_tokens: list[str],
-               user_map: dict[str, str] | None = None) -> TokenMap:
+def map_tokens(
+    target_tokens: list[str], source_tokens: list[str], user_map: dict[str, str] | None = None
+) -> TokenMap:
     source_index = {token: i for i, token in enumerate(source_tokens)}
     user_map = user_map or {}
     result = TokenMap()
