@@ -7,13 +7,17 @@ XASR := $(VENV)/bin/xasr
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng fortunes fortunes-es fortunes-de fortunes-it fortunes-br fortunes-zh libsndfile1
+# Compilers, headers and libraries for kenlm (the Python package builds from source) and lmplz.
+APT_PACKAGES += g++ cmake python3-dev libboost-program-options-dev libboost-system-dev libboost-thread-dev \
+	libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
+LMPLZ := $(VENV)/bin/lmplz
 
-.PHONY: test demo base-model system venv lint clean
+.PHONY: test demo base-model system venv lm-tools lint clean
 
-test: system venv
+test: system venv lm-tools
 	$(PY) -m pytest -q -x
 
-demo: system venv
+demo: system venv lm-tools
 	$(XASR) demo --out runs/demo
 
 # Trains the shipped English base model with the committed recipe (an hour or two on 2 CPU
@@ -37,7 +41,26 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# pyctcdecode's metadata pins numpy<2 (untested upper bound; it runs on numpy 2), which would
+	# make pip downgrade numpy under audiomentations: install it without its dependencies (its
+	# runtime one, pygtrie, is in pyproject.toml).
+	$(PY) -m pip install -q --no-deps pyctcdecode==0.5.0
 	touch $(STAMP)
+
+# KenLM's lmplz (trains ARPA n-gram models) and build_binary are not on PyPI: build them from the
+# C++ tree of the kenlm source distribution, the version of the installed kenlm package (about
+# 2 minutes on 2 cores; skipped once built).
+lm-tools: system venv $(LMPLZ)
+
+$(LMPLZ): | $(STAMP)
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	version=$$($(PY) -c 'import importlib.metadata as m; print(m.version("kenlm"))'); \
+	$(PY) -m pip download -q --no-deps --no-binary kenlm "kenlm==$$version" -d "$$tmp"; \
+	tar -xzf "$$tmp"/kenlm-*.tar.gz -C "$$tmp"; \
+	{ cmake -S "$$tmp/kenlm-$$version" -B "$$tmp/build" -DCMAKE_BUILD_TYPE=Release && \
+	  cmake --build "$$tmp/build" --target lmplz build_binary -j "$$(nproc)"; } \
+	  >"$$tmp/build.log" 2>&1 || { tail -n 40 "$$tmp/build.log"; exit 1; }; \
+	cp "$$tmp/build/bin/build_binary" "$$tmp/build/bin/lmplz" $(VENV)/bin/
 
 lint: venv
 	$(VENV)/bin/ruff check xasr tests bench

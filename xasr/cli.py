@@ -149,8 +149,21 @@ def cmd_evaluate(args) -> None:
         output=args.json,
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
+        lm=args.lm,
+        beam_width=args.beam_width,
+        lm_weight=args.lm_weight,
+        word_bonus=args.word_bonus,
     )
     print(json.dumps(result, indent=1, ensure_ascii=False))
+
+
+def cmd_build_lm(args) -> None:
+    from xasr.decode.lm import build_lm
+
+    summary = build_lm(
+        args.text, args.out, order=args.order, lang=args.lang, exclude=args.exclude or ()
+    )
+    print(json.dumps(summary, indent=1, ensure_ascii=False))
 
 
 def cmd_transcribe(args) -> None:
@@ -239,7 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--lm", help="KenLM n-gram model (xasr build-lm): beam search instead of greedy")
+    p.add_argument("--beam-width", type=int, default=32, help="with --lm")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="with --lm: alpha")
+    p.add_argument("--word-bonus", type=float, default=1.0, help="with --lm: beta, per word")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("build-lm", help="train a KenLM n-gram LM (lmplz) for evaluate --lm")
+    p.add_argument(
+        "--text",
+        action="append",
+        required=True,
+        help="text file (a sentence a line) or manifest (its text fields); repeatable",
+    )
+    p.add_argument("--out", required=True, help="lm.arpa, or lm.bin for KenLM's binary format")
+    p.add_argument("--order", type=int, default=3)
+    p.add_argument("--lang", help="normalise plain text as the corpus does for this language")
+    p.add_argument(
+        "--exclude", action="append", help="drop sentences of this manifest/file (test, dev)"
+    )
+    p.set_defaults(func=cmd_build_lm)
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)

@@ -1,14 +1,17 @@
-"""Evaluate a model on a manifest and transcribe files: greedy CTC, batched by duration."""
+"""Evaluate a model on a manifest and transcribe files: greedy CTC (or beam search with an
+n-gram LM, ``xasr.decode.lm``), batched by duration."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
 from xasr.decode.greedy import greedy_texts
@@ -45,7 +48,14 @@ def transcribe_paths(
     device: str | None = None,
     max_batch_seconds: float = 200.0,
     progress: bool = False,
+    decoder=None,
+    stats: dict | None = None,
 ) -> list[str]:
+    """``decoder(log_probs, lengths) -> texts`` (default greedy). ``stats``, if given, receives
+    audio_seconds, decode_seconds (the search alone) and total_seconds."""
+    started = time.perf_counter()
+    decode = decoder or (lambda log_probs, frames: greedy_texts(log_probs, frames, vocab))
+    audio_seconds = decode_seconds = 0.0
     device = _device(device)
     model = model.to(device).eval()
     if durations is None:
@@ -61,8 +71,17 @@ def transcribe_paths(
             [paths[i] for i in batch], [where[i] for i in batch] if where else None
         )
         log_probs, frames = model(audio.to(device), lengths.to(device))
-        for i, text in zip(batch, greedy_texts(log_probs, frames, vocab)):
+        audio_seconds += lengths.sum().item() / SAMPLE_RATE
+        decode_started = time.perf_counter()
+        for i, text in zip(batch, decode(log_probs, frames)):
             texts[i] = text
+        decode_seconds += time.perf_counter() - decode_started
+    if stats is not None:
+        stats.update(
+            audio_seconds=audio_seconds,
+            decode_seconds=decode_seconds,
+            total_seconds=time.perf_counter() - started,
+        )
     return texts
 
 
@@ -73,13 +92,26 @@ def evaluate(
     output: str | Path | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    lm: str | Path | None = None,
+    beam_width: int = 32,
+    lm_weight: float = 0.5,
+    word_bonus: float = 1.0,
 ) -> dict:
-    """WER/CER (and per language when the manifest mixes languages) of greedy decoding.
+    """WER/CER (and per language when the manifest mixes languages) of greedy decoding, or with
+    ``lm`` of a CTC beam search with that KenLM n-gram model (``xasr.decode.lm.LmDecoder``).
 
-    Returns {"wer", "cer", "mer", counts..., "by_language": {lang: {...}}, "model", "manifest"};
-    with ``output`` also writes it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].
+    Returns {"wer", "cer", "mer", counts..., "by_language": {lang: {...}}, "model", "manifest",
+    "decoder": {"name", ...its parameters}, "decode_rtf"} (decode_rtf: seconds of search per
+    second of audio; total_rtf: with audio loading and the model); with ``output`` also writes
+    it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].
     """
     model, _, vocab = load_model_dir(model_dir)
+    decoder = None
+    if lm is not None:
+        from xasr.decode.lm import LmDecoder
+
+        decoder = LmDecoder(vocab, lm, beam_width, lm_weight, word_bonus)
+    stats = {}
     utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
     hyps = transcribe_paths(
         model,
@@ -89,6 +121,8 @@ def evaluate(
         [u.source for u in utterances],
         device=device,
         progress=progress,
+        decoder=decoder,
+        stats=stats,
     )
     refs = [u.text for u in utterances]
     result = error_counts(refs, hyps).to_json()
@@ -97,6 +131,13 @@ def evaluate(
         by_lang = error_counts_by_language(refs, hyps, langs)
         result["by_language"] = {lang: c.to_json() for lang, c in by_lang.items()}
     result.update(model=str(model_dir), manifest=str(manifest), data=report.summary())
+    audio_seconds = max(stats["audio_seconds"], 1e-9)
+    result.update(
+        decoder=decoder.info() if decoder else {"name": "greedy"},
+        decode_rtf=stats["decode_seconds"] / audio_seconds,
+        total_rtf=stats["total_seconds"] / audio_seconds,
+        audio_seconds=stats["audio_seconds"],
+    )
     if output:
         detail = {
             **result,

@@ -46,13 +46,14 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, attention_dropout: float):
         super().__init__()
         self.n_heads = n_heads
         self.norm = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        self.attention_dropout = attention_dropout
 
     def forward(self, x: Tensor, attn_mask: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
         """x : (batch, frames, d_model); attn_mask : bool (batch, 1, 1, frames), True = attend."""
@@ -61,7 +62,11 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
         q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(batch, frames, d_model)
         return F.dropout(self.out(y), self.dropout, self.training)
@@ -93,7 +98,7 @@ class ConformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ff1 = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
-        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_dropout)
         self.conv = ConvModule(cfg.d_model, cfg.conv_kernel, cfg.dropout)
         self.ff2 = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
         self.norm = nn.LayerNorm(cfg.d_model)
