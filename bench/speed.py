@@ -727,12 +727,12 @@ def print_report(r: dict) -> None:
         "\nRATIOS xasr / HF (same run, median of per-repetition ratios; speed >1 = xasr "
         "faster, memory <1 = xasr smaller)"
     )
-    head = f"{'pair':<24}{'train':>8}" + "".join(f"{'inf ' + k:>14}" for k in rtf_keys)
+    head = f"{'pair':<26}{'train':>8}" + "".join(f"{'inf ' + k:>14}" for k in rtf_keys)
     print(head + f"{'memory':>9}{'params':>8}")
     for pair, q in r["ratios"].items():
         mem = f"{q['memory']:.2f}" if q["memory"] else "-"
         print(
-            f"{pair:<24}{q['train_throughput']:>7.2f}x"
+            f"{pair:<26}{q['train_throughput']:>7.2f}x"
             + "".join(f"{q['infer_speed'][k]:>13.2f}x" for k in rtf_keys)
             + f"{mem:>9}{q['params']:>8.3f}"
         )
@@ -741,7 +741,7 @@ def print_report(r: dict) -> None:
         reps = " ".join(f"{v:.2f}" for v in q["train_throughput_per_repetition"])
         best = "".join(f"{q['infer_speed_best_vs_best'][k]:>13.2f}x" for k in rtf_keys)
         print(
-            f"  {pair:<22}train [{reps}]; best/best: train "
+            f"  {pair:<26} train [{reps}]; best/best: train "
             f"{q['train_throughput_best_vs_best']:.2f}x, inference{best}"
         )
 
