@@ -187,17 +187,19 @@ class AsrDataset(torch.utils.data.Dataset):
         self.on_unknown = on_unknown
 
     def __getitem__(self, cuts: CutSet) -> dict:
-        audios, targets, texts, langs = [], [], [], []
+        paths, wheres, targets, texts, langs = [], [], [], [], []
         for cut in cuts:
             sup = cut.supervisions[0]
             where = sup.custom.get("source", cut.id) if sup.custom else cut.id
-            audios.append(load_audio(cut.recording.sources[0].source, where=where))
+            paths.append(cut.recording.sources[0].source)
+            wheres.append(where)
             targets.append(self.vocab.encode(sup.text, self.on_unknown, where=where))
             texts.append(sup.text)
             langs.append(sup.language or "")
+        audio, audio_lengths = load_batch_audio(paths, wheres)
         return {
-            "audio": _pad([torch.from_numpy(a) for a in audios]),
-            "audio_lengths": torch.tensor([len(a) for a in audios]),
+            "audio": audio,
+            "audio_lengths": audio_lengths,
             "targets": _pad([torch.tensor(t, dtype=torch.long) for t in targets]),
             "target_lengths": torch.tensor([len(t) for t in targets]),
             "texts": texts,
@@ -233,7 +235,7 @@ def make_loader(
 def load_batch_audio(
     paths: list, where: list[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded audio (batch, samples) and lengths for a list of files (inference)."""
+    """Padded audio (batch, samples) and lengths for a list of files."""
     audios = [load_audio(p, where=(where[i] if where else "")) for i, p in enumerate(paths)]
     return _pad([torch.from_numpy(a) for a in audios]), torch.tensor([len(a) for a in audios])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -170,7 +171,7 @@ def train(
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("resuming from %s", last)
-    started = _now()
+    started = time.monotonic()
     trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
     result = TrainResult(
         run_dir=run_dir,
@@ -179,7 +180,7 @@ def train(
         best_step=export.best_step,
         steps=trainer.global_step,
         stopped_by=_stop_reason(trainer, early, cfg),
-        seconds=_now() - started,
+        seconds=time.monotonic() - started,
     )
     if trainer.is_global_zero:
         write_curve(run_dir)
@@ -231,9 +232,3 @@ def _stop_reason(trainer: L.Trainer, early: EarlyStopping, cfg: TrainConfig) -> 
     if trainer.global_step >= cfg.max_steps:
         return "max steps"
     return "time budget" if cfg.max_minutes else "finished"
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()

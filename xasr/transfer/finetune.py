@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from xasr.config import ModelConfig, TrainConfig
+from xasr.data.manifest import read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, load_vocab
 from xasr.models.build import build_model, load_model_dir, resolve_model
-from xasr.train.loop import TrainResult, load_split, train
+from xasr.train.loop import TrainResult, train
 from xasr.transfer.surgery import (
     check_same_architecture,
     copy_encoder,
@@ -46,7 +47,8 @@ class TransferOptions:
 
 def target_vocab(train_manifest, cfg: TrainConfig, source_vocab):
     """A vocabulary of the target's training text, of the same kind as the source's."""
-    texts = [utt.text for utt in load_split(train_manifest, skip_bad=True, name="train")]
+    # Text only: train() checks the audio of every line once, right after this.
+    texts = [utt.text for utt in read_manifest(train_manifest) if utt.text.strip()]
     if source_vocab is not None and source_vocab.kind == "sentencepiece":
         return SentencePieceVocab.train(texts, cfg.vocab_size)
     return CharVocab.from_texts(texts)
