@@ -20,6 +20,7 @@ from xasr.models.build import (
     model_config,
     save_model_dir,
 )
+from xasr.models.dropout import Dropout, dropout
 from xasr.models.frontends import Conv2dSubsampling
 
 TINY = MODEL_SIZES["tiny"]
@@ -195,3 +196,32 @@ def test_non_xasr_directory(tmp_path):
     (other / "config.json").write_text('{"architectures": ["Wav2Vec2ForCTC"]}')
     with pytest.raises(CheckpointError, match="corrupt"):
         load_model_dir(other)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_keeps_the_asked_fraction_and_scales(p):
+    torch.manual_seed(0)
+    x = torch.ones(400, 1001, requires_grad=True)  # odd count: the last int32 word is half used
+    y = dropout(x, p, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask * scale)/dx = mask * scale
+
+
+def test_cpu_dropout_is_identity_in_eval_and_at_zero():
+    x = torch.randn(3, 5)
+    assert dropout(x, 0.3, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    with pytest.raises(ValueError):
+        Dropout(1.5)
+
+
+def test_cpu_dropout_follows_the_torch_seed():
+    x = torch.ones(64, 64)
+    torch.manual_seed(3)
+    a = dropout(x, 0.2, training=True)
+    torch.manual_seed(3)
+    assert torch.equal(a, dropout(x, 0.2, training=True))

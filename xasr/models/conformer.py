@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from xasr.config import ModelConfig
 from xasr.data.features import padding_mask
+from xasr.models.dropout import Dropout
 
 
 def rotary_tables(length: int, head_dim: int, device, dtype) -> tuple[Tensor, Tensor]:
@@ -24,7 +25,7 @@ def rotary_tables(length: int, head_dim: int, device, dtype) -> tuple[Tensor, Te
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs of channels; x : Tensor, shape = (batch, heads, frames, head_dim)."""
+    """Rotate pairs of channels; x : Tensor, shape = (..., frames, head_dim)."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -36,9 +37,9 @@ class FeedForward(nn.Module):
             nn.LayerNorm(d_model),
             nn.Linear(d_model, d_model * mult),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(d_model * mult, d_model),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,15 +53,16 @@ class SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        self.dropout = dropout
+        self.out_dropout = Dropout(dropout)
         self.attention_dropout = attention_dropout
 
     def forward(self, x: Tensor, attn_mask: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
         """x : (batch, frames, d_model); attn_mask : bool (batch, 1, 1, frames), True = attend."""
         batch, frames, d_model = x.shape
         qkv = self.qkv(self.norm(x)).view(batch, frames, 3, self.n_heads, -1)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
-        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, frames, head_dim)
+        q, k = apply_rotary(qkv[:2], *rotary)  # q and k in one pass
+        v = qkv[2]
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -69,7 +71,7 @@ class SelfAttention(nn.Module):
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(batch, frames, d_model)
-        return F.dropout(self.out(y), self.dropout, self.training)
+        return self.out_dropout(self.out(y))
 
 
 class ConvModule(nn.Module):
@@ -84,7 +86,7 @@ class ConvModule(nn.Module):
         self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
         self.conv_norm = nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """x : (batch, frames, d_model); valid : (batch, frames, 1), zero at padding."""
@@ -104,10 +106,10 @@ class ConformerBlock(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x, attn_mask, valid, rotary):
-        x = x + 0.5 * self.ff1(x)
+        x = torch.add(x, self.ff1(x), alpha=0.5)  # one pass instead of a mul and an add
         x = x + self.attn(x, attn_mask, rotary)
         x = x + self.conv(x, valid)
-        x = x + 0.5 * self.ff2(x)
+        x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x)
 
 
