@@ -2,11 +2,16 @@
 
 lhotse's ``DynamicBucketingSampler`` groups utterances of similar duration (less padding) under a
 total-duration budget per batch, and in DDP hands every rank the same number of batches.
+
+Replay (adapting without forgetting): ``ReplayMixSampler`` interleaves source-language utterances
+with the target ones through lhotse's ``CutSet.mux`` so that a fraction of the training audio
+seconds is replay, exactly in expectation (``replay_probability``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -112,11 +117,18 @@ def _reason(err: DataError) -> str:
     return "other"
 
 
-def to_cuts(utterances: list[Utterance]) -> CutSet:
-    """One lhotse cut per utterance; the language and manifest line travel as data."""
+REPLAY_PREFIX = "replay-"
+
+
+def to_cuts(utterances: list[Utterance], prefix: str = "") -> CutSet:
+    """One lhotse cut per utterance; the language and manifest line travel as data.
+
+    ``prefix`` starts every cut id (``REPLAY_PREFIX`` marks replay cuts, and keeps their ids
+    apart from the target's).
+    """
     cuts = []
     for i, utt in enumerate(utterances):
-        cut_id = f"{i:07d}-{utt.id}"
+        cut_id = f"{prefix}{i:07d}-{utt.id}"
         duration = float(utt.duration)
         num_samples = round(duration * SAMPLE_RATE)
         recording = Recording(
@@ -155,23 +167,84 @@ def make_sampler(
     seed: int,
     world_size: int = 1,
     rank: int = 0,
+    replay: CutSet | None = None,
+    replay_fraction: float = 0.0,
 ) -> DynamicBucketingSampler:
-    longest = max(cut.duration for cut in cuts)
-    if longest > max_batch_seconds:
-        raise DataError(
-            f"an utterance of {longest:.1f} s is longer than the batch budget of "
-            f"{max_batch_seconds} s; raise max_batch_seconds or cut the audio"
-        )
-    return DynamicBucketingSampler(
-        cuts,
-        max_duration=max_batch_seconds,
-        shuffle=shuffle,
+    """Duration-bucketed batches of ``cuts``; with ``replay``, a ``ReplayMixSampler``."""
+    for part in (cuts, replay or []):
+        longest = max((cut.duration for cut in part), default=0.0)
+        if longest > max_batch_seconds:
+            raise DataError(
+                f"an utterance of {longest:.1f} s is longer than the batch budget of "
+                f"{max_batch_seconds} s; raise max_batch_seconds or cut the audio"
+            )
+    common = {
+        "max_duration": max_batch_seconds,
+        "shuffle": shuffle,
+        "seed": seed,
+        "num_buckets": min(10, max(2, len(cuts) // 20)),
+        "world_size": world_size,
+        "rank": rank,
+        "drop_last": False,
+    }
+    if replay is not None:
+        return ReplayMixSampler(cuts, replay, replay_fraction, **common)
+    return DynamicBucketingSampler(cuts, **common)
+
+
+def replay_probability(target: CutSet, replay: CutSet, fraction: float) -> float:
+    """The chance that an utterance of the mixed stream is a replay one, so that replay makes up
+    ``fraction`` of the audio seconds in expectation.
+
+    Each utterance is replay with probability p, independently, so with mean durations m_t and
+    m_r the expected replay share of the seconds is p m_r / (p m_r + (1 - p) m_t); this solves
+    that for p. (Weighting by utterances alone would over-replay when source utterances are
+    longer than target ones.)
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"replay fraction must be in (0, 1), got {fraction}")
+    mean_target = sum(c.duration for c in target) / len(target)
+    mean_replay = sum(c.duration for c in replay) / len(replay)
+    return fraction * mean_target / (fraction * mean_target + (1 - fraction) * mean_replay)
+
+
+def mix_replay(target: CutSet, replay: CutSet, fraction: float, seed: int) -> CutSet:
+    """One epoch of training cuts (lazy): every target cut once, interleaved at random with
+    replay cuts (``replay_probability``); the epoch ends with the target.
+
+    Both sets are shuffled with ``seed`` first, and replay repeats when it runs out, so each
+    epoch replays a different slice of a large source set rather than always its first part.
+    """
+    rng = random.Random(seed)
+    p = replay_probability(target, replay, fraction)
+    return CutSet.mux(
+        target.shuffle(rng),
+        replay.shuffle(rng).repeat(),
+        weights=[1.0 - p, p],
+        stop_early=True,  # stop when the target runs out: replay is infinite
         seed=seed,
-        num_buckets=min(10, max(2, len(cuts) // 20)),
-        world_size=world_size,
-        rank=rank,
-        drop_last=False,
     )
+
+
+class ReplayMixSampler(DynamicBucketingSampler):
+    """``DynamicBucketingSampler`` over ``mix_replay(target, replay, fraction, seed + epoch)``.
+
+    One bucketing sampler over the mixed stream, rather than lhotse's ``ZipSampler`` of two
+    samplers with split budgets: a split budget packs each part to a different fill (a 7 s
+    budget of 3 s utterances holds 6 s), so the share would drift from ``fraction``. Here the
+    replay share of the seconds over an epoch is ``fraction`` in expectation; a single batch's
+    share varies, as batches group utterances of similar duration from both sets. Lightning
+    calls ``set_epoch`` at every epoch start (also after a resume), which re-mixes.
+    """
+
+    def __init__(self, target: CutSet, replay: CutSet, fraction: float, seed: int = 0, **kwargs):
+        self._mix = (target, replay, fraction)
+        self._base_seed = seed
+        super().__init__(mix_replay(target, replay, fraction, seed), seed=seed, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.cuts = (mix_replay(*self._mix, self._base_seed + epoch),)
 
 
 class AsrDataset(torch.utils.data.Dataset):
@@ -221,8 +294,13 @@ def make_loader(
     world_size: int = 1,
     rank: int = 0,
     on_unknown: str = "error",
+    replay: CutSet | None = None,
+    replay_fraction: float = 0.0,
 ) -> torch.utils.data.DataLoader:
-    sampler = make_sampler(cuts, max_batch_seconds, shuffle, seed, world_size, rank)
+    """Padded batches (``AsrDataset``) of ``cuts``, mixed with ``replay`` cuts when given."""
+    sampler = make_sampler(
+        cuts, max_batch_seconds, shuffle, seed, world_size, rank, replay, replay_fraction
+    )
     return torch.utils.data.DataLoader(
         AsrDataset(vocab, on_unknown),
         sampler=sampler,
@@ -255,12 +333,16 @@ def count_unknown_chars(utterances: list[Utterance], vocab: Vocab) -> Counter:
 
 
 __all__ = [
+    "REPLAY_PREFIX",
     "AsrDataset",
     "CheckReport",
+    "ReplayMixSampler",
     "check_utterances",
     "count_unknown_chars",
     "load_batch_audio",
     "make_loader",
     "make_sampler",
+    "mix_replay",
+    "replay_probability",
     "to_cuts",
 ]

@@ -28,7 +28,13 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 
 from xasr.config import ModelConfig, TrainConfig
-from xasr.data.batching import check_utterances, count_unknown_chars, make_loader, to_cuts
+from xasr.data.batching import (
+    REPLAY_PREFIX,
+    check_utterances,
+    count_unknown_chars,
+    make_loader,
+    to_cuts,
+)
 from xasr.data.manifest import Utterance, read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
 from xasr.errors import DataError, XasrError
@@ -56,13 +62,26 @@ class TrainResult:
 
 
 class CutsData(L.LightningDataModule):
-    """Builds the loaders once Lightning knows this process's rank and the world size."""
+    """Builds the loaders once Lightning knows this process's rank and the world size.
 
-    def __init__(self, train_cuts, valid_cuts, vocab: Vocab, cfg: TrainConfig):
+    ``replay_cuts`` (source-language cuts) are mixed into training batches only, as
+    ``replay_fraction`` of the audio seconds; validation stays on the target dev set.
+    """
+
+    def __init__(
+        self,
+        train_cuts,
+        valid_cuts,
+        vocab: Vocab,
+        cfg: TrainConfig,
+        replay_cuts=None,
+        replay_fraction: float = 0.0,
+    ):
         super().__init__()
         self.train_cuts, self.valid_cuts, self.vocab, self.cfg = train_cuts, valid_cuts, vocab, cfg
+        self.replay_cuts, self.replay_fraction = replay_cuts, replay_fraction
 
-    def _loader(self, cuts, shuffle: bool, on_unknown: str):
+    def _loader(self, cuts, shuffle: bool, on_unknown: str, replay=None):
         return make_loader(
             cuts,
             self.vocab,
@@ -73,10 +92,14 @@ class CutsData(L.LightningDataModule):
             world_size=self.trainer.world_size,
             rank=self.trainer.global_rank,
             on_unknown=on_unknown,
+            replay=replay,
+            replay_fraction=self.replay_fraction,
         )
 
     def train_dataloader(self):
-        return self._loader(self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown)
+        return self._loader(
+            self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown, replay=self.replay_cuts
+        )
 
     def val_dataloader(self):
         return self._loader(self.valid_cuts, shuffle=False, on_unknown="unk")
@@ -129,6 +152,17 @@ def load_split(path: str | Path, skip_bad: bool, name: str) -> list[Utterance]:
     return utterances
 
 
+def load_replay(manifest: str | Path | None, fraction: float, skip_bad: bool) -> list[Utterance]:
+    """The checked replay utterances ([] without a manifest); the fraction must be in (0, 1)."""
+    if manifest is None:
+        if fraction:
+            raise XasrError(f"a replay fraction ({fraction}) needs a replay manifest")
+        return []
+    if not 0.0 < fraction < 1.0:
+        raise XasrError(f"replay fraction must be in (0, 1), got {fraction}")
+    return load_split(manifest, skip_bad, "replay")
+
+
 def train(
     run_dir: str | Path,
     train_manifest: str | Path,
@@ -141,24 +175,39 @@ def train(
     meta: dict | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    replay_manifest: str | Path | None = None,
+    replay_fraction: float = 0.0,
+    penalty: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train (or resume) a CTC model until dev CER stops improving or a budget runs out.
 
     ``init_model`` is the starting point (a transferred model); None trains from scratch with
-    ``model_cfg``. ``vocab`` None builds one from the training transcripts.
+    ``model_cfg``. ``vocab`` None builds one from the training transcripts (and the replay
+    ones). ``replay_manifest``: source-language utterances mixed into every training epoch as
+    ``replay_fraction`` (0 < f < 1) of the training audio seconds, exactly in expectation
+    (``xasr.data.batching.ReplayMixSampler``); they pass the same checks as training
+    utterances (audio, transcript, vocabulary with ``cfg.on_unknown``). ``penalty``: added to
+    the loss (``CtcTask``).
     """
     torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
     run_dir = Path(run_dir)
     train_utts = load_split(train_manifest, skip_bad, "train")
     valid_utts = load_split(valid_manifest, skip_bad, "valid")
-    vocab = prepare_vocab(run_dir, train_utts, cfg, vocab)
+    replay_utts = load_replay(replay_manifest, replay_fraction, skip_bad)
+    vocab = prepare_vocab(run_dir, train_utts + replay_utts, cfg, vocab)
     check_alphabet(train_utts, vocab, cfg.on_unknown, "train")
+    check_alphabet(replay_utts, vocab, cfg.on_unknown, "replay")
     check_alphabet(valid_utts, vocab, "unk", "valid")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
-    task = CtcTask(model, vocab, cfg, frozen_until)
-    data = CutsData(to_cuts(train_utts), to_cuts(valid_utts), vocab, cfg)
+    task = CtcTask(model, vocab, cfg, frozen_until, penalty)
+    replay_cuts = to_cuts(replay_utts, prefix=REPLAY_PREFIX) if replay_utts else None
+    data = CutsData(
+        to_cuts(train_utts), to_cuts(valid_utts), vocab, cfg, replay_cuts, replay_fraction
+    )
     meta = {**(meta or {}), "train": asdict(cfg), "train_manifest": str(train_manifest)}
+    if replay_utts:
+        meta.update(replay_manifest=str(replay_manifest), replay_fraction=replay_fraction)
     export = ExportBestModel(run_dir / "model", model_cfg, vocab, meta)
     early = EarlyStopping(
         "val_cer",

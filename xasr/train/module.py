@@ -1,4 +1,8 @@
-"""The LightningModule: one CTC training step, greedy validation with summed error counts."""
+"""The LightningModule: one CTC training step, greedy validation with summed error counts.
+
+An optional ``penalty`` (a module called with the model, e.g. L2-SP or EWC from
+``xasr.transfer.forgetting.AnchorPenalty``) is added to the training loss.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from functools import partial
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
@@ -16,15 +21,44 @@ from xasr.decode.metrics import ErrorCounts, error_counts
 from xasr.models.ctc import CtcModel
 
 
+def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: dict, blank: int):
+    """Mean CTC loss of a batch; ``log_probs`` (batch, frames, vocab), ``lengths`` (batch,)."""
+    # ctc_loss wants (frames, batch, vocab); "mean" divides each utterance's loss by its
+    # target length, so long and short utterances weigh alike.
+    return F.ctc_loss(
+        log_probs.transpose(0, 1),
+        batch["targets"],
+        lengths,
+        batch["target_lengths"],
+        blank=blank,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
 class CtcTask(L.LightningModule):
-    """``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps."""
+    """``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps.
+
+    ``penalty``: None, or a module whose ``forward(model)`` returns a scalar added to the CTC
+    loss (logged as ``train_penalty``; ``train_loss`` stays the CTC loss, so curves compare
+    across strategies). Being a submodule, its buffers follow the model to the device and are
+    saved in (and restored from) Lightning's checkpoints, never in the exported model directory.
+    The parameters it names in ``penalty.anchored`` get no AdamW weight decay: decay pulls
+    toward 0, the penalty toward its reference weights, and the two would fight.
+    """
 
     def __init__(
-        self, model: CtcModel, vocab, cfg: TrainConfig, frozen_until: frozenset[str] = frozenset()
+        self,
+        model: CtcModel,
+        vocab,
+        cfg: TrainConfig,
+        frozen_until: frozenset[str] = frozenset(),
+        penalty: nn.Module | None = None,
     ):
         super().__init__()
         self.frozen_until = frozen_until
         self.model = model
+        self.penalty = penalty
         self.vocab = vocab
         self.cfg = cfg
         self._val_counts = ErrorCounts()
@@ -42,19 +76,13 @@ class CtcTask(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"], self._augment)
-        # ctc_loss wants (frames, batch, vocab); "mean" divides each utterance's loss by its
-        # target length, so long and short utterances weigh alike.
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            batch["targets"],
-            lengths,
-            batch["target_lengths"],
-            blank=self.vocab.blank_id,
-            reduction="mean",
-            zero_infinity=True,
-        )
+        loss = ctc_loss(log_probs, lengths, batch, self.vocab.blank_id)
         seconds = batch["audio_lengths"].sum() / 16000
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
+        if self.penalty is not None:
+            penalty = self.penalty(self.model)
+            self.log("train_penalty", penalty, batch_size=len(batch["texts"]))
+            loss = loss + penalty
         self.log(
             "audio_seconds",
             seconds,
@@ -83,20 +111,17 @@ class CtcTask(L.LightningModule):
         self.log("val_wer", total.wer, prog_bar=True, sync_dist=False, rank_zero_only=False)
 
     def configure_optimizers(self):
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in named if n not in self.frozen_until], "name": "trainable"},
-            {"params": [p for n, p in named if n in self.frozen_until], "name": "frozen_until"},
-        ]
-        groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self._param_groups(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        )
+        groups = optimizer.param_groups
         schedule = partial(lr_factor, warmup=self.cfg.warmup_steps, total=self.cfg.max_steps)
         # A group frozen for the first S steps has learning rate 0 until then: AdamW's decoupled
         # weight decay is scaled by the learning rate too, so those weights do not move at all,
         # and DDP sees the same parameter set throughout.
         factors = [
             partial(_delayed, schedule, self.cfg.freeze_steps or 0)
-            if g["name"] == "frozen_until"
+            if g["name"].startswith("frozen_until")
             else schedule
             for g in groups
         ]
@@ -105,6 +130,26 @@ class CtcTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _param_groups(self) -> list[dict]:
+        """trainable / frozen_until groups, each split off into an ``_anchored`` twin without
+        weight decay for the parameters the penalty anchors (the order keeps runs without a
+        penalty resumable from older checkpoints)."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        anchored = getattr(self.penalty, "anchored", frozenset())
+        groups = []
+        for suffix, anchor in (("", False), ("_anchored", True)):
+            for name, delayed in (("trainable", False), ("frozen_until", True)):
+                params = [
+                    p
+                    for n, p in named
+                    if (n in anchored) == anchor and (n in self.frozen_until) == delayed
+                ]
+                group = {"params": params, "name": name + suffix}
+                if anchor:
+                    group["weight_decay"] = 0.0
+                groups.append(group)
+        return [g for g in groups if g["params"]]
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

@@ -7,22 +7,39 @@ Strategies (all with the same training recipe, so their curves compare):
 * ``reinit_head``: encoder copied, head random (what NeMo's change_vocabulary and HF do);
 * ``scratch``: same architecture, random start (the baseline);
 * ``drop_layers``/``freeze_layers``/``freeze_steps``: layer surgery on top of any of these.
+
+Adapting without forgetting (``xasr.transfer.forgetting``), on top of any transfer:
+
+* ``replay_manifest``/``replay_fraction``: source-language utterances as that fraction of every
+  epoch's training audio seconds;
+* ``l2sp_weight``: L2-SP, a pull toward the source weights;
+* ``ewc_weight``: EWC, the same pull weighted by the source's Fisher information.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from xasr.config import ModelConfig, TrainConfig
+from xasr.data.batching import check_utterances, to_cuts
 from xasr.data.manifest import read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, load_vocab
+from xasr.errors import XasrError
 from xasr.models.build import build_model, load_model_dir, resolve_model
 from xasr.train.loop import TrainResult, train
+from xasr.transfer.forgetting import (
+    FISHER_FILE,
+    AnchorPenalty,
+    estimate_fisher,
+    load_or_estimate_fisher,
+    normalise_fisher,
+    to_target_layout,
+)
 from xasr.transfer.surgery import (
     check_same_architecture,
     copy_encoder,
@@ -37,18 +54,59 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TransferOptions:
+    """How to transfer; the forgetting fields are explained in README "Adapting without
+    forgetting" and ``xasr.transfer.forgetting``."""
+
     source: str | None = None  # model directory or shipped name; None only with scratch
     scratch: bool = False
     reinit_head: bool = False
     drop_layers: int = 0
     token_map_file: str | None = None
     expect: ModelConfig | None = None  # a requested architecture that must match the source
+    # source-language utterances mixed into training: this fraction (0 < f < 1) of the
+    # training audio seconds, exactly in expectation
+    replay_manifest: str | None = None
+    replay_fraction: float = 0.0
+    l2sp_weight: float = 0.0  # alpha: alpha/2 * sum (w - w_source)^2 over transferred weights
+    ewc_weight: float = 0.0  # lambda: lambda/2 * sum F (w - w_source)^2, F / mean(F)
+    fisher_manifest: str | None = None  # source data for the Fisher; None: replay_manifest
+    fisher_batches: int = 20
 
 
-def target_vocab(train_manifest, cfg: TrainConfig, source_vocab):
-    """A vocabulary of the target's training text, of the same kind as the source's."""
+def check_forgetting_options(opts: TransferOptions) -> None:
+    """Raise ``XasrError`` (one line) for replay, L2-SP and EWC settings that cannot work."""
+    if opts.replay_manifest is None and opts.replay_fraction:
+        raise XasrError("a replay fraction needs source-language data to replay: --replay M")
+    if opts.replay_manifest is not None and not 0.0 < opts.replay_fraction < 1.0:
+        raise XasrError(
+            f"--replay-fraction must be in (0, 1) (a share of the training audio seconds), "
+            f"got {opts.replay_fraction}"
+        )
+    if opts.l2sp_weight < 0 or opts.ewc_weight < 0:
+        raise XasrError("--l2sp and --ewc weights must be >= 0")
+    if (opts.l2sp_weight or opts.ewc_weight) and (opts.scratch or opts.source is None):
+        raise XasrError(
+            "--l2sp/--ewc pull the weights toward the source model's, and --scratch has none; "
+            "drop --scratch or the penalty"
+        )
+    if opts.ewc_weight and (opts.fisher_manifest or opts.replay_manifest) is None:
+        raise XasrError(
+            "--ewc needs source-language data for the Fisher information: "
+            "--fisher-manifest M (or --replay M)"
+        )
+    if opts.ewc_weight and opts.fisher_batches < 1:
+        raise XasrError(f"--fisher-batches must be >= 1, got {opts.fisher_batches}")
+
+
+def target_vocab(train_manifest, cfg: TrainConfig, source_vocab, replay_manifest=None):
+    """A vocabulary of the target's training text, of the same kind as the source's.
+
+    With ``replay_manifest``, of the target and replay texts together: replay utterances are
+    trained on too, so their characters must be in the target vocabulary.
+    """
     # Text only: train() checks the audio of every line once, right after this.
-    texts = [utt.text for utt in read_manifest(train_manifest) if utt.text.strip()]
+    manifests = [train_manifest, *([replay_manifest] if replay_manifest else [])]
+    texts = [utt.text for m in manifests for utt in read_manifest(m) if utt.text.strip()]
     if source_vocab is not None and source_vocab.kind == "sentencepiece":
         return SentencePieceVocab.train(texts, cfg.vocab_size)
     return CharVocab.from_texts(texts)
@@ -63,8 +121,17 @@ def transfer(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> TrainResult:
+    """Transfer ``opts.source`` to the target manifests and train (or resume) in ``run_dir``.
+
+    With replay, the target vocabulary is built from the target and replay texts. L2-SP/EWC
+    reference weights are the source's, taken again from the source on a resume (and restored
+    from the checkpoint); the Fisher is estimated once and kept in RUN/fisher.safetensors.
+    """
+    check_forgetting_options(opts)
     run_dir = Path(run_dir)
     resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    if resuming:
+        check_resumed_penalty(run_dir, opts)
     if opts.source is None:
         if not opts.scratch or opts.expect is None:
             raise ValueError("a source model is required unless training from scratch with a size")
@@ -73,7 +140,11 @@ def transfer(
         source, source_cfg, source_vocab = load_model_dir(resolve_model(opts.source))
         if opts.expect is not None:
             check_same_architecture(source_cfg, opts.expect, opts.source)
-    vocab = load_vocab(run_dir) if resuming else target_vocab(train_manifest, cfg, source_vocab)
+    vocab = (
+        load_vocab(run_dir)
+        if resuming
+        else target_vocab(train_manifest, cfg, source_vocab, opts.replay_manifest)
+    )
     torch.manual_seed(cfg.seed)
     model = build_model(source_cfg, len(vocab))
     report = {
@@ -82,6 +153,7 @@ def transfer(
         "drop_layers": opts.drop_layers,
         "freeze_layers": cfg.freeze_layers,
         "freeze_steps": cfg.freeze_steps,
+        "options": asdict(opts),
     }
     if source is not None and not opts.scratch and not resuming:
         report.update(
@@ -93,6 +165,12 @@ def transfer(
         for name, param in model.named_parameters():
             param.requires_grad_(name not in frozen)
     run_dir.mkdir(parents=True, exist_ok=True)
+    penalty = None
+    if opts.l2sp_weight or opts.ewc_weight:
+        penalty = forgetting_penalty(
+            run_dir, model, (source, source_vocab), vocab, opts, cfg, skip_bad
+        )
+        report["penalty"] = penalty.describe() if penalty is not None else None
     if not resuming:
         (run_dir / "transfer.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     return train(
@@ -107,7 +185,89 @@ def transfer(
         meta={"transfer": report},
         skip_bad=skip_bad,
         progress=progress,
+        replay_manifest=opts.replay_manifest,
+        replay_fraction=opts.replay_fraction,
+        penalty=penalty,
     )
+
+
+def check_resumed_penalty(run_dir: Path, opts: TransferOptions) -> None:
+    """A resumed run must keep its L2-SP/EWC weights: the checkpoint restores the penalty's
+    coefficients, so a changed weight would be ignored (or, turned on or off, not load)."""
+    path = run_dir / "transfer.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8")).get("options", {})
+    for key, flag in (("l2sp_weight", "--l2sp"), ("ewc_weight", "--ewc")):
+        before, now = saved.get(key, 0.0), getattr(opts, key)
+        if before != now:
+            raise XasrError(
+                f"{run_dir} was started with {flag} {before}, not {now}; resume with the same "
+                "value or train into a new --out"
+            )
+
+
+def forgetting_penalty(
+    run_dir: Path, model, source, vocab, opts: TransferOptions, cfg: TrainConfig, skip_bad: bool
+) -> AnchorPenalty | None:
+    """L2-SP and/or EWC as one ``AnchorPenalty`` toward ``source`` = (model, vocab).
+
+    Anchored: the trainable front end and encoder weights the transfer copied (not dropped
+    layers) and the head rows of tokens both vocabularies share (mapped and new rows are free:
+    a mapped ä only starts from a). Coefficient: ``l2sp_weight + ewc_weight * F / mean(F)``.
+    """
+    source_model, source_vocab = source
+    head_rows = {}
+    if not opts.reinit_head:
+        user_map = read_user_map(opts.token_map_file)
+        head_rows = map_tokens(vocab.tokens, source_vocab.tokens, user_map).copied
+    n_layers = len(model.encoder.layers)
+    skip = tuple(f"encoder.layers.{i}." for i in range(n_layers - opts.drop_layers, n_layers))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    params = dict(source_model.named_parameters())
+
+    def layout(tensors: dict) -> dict:
+        laid = to_target_layout(tensors, model, head_rows, skip)
+        return {n: t for n, t in laid.items() if n in trainable}
+
+    reference = layout(params)
+    if not reference:
+        log.warning("L2-SP/EWC: every transferred weight is frozen; no penalty")
+        return None
+    mask = layout({n: torch.ones_like(p) for n, p in params.items()})
+    coefficient = {n: opts.l2sp_weight * m for n, m in mask.items()}
+    if opts.ewc_weight:
+        fisher = normalise_fisher(layout(source_fisher(run_dir, source, opts, cfg, skip_bad)), mask)
+        coefficient = {n: c + opts.ewc_weight * fisher[n] for n, c in coefficient.items()}
+    return AnchorPenalty(reference, coefficient)
+
+
+def source_fisher(run_dir: Path, source, opts: TransferOptions, cfg: TrainConfig, skip_bad):
+    """The source's Fisher information (source parameter names and shapes), estimated once on
+    ``fisher_manifest`` (default: the replay manifest) and kept in RUN/fisher.safetensors."""
+    manifest = opts.fisher_manifest or opts.replay_manifest
+    key = {
+        "source": str(resolve_model(opts.source)),
+        "manifest": str(manifest),
+        "batches": str(opts.fisher_batches),
+        "max_batch_seconds": str(cfg.max_batch_seconds),
+        "seed": str(cfg.seed),
+    }
+
+    def estimate():
+        utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
+        log.info("fisher %s: %s", manifest, report.summary())
+        device = "cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        return estimate_fisher(
+            *source,
+            to_cuts(utterances),
+            cfg.max_batch_seconds,
+            opts.fisher_batches,
+            seed=cfg.seed,
+            device=device,
+        )
+
+    return load_or_estimate_fisher(run_dir / FISHER_FILE, key, estimate)
 
 
 def initialise_from_source(
@@ -134,7 +294,13 @@ def initialise_from_source(
 
 
 def strategy_name(opts: TransferOptions) -> str:
+    """e.g. ``transfer``, ``reinit-head+drop2``, ``transfer+replay0.25+l2sp+ewc``, ``scratch``."""
     if opts.scratch:
-        return "scratch"
-    name = "reinit-head" if opts.reinit_head else "transfer"
-    return name + (f"+drop{opts.drop_layers}" if opts.drop_layers else "")
+        name = "scratch"
+    else:
+        name = "reinit-head" if opts.reinit_head else "transfer"
+        name += f"+drop{opts.drop_layers}" if opts.drop_layers else ""
+    if opts.replay_manifest:
+        name += f"+replay{opts.replay_fraction:g}"
+    name += "+l2sp" if opts.l2sp_weight else ""
+    return name + ("+ewc" if opts.ewc_weight else "")

@@ -1,0 +1,243 @@
+"""Adapting without forgetting: weight penalties toward the source model, and before/after tests.
+
+* **L2-SP** (Li et al. 2018, "Explicit inductive bias for transfer learning"):
+  ``alpha/2 * sum_i (w_i - w_source_i)^2`` over the transferred weights.
+* **EWC** (Kirkpatrick et al. 2017): ``lambda/2 * sum_i F_i (w_i - w_source_i)^2`` with ``F`` the
+  diagonal empirical Fisher information of the source model on source-language data.
+
+Both are one ``AnchorPenalty``: a per-weight coefficient ``c_i = alpha + lambda * F_i`` on the
+anchored weights, 0 elsewhere. ``evaluate_before_after`` measures forgetting: the error increase
+of the adapted model over the source model on the source language's test set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import safetensors
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from xasr.data.batching import AsrDataset, make_sampler
+from xasr.decode.evaluate import evaluate
+from xasr.errors import XasrError
+from xasr.models.build import resolve_model
+from xasr.models.ctc import CtcModel
+from xasr.train.module import ctc_loss
+
+log = logging.getLogger(__name__)
+
+FISHER_FILE = "fisher.safetensors"
+FORGETTING_FILE = "forgetting.json"
+
+
+class AnchorPenalty(nn.Module):
+    """``forward(model) = 1/2 * sum_i c_i (w_i - w*_i)^2`` over the parameters it names.
+
+    ``reference``: {parameter name: w*}, ``coefficient``: {parameter name: c}, each of the
+    parameter's shape (a 0 coefficient leaves that weight free, e.g. a new head row). Both are
+    buffers, so they move with the model's device and live in Lightning checkpoints only.
+    ``anchored``: the names, for ``CtcTask`` to turn their weight decay off.
+    """
+
+    def __init__(self, reference: dict[str, Tensor], coefficient: dict[str, Tensor]):
+        super().__init__()
+        if reference.keys() != coefficient.keys():
+            raise ValueError("reference and coefficient must name the same parameters")
+        self.names = sorted(reference)
+        self.anchored = frozenset(self.names)
+        for name in self.names:
+            if reference[name].shape != coefficient[name].shape:
+                raise ValueError(f"{name}: reference and coefficient shapes differ")
+            self.register_buffer(_key("ref", name), reference[name].detach().float().clone())
+            self.register_buffer(_key("coef", name), coefficient[name].detach().float().clone())
+
+    def reference(self, name: str) -> Tensor:
+        return getattr(self, _key("ref", name))
+
+    def coefficient(self, name: str) -> Tensor:
+        return getattr(self, _key("coef", name))
+
+    def forward(self, model: nn.Module) -> Tensor:
+        params = dict(model.named_parameters())
+        total = torch.zeros((), device=self.reference(self.names[0]).device)
+        for name in self.names:
+            diff = params[name].float() - self.reference(name)
+            total = total + (self.coefficient(name) * diff.square()).sum()
+        return 0.5 * total
+
+    def describe(self) -> dict:
+        """Counts for RUN/transfer.json: anchored tensors and weights (coefficient > 0)."""
+        weights = sum(int((self.coefficient(n) > 0).sum()) for n in self.names)
+        return {"anchored_tensors": len(self.names), "anchored_weights": weights}
+
+
+def _key(kind: str, name: str) -> str:
+    # buffer names cannot hold "."; "__" does not occur in parameter names
+    return f"{kind}__{name.replace('.', '__')}"
+
+
+def to_target_layout(
+    source_tensors: dict[str, Tensor],
+    target: CtcModel,
+    head_rows: dict[int, int],
+    skip: tuple[str, ...] = (),
+) -> dict[str, Tensor]:
+    """Tensors keyed by the source model's parameter names (its weights, its Fisher, ones) laid
+    out as the target's transferred parameters.
+
+    Front end and encoder parameters come as they are, except names starting with ``skip``
+    (re-initialised layers). The head (source shape (V_source, d), target (V_target, d)) gets
+    the source row ``s`` at target row ``t`` for each ``t: s`` of ``head_rows``, zeros
+    elsewhere; no head at all when ``head_rows`` is empty.
+    """
+    out = {}
+    for name, param in target.named_parameters():
+        if name.startswith(("frontend.", "encoder.")) and not name.startswith(skip):
+            out[name] = source_tensors[name].detach().cpu().clone()
+        elif name.startswith("head.") and head_rows:
+            rows = torch.zeros_like(param, device="cpu")
+            t_rows, s_rows = (list(x) for x in zip(*sorted(head_rows.items())))
+            rows[t_rows] = source_tensors[name].detach().cpu()[s_rows]
+            out[name] = rows
+    return out
+
+
+def normalise_fisher(fisher: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``F / mean(F)``, the mean over the anchored weights (``mask`` 1): then lambda reads on
+    L2-SP's scale, lambda = alpha giving the same total pull on average (raw Fisher values
+    depend on the loss scale, the batch size and the data, and span orders of magnitude)."""
+    total = sum(float((fisher[n] * mask[n]).sum()) for n in mask)
+    count = sum(float(mask[n].sum()) for n in mask)
+    if total <= 0.0 or count == 0:
+        raise XasrError(
+            "the Fisher information is zero on every anchored weight (no gradient from the "
+            "Fisher data); check --fisher-manifest"
+        )
+    mean = total / count
+    return {n: fisher[n] * mask[n] / mean for n in mask}
+
+
+def estimate_fisher(
+    model: CtcModel,
+    vocab,
+    cuts,
+    max_batch_seconds: float,
+    batches: int,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[dict[str, Tensor], int]:
+    """Diagonal empirical Fisher of ``model`` (the source, with its own vocabulary) on ``cuts``.
+
+    The mean over at most ``batches`` shuffled batches of the squared gradient of each batch's
+    mean CTC loss, in eval mode (no dropout or SpecAugment). Per-batch rather than
+    per-utterance gradients: a batch's size times cheaper, and near a converged source the mean
+    gradient is small, so this is the per-utterance Fisher divided by the batch size, a scale
+    ``normalise_fisher`` removes. Returns ({parameter name: F, the parameter's shape, on CPU},
+    batches used).
+    """
+    model = copy.deepcopy(model).to(device).eval()
+    dataset = AsrDataset(vocab, on_unknown="unk")  # source text is the source's language
+    sampler = make_sampler(cuts, max_batch_seconds, shuffle=True, seed=seed)
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    used = 0
+    for cut_batch in sampler:
+        if used == batches:
+            break
+        batch = dataset[cut_batch]
+        model.zero_grad(set_to_none=True)
+        log_probs, lengths = model(batch["audio"].to(device), batch["audio_lengths"].to(device))
+        batch = {k: batch[k].to(device) for k in ("targets", "target_lengths")}
+        ctc_loss(log_probs, lengths, batch, vocab.blank_id).backward()
+        for name, param in model.named_parameters():
+            if param.grad is not None:
+                fisher[name] += param.grad.detach().square()
+        used += 1
+    log.info("Fisher information estimated on %d batches", used)
+    return {n: (f / max(used, 1)).cpu() for n, f in fisher.items()}, used
+
+
+def load_or_estimate_fisher(
+    path: Path, key: dict[str, str], estimate: Callable[[], tuple[dict[str, Tensor], int]]
+) -> dict[str, Tensor]:
+    """The Fisher saved at ``path`` when its metadata matches ``key`` (a resumed run), else
+    ``estimate()``, saved there atomically with ``key`` (and the batches used) as metadata."""
+    saved = _read_fisher(path)
+    if saved is not None:
+        tensors, meta = saved
+        if all(meta.get(k) == v for k, v in key.items()):
+            log.info("reusing the Fisher information in %s", path)
+            return tensors
+        log.warning("%s was estimated with other settings; estimating again", path)
+    fisher, used = estimate()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write at once
+    save_file({n: t.contiguous() for n, t in fisher.items()}, str(tmp), {**key, "used": str(used)})
+    tmp.replace(path)
+    return fisher
+
+
+def _read_fisher(path: Path) -> tuple[dict[str, Tensor], dict[str, str]] | None:
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        return load_file(str(path)), meta
+    except (OSError, safetensors.SafetensorError) as err:
+        log.warning("%s is unreadable (%s); estimating again", path, err)
+        return None
+
+
+def evaluate_before_after(
+    source: str, adapted: str | Path, tests: dict[str, str | Path], progress: bool = False
+) -> dict:
+    """Each test manifest decoded by the source model (before) and the adapted one (after).
+
+    ``source``: a shipped name (en-small) or model directory; ``adapted``: a model directory.
+    Returns {test name: {"before": evaluate()'s dict, "after": ..., "cer_change": after - before,
+    "wer_change": ...}} (without per-utterance hypotheses). Forgetting is the change on the
+    source language's test; on the target's it is the gain (negative change).
+    """
+    before_dir = resolve_model(source)
+    results = {}
+    for name, manifest in tests.items():
+        before = _evaluate(before_dir, manifest, progress)
+        after = _evaluate(Path(adapted), manifest, progress)
+        results[name] = {
+            "before": before,
+            "after": after,
+            "cer_change": after["cer"] - before["cer"],
+            "wer_change": after["wer"] - before["wer"],
+        }
+    return results
+
+
+def _evaluate(model_dir: Path, manifest, progress: bool) -> dict:
+    result = evaluate(model_dir, manifest, progress=progress)
+    result.pop("hypotheses", None)  # only the scores are kept
+    return result
+
+
+def save_before_after(run_dir: str | Path, results: dict) -> Path:
+    """Write RUN/forgetting.json."""
+    path = Path(run_dir) / FORGETTING_FILE
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def before_after_table(results: dict) -> str:
+    """test, CER before, CER after, change (percentage points), one line per test."""
+    width = max([4, *(len(name) for name in results)])
+    lines = [f"{'test':<{width}}  CER before  CER after  change"]
+    for name, r in results.items():
+        lines.append(
+            f"{name:<{width}}  {100 * r['before']['cer']:9.1f}%  {100 * r['after']['cer']:8.1f}%"
+            f"  {100 * r['cer_change']:+6.1f}"
+        )
+    return "\n".join(lines)
