@@ -1,7 +1,9 @@
 """XLT-Synth (xasr.data.synth): a tiny Spanish build, built twice, plus the error paths."""
 
 import hashlib
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from xasr.data.synth import (
     TRAIN_VARIANTS,
     available_sentences,
     build_xlt_synth,
+    topics_of,
 )
 from xasr.errors import DataError
 
@@ -124,6 +127,82 @@ def test_language_table():
     )
     assert SYNTH_LANGUAGES["cmn"].text_lang == SYNTH_LANGUAGES["yue"].text_lang == "zh"
     assert SYNTH_LANGUAGES["en-029"].espeak_voices == ("en-029",)
+    # en-small was trained on these: changing them would invalidate its data's provenance
+    assert SYNTH_LANGUAGES["en"].espeak_voices == ("en-us", "en-gb", "en-gb-x-rp")
+    for accent in ("en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc"):
+        assert SYNTH_LANGUAGES[accent].text_lang == "en"
+        assert SYNTH_LANGUAGES[accent].fortune_globs == SYNTH_LANGUAGES["en"].fortune_globs
+
+
+def test_every_voice_exists_and_speaks():
+    listing = subprocess.run(
+        ["espeak-ng", "--voices"], check=True, capture_output=True, text=True
+    ).stdout
+    known = {line.split()[1] for line in listing.splitlines()[1:] if len(line.split()) > 1}
+    for lang in SYNTH_LANGUAGES.values():
+        for voice in lang.espeak_voices:
+            assert voice in known, f"{lang.code}: espeak-ng has no voice {voice}"
+    for code in ("en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc"):
+        speaker = synth._Voice(SYNTH_LANGUAGES[code].espeak_voices[0], HELDOUT_VARIANTS[0], 170, 50)
+        assert len(synth._speak("the car is near our house", speaker)) > 16000 // 2
+
+
+def _pools(code, topics=None, seed=0, dev=20, test=30):
+    params = {"seed": seed, "dev_utts": dev, "test_utts": test}
+    if topics is not None:
+        params["topics"] = topics
+    return synth._sentence_pools(code, params)
+
+
+def test_topics_of_counts_usable_sentences():
+    topics = topics_of("en")
+    assert sum(topics.values()) == len(available_sentences("en"))
+    assert list(topics.values()) == sorted(topics.values(), reverse=True)
+    assert {"computers", "linux", "perl", "literature", "songs-poems"} <= set(topics)
+    assert topics_of("en-us-nyc") == topics  # accents read the same text
+
+
+def test_topic_pools_same_for_same_text_language_and_disjoint_across_topics():
+    computing = ["computers", "debian", "linux", "perl"]
+    pools = _pools("en", computing)
+    assert pools == _pools("en-gb-x-gbclan", computing)  # same text language, same topics
+    assert {s.topic for split in pools.values() for s in split} == set(computing)
+    literature = _pools("en", ["literature", "songs-poems"])
+    texts = {s.text for split in pools.values() for s in split}
+    assert not texts & {s.text for split in literature.values() for s in split}
+    # without topics, the pools are those of builds made before topics existed
+    assert _pools("en") == _pools("en-029")
+    # a topic build keeps the seed's order of the whole language: shuffle first, then filter
+    everything = [s for split in ("test", "dev", "train") for s in _pools("en")[split]]
+    chosen = [s for split in ("test", "dev", "train") for s in pools[split]]
+    assert chosen == [s for s in everything if s.topic in computing]
+
+
+def test_topic_build(tmp_path):
+    options = {**TINY, "dev_utts": 2, "test_utts": 2, "train_minutes": 0.05}
+    manifests = build_xlt_synth(["en"], tmp_path, topics=["linux", "debian", "linux"], **options)
+    rows = _rows(manifests["en"])
+    assert {u.extra["topic"] for utts in rows.values() for u in utts} <= {"linux", "debian"}
+    info = json.loads((tmp_path / "en" / "synth.json").read_text())
+    assert info["params"]["topics"] == ["debian", "linux"]  # sorted, deduplicated
+    again = build_xlt_synth(["en"], tmp_path, topics=["debian", "linux"], **options)
+    assert again == manifests  # the same selection in another order is up to date
+    plain = synth._params("en", 1, 2, 3, 0, "noisy")
+    assert "topics" not in plain  # builds without topics keep their old parameters
+
+
+def test_unknown_topic_lists_the_topics(tmp_path):
+    with pytest.raises(DataError, match=r"no topic 'nope'.*computers \(\d+\)"):
+        build_xlt_synth(["en"], tmp_path, topics=["computers", "nope"], **TINY)
+    with pytest.raises(DataError, match="no topic 'computers'"):
+        build_xlt_synth(["es"], tmp_path, topics=["computers"], **TINY)
+    with pytest.raises(DataError, match="empty"):
+        build_xlt_synth(["en"], tmp_path, topics=[], **TINY)
+
+
+def test_too_few_sentences_of_a_topic(tmp_path):
+    with pytest.raises(DataError, match="too few"):
+        build_xlt_synth(["en"], tmp_path, topics=["pratchett"], **TINY)
 
 
 def test_unknown_language(tmp_path):

@@ -7,11 +7,17 @@ choice of utterance ``i`` of split ``s`` comes from a generator seeded by
 ``(seed, code, s, i)``, so a corpus is identical whatever the number of workers, and the clean
 and noisy builds of one seed pair up (same text, voice, speed and pitch per utterance).
 
-Splits never share a sentence: the language's sentences are shuffled with ``seed`` and cut into
-test, dev and train pools in that order. Codes with the same text language (``en``,
-``en-gb-scotland``, ``en-029``; ``cmn``, ``yue``) cut the same pools for one seed and equal
-dev/test sizes, so one code's test sentences never occur in another's train split. dev and test are spoken by held-out voice
-variants only (``HELDOUT_VARIANTS``), train by the others (``TRAIN_VARIANTS``).
+Splits never share a sentence: the language's sentences are shuffled with ``seed``, kept only
+if their topic (fortune file) is among ``topics`` when given, and cut into test, dev and train
+pools in that order. Codes with the same text language (``en`` and its accents
+``en-gb-scotland``, ``en-029``, ``en-gb-x-gbclan``, ``en-gb-x-gbcwmd``, ``en-us-nyc``; ``cmn``,
+``yue``) cut the same pools for one seed, the same topics and equal dev/test sizes, so one
+code's test sentences never occur in another's train split. Topics change the pools: builds
+with disjoint topic sets share no sentence at all (a domain-shift pair such as computing vs
+literature is clean), but builds whose topic sets overlap (all topics, the default, overlaps
+every selection) cut different pools, so a test sentence of one may be a train sentence of the
+other. dev and test are spoken by held-out voice variants only (``HELDOUT_VARIANTS``), train by
+the others (``TRAIN_VARIANTS``).
 
 Layout: ``OUT/<code>/{train,dev,test}.jsonl`` (NeMo JSONL, relative audio paths),
 ``OUT/<code>/audio/<split>/<id>.wav`` (16-bit PCM) and ``OUT/<code>/synth.json``.
@@ -119,9 +125,13 @@ SYNTH_LANGUAGES: dict[str, SynthLanguage] = {
         # the pinyin voice reads them as Mandarin.
         SynthLanguage("cmn", "zh", ("cmn-latn-pinyin",), _CHINESE_FILES),
         SynthLanguage("yue", "zh", ("yue",), _CHINESE_FILES),
-        # Accents for later scenarios: English text, one regional voice each.
+        # Accents for later scenarios: English text, one regional voice each (each has its own
+        # espeak-ng phoneme table; "en" itself must keep its voices: en-small was trained on it).
         SynthLanguage("en-gb-scotland", "en", ("en-gb-scotland",), _ENGLISH_FILES),
-        SynthLanguage("en-029", "en", ("en-029",), _ENGLISH_FILES),
+        SynthLanguage("en-029", "en", ("en-029",), _ENGLISH_FILES),  # Caribbean
+        SynthLanguage("en-gb-x-gbclan", "en", ("en-gb-x-gbclan",), _ENGLISH_FILES),  # Lancaster
+        SynthLanguage("en-gb-x-gbcwmd", "en", ("en-gb-x-gbcwmd",), _ENGLISH_FILES),  # W. Midlands
+        SynthLanguage("en-us-nyc", "en", ("en-us-nyc",), _ENGLISH_FILES),  # New York City
     )
 }
 
@@ -203,16 +213,20 @@ def build_xlt_synth(
     conditions: str = "noisy",
     workers: int | None = None,
     progress: bool = True,
+    topics: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Path]]:
     """Synthesise XLT-Synth for ``langs`` under ``out``; returns ``{code: {split: manifest}}``.
 
     ``train_minutes`` is the total train audio (the shortest prefix of the train pool that
     reaches it); ``dev_utts``/``test_utts`` count utterances; ``conditions`` is ``"noisy"`` or
-    ``"clean"``. A language whose ``synth.json`` holds the same parameters and whose manifests
-    exist is skipped ("up to date"). Raises ``DataError`` for an unknown language, a missing
-    espeak-ng or fortune package, or too few sentences for the dev/test sizes.
+    ``"clean"``. ``topics`` (fortune file stems, see ``topics_of``) keeps only those topics'
+    sentences, in every language of the request; build different selections under different
+    ``out`` folders. A language whose ``synth.json`` holds the same parameters and whose
+    manifests exist is skipped ("up to date"). Raises ``DataError`` for an unknown language or
+    topic, a missing espeak-ng or fortune package, or too few sentences for the dev/test sizes.
     """
     _check_request(langs, train_minutes, dev_utts, test_utts, conditions)
+    topics = _check_topics(langs, topics)
     out = Path(out).resolve()
     workers = max(1, workers or os.cpu_count() or 1)
     result: dict[str, dict[str, Path]] = {}
@@ -221,6 +235,8 @@ def build_xlt_synth(
         mapper = pool.imap if pool is not None else map
         for code in langs:
             params = _params(code, train_minutes, dev_utts, test_utts, seed, conditions)
+            if topics is not None:  # absent otherwise: builds made before topics stay valid
+                params["topics"] = topics
             build = _Build(code, out / code, params, mapper, workers, progress)
             result[code] = _build_language(build)
     finally:
@@ -237,6 +253,14 @@ def available_sentences(lang_code: str) -> list[Sentence]:
     """
     lang = _language(lang_code)
     return list(_sentences_cached(FORTUNE_ROOT, lang.text_lang, lang.fortune_globs))
+
+
+def topics_of(lang_code: str) -> dict[str, int]:
+    """Topics (fortune file stems) of a corpus language -> usable sentences, most first."""
+    counts: dict[str, int] = {}
+    for sentence in available_sentences(lang_code):
+        counts[sentence.topic] = counts.get(sentence.topic, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 # --------------------------------------------------------------------------- sentences
@@ -343,6 +367,27 @@ def _check_request(
         raise DataError(f"espeak-ng is not installed; install it with: {INSTALL_HINT}")
 
 
+def _check_topics(langs: Sequence[str], topics: Sequence[str] | None) -> list[str] | None:
+    """Sorted unique topics (the order does not matter), each one known in every language."""
+    if topics is None:
+        return None
+    if isinstance(topics, str):
+        raise DataError(f"topics must be a list of topic names, got the string {topics!r}")
+    chosen = sorted({topic.strip() for topic in topics if topic.strip()})
+    if not chosen:
+        raise DataError("topics is empty; leave it out to keep every topic")
+    for code in langs:
+        known = topics_of(code)
+        unknown = [topic for topic in chosen if topic not in known]
+        if unknown:
+            listing = ", ".join(f"{topic} ({n})" for topic, n in sorted(known.items()))
+            raise DataError(
+                f"XLT-Synth {code} has no topic {', '.join(map(repr, unknown))}; "
+                f"its topics (usable sentences): {listing}"
+            )
+    return chosen
+
+
 def _params(
     code: str, train_minutes: float, dev_utts: int, test_utts: int, seed: int, conditions: str
 ) -> dict:
@@ -375,9 +420,9 @@ def _build_language(build: _Build) -> dict[str, Path]:
     if _up_to_date(info_path, build.params, manifests.values()):
         log.info("XLT-Synth %s: up to date (%s)", build.code, build.folder)
         return manifests
+    pools = _sentence_pools(build.code, build.params)  # too few sentences: the old build stays
     info_path.unlink(missing_ok=True)  # a build cut short must not look finished
     shutil.rmtree(build.folder / "audio", ignore_errors=True)  # no stale files of old builds
-    pools = _sentence_pools(build.code, build.params)
     stats = {}
     for split in ("test", "dev", "train"):
         if split == "train":
@@ -403,15 +448,25 @@ def _up_to_date(info_path: Path, params: dict, manifests: Iterable[Path]) -> boo
 
 
 def _sentence_pools(code: str, params: dict) -> dict[str, list[Sentence]]:
-    """Disjoint sentence pools: shuffle with the seed, cut test, then dev; train gets the rest."""
+    """Disjoint sentence pools: shuffle with the seed, keep the requested topics, cut test, then
+    dev; train gets the rest.
+
+    Shuffling before the topic filter keeps every sentence's place relative to the others the
+    same in each build of a seed, whatever the topics; without topics the pools are those of
+    builds made before topics existed.
+    """
     sentences = available_sentences(code)
+    random.Random(params["seed"]).shuffle(sentences)
+    topics = params.get("topics")
+    if topics is not None:
+        sentences = [s for s in sentences if s.topic in topics]
     dev_utts, test_utts = params["dev_utts"], params["test_utts"]
     if len(sentences) < dev_utts + test_utts + 1:
+        of_topics = f" of topics {', '.join(topics)}" if topics is not None else ""
         raise DataError(
-            f"XLT-Synth {code} has {len(sentences)} usable sentences, too few for "
+            f"XLT-Synth {code} has {len(sentences)} usable sentences{of_topics}, too few for "
             f"{test_utts} test + {dev_utts} dev utterances and a train split; ask for fewer"
         )
-    random.Random(params["seed"]).shuffle(sentences)
     return {
         "test": sentences[:test_utts],
         "dev": sentences[test_utts : test_utts + dev_utts],
