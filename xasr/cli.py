@@ -78,8 +78,17 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_synth(args) -> None:
-    from xasr.data.synth import build_xlt_synth
+    from xasr.data.synth import build_xlt_synth, topics_of
 
+    if args.list_topics:
+        for topic, count in topics_of(args.list_topics).items():
+            print(f"{topic}\t{count}")
+        return
+    if not args.out:
+        raise XasrError("--out is required (unless --list-topics)")
+    topics = None
+    if args.topics is not None:
+        topics = [topic.strip() for topic in args.topics.split(",") if topic.strip()]
     paths = build_xlt_synth(
         langs=[code.strip() for code in args.langs.split(",") if code.strip()],
         out=Path(args.out),
@@ -90,6 +99,7 @@ def cmd_synth(args) -> None:
         conditions=args.conditions,
         workers=args.workers,
         progress=not args.no_progress,
+        topics=topics,
     )
     for lang, splits in paths.items():
         print(lang, " ".join(str(p) for p in splits.values()))
@@ -126,7 +136,20 @@ def cmd_transfer(args) -> None:
         drop_layers=args.drop_layers,
         token_map_file=args.token_map,
         expect=model_config(args.size) if args.size else None,
+        replay_manifest=args.replay,
+        replay_fraction=args.replay_fraction or 0.0,
+        l2sp_weight=args.l2sp or 0.0,
+        ewc_weight=args.ewc or 0.0,
+        fisher_manifest=args.fisher_manifest,
+        fisher_batches=args.fisher_batches,
     )
+    tests = {
+        name: path
+        for name, path in (("source", args.source_test), ("target", args.target_test))
+        if path
+    }
+    if tests and args.source is None:
+        raise XasrError("--source-test/--target-test compare with the source model: pass --from")
     result = transfer(
         args.out,
         args.train,
@@ -137,6 +160,18 @@ def cmd_transfer(args) -> None:
         progress=not args.no_progress,
     )
     print(json.dumps(result.to_json(), indent=1))
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if tests and rank_zero_only.rank == 0:  # under DDP every rank runs this command
+        from xasr.transfer.forgetting import (
+            before_after_table,
+            evaluate_before_after,
+            save_before_after,
+        )
+
+        results = evaluate_before_after(args.source, result.model_dir, tests)
+        save_before_after(args.out, results)
+        print(before_after_table(results))
 
 
 def cmd_evaluate(args) -> None:
@@ -205,6 +240,36 @@ def cmd_base_model(args) -> None:
     print(json.dumps({k: figures[k] for k in ("name", "parameters", "dev", "test")}, indent=1))
 
 
+def cmd_rank_sources(args) -> None:
+    from xasr.experiments.rank import rank_sources
+
+    if args.skip_bad:
+        raise XasrError("rank-sources does not take --skip-bad; fix or drop the bad utterances")
+    if args.max_steps is not None or args.patience is not None:
+        raise XasrError("rank-sources trains each source --steps steps, without early stopping")
+    rank_sources(  # prints the ranking table; OUT/ranking.{json,md,png}
+        Path(args.out),
+        args.train,
+        args.valid,
+        args.sources,
+        train_config(args),
+        steps=args.steps,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_experiment(args) -> None:
+    from xasr.experiments.runner import run_experiment
+
+    run_experiment(
+        args.config,
+        out=args.out,
+        dry_run=args.dry_run,
+        only_report=args.only_report,
+        progress=not args.no_progress,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xasr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -218,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--conditions", choices=["noisy", "clean"], default="noisy")
     p.add_argument("--workers", type=int)
-    p.add_argument("--out", required=True)
+    p.add_argument("--topics", help="comma-separated fortune topics to keep, e.g. computers,linux")
+    p.add_argument("--list-topics", metavar="LANG", help="print LANG's topics and sentence counts")
+    p.add_argument("--out", help="output folder (required unless --list-topics)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synth)
 
@@ -242,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-steps", type=int, help="... for the first S steps only")
     p.add_argument("--token-map", help="file of 'TARGET SOURCE' token pairs, e.g. 'ß s'")
     p.add_argument("--size", help="require this architecture (error if the source differs)")
+    forget = p.add_argument_group("adapting without forgetting (README)")
+    forget.add_argument("--replay", metavar="M", help="source-language manifest to replay")
+    forget.add_argument(
+        "--replay-fraction", type=float, metavar="F", help="replay share of training audio, 0<F<1"
+    )
+    forget.add_argument("--l2sp", type=float, metavar="W", help="L2-SP weight (alpha)")
+    forget.add_argument("--ewc", type=float, metavar="W", help="EWC weight (lambda)")
+    forget.add_argument("--fisher-manifest", metavar="M", help="EWC's data (default: --replay)")
+    forget.add_argument("--fisher-batches", type=int, default=20, metavar="N")
+    forget.add_argument("--source-test", metavar="M", help="after training: CER before/after")
+    forget.add_argument("--target-test", metavar="M", help="... and on the target's test set")
     add_train_options(p)
     p.set_defaults(func=cmd_transfer)
 
@@ -294,6 +372,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="cap the training's wall clock")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_base_model)
+
+    p = sub.add_parser(
+        "experiment", help="a resumable grid of transfer runs from a YAML config, with a report"
+    )
+    p.add_argument("config", help="experiment YAML (bases, targets, sizes, seeds, strategies)")
+    p.add_argument("--out", help="output directory (default: the config's out)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="list the cells and their state")
+    mode.add_argument(
+        "--only-report", action="store_true", help="rebuild the report from finished cells"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("rank-sources", help="which base model to transfer from: short probes")
+    p.add_argument("--train", required=True)
+    p.add_argument("--valid", required=True)
+    p.add_argument(
+        "--from", dest="sources", nargs="+", required=True, help="model directories, shipped names"
+    )
+    p.add_argument("--steps", type=int, default=300, help="training steps per source")
+    p.add_argument("--out", default="runs/rank", help="one run per source + ranking.{json,md,png}")
+    add_train_options(p)
+    p.set_defaults(func=cmd_rank_sources)
     return parser
 
 

@@ -114,6 +114,30 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
     tmp.replace(path)
 
 
+def take_minutes(utterances: Iterable[Utterance], minutes: float) -> list[Utterance]:
+    """The shortest prefix whose audio reaches ``minutes`` (all of it when the total is shorter).
+
+    The rule XLT-Synth uses for its train split, so the prefix of a larger build equals a
+    smaller build. No shuffling: the order of the manifest decides. Durations missing from the
+    manifest are read from the audio headers.
+    """
+    target = minutes * 60
+    kept: list[Utterance] = []
+    total = 0.0
+    for utt in utterances:
+        if total >= target:
+            break
+        if utt.duration is None:
+            from xasr.data.audio import audio_duration
+
+            duration = audio_duration(utt.audio_filepath)
+        else:
+            duration = utt.duration
+        kept.append(utt)
+        total += duration
+    return kept
+
+
 def _numbered_lines(path: Path):
     """Yield (line number, text), failing with the line that is not UTF-8."""
     with path.open("rb") as handle:

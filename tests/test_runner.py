@@ -1,0 +1,369 @@
+"""`xasr experiment`: config checks, the grid, results and report, and resuming after a crash."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xasr.cli import main
+from xasr.data.manifest import Utterance, take_minutes
+from xasr.errors import XasrError
+from xasr.experiments import runner
+
+TINY_RECIPE = {
+    "max_steps": 6,
+    "val_every": 3,
+    "warmup_steps": 2,
+    "num_workers": 0,
+    "max_batch_seconds": 30.0,
+    "accelerator": "cpu",
+    "patience": 100,
+    "max_minutes": None,
+}
+SIZES = [0.03, 0.07]  # 1.8 s: the first two utterances (~1.1 s each); 4.2 s: four
+
+
+def write_config(path: Path, **config) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def de_target(corpus, tmp_path_factory) -> dict:
+    """The German corpus as a real-manifest target: train (6), dev (3), test (3 others)."""
+    folder = tmp_path_factory.mktemp("de_test")
+    test = folder / "de_test.jsonl"
+    rows = [{**r, "audio_filepath": str(corpus.root / r["audio_filepath"])} for r in corpus.de_rows]
+    test.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[3:]))
+    return {"train": str(corpus.de_train), "dev": str(corpus.de_dev), "test": str(test)}
+
+
+def grid_config(tmp_path: Path, en_model: Path, de_target: dict, **changes) -> Path:
+    config = {
+        "name": "tiny",
+        "out": str(tmp_path / "out"),
+        "bases": [str(en_model)],
+        "targets": {"de": de_target},
+        "train_minutes": SIZES,
+        "seeds": [0],
+        "strategies": {"transfer": {}, "scratch": {"scratch": True}},
+        "recipe": TINY_RECIPE,
+        "threshold_cer": 1.0,
+        **changes,
+    }
+    return write_config(tmp_path / "tiny.yaml", **config)
+
+
+# --------------------------------------------------------------------------- the prefix rule
+
+
+def utterances(durations: list[float]) -> list[Utterance]:
+    return [
+        Utterance(audio_filepath=Path(f"/a/{i}.wav"), text="a", duration=d, id=str(i))
+        for i, d in enumerate(durations)
+    ]
+
+
+def test_take_minutes_is_the_shortest_prefix_reaching_the_minutes():
+    utts = utterances([30.0, 30.0, 30.0, 30.0])
+    assert [u.id for u in take_minutes(utts, 1.0)] == ["0", "1"]  # exactly 60 s reached
+    assert [u.id for u in take_minutes(utts, 1.01)] == ["0", "1", "2"]
+    assert [u.id for u in take_minutes(utts, 0.1)] == ["0"]
+    assert len(take_minutes(utts, 10)) == 4  # all of it when the total is shorter
+    # a prefix of a larger prefix is the smaller prefix (what synth targets rely on)
+    assert take_minutes(take_minutes(utts, 1.5), 1.0) == take_minutes(utts, 1.0)
+
+
+def test_take_minutes_reads_missing_durations_from_the_audio(corpus):
+    from xasr.data.manifest import read_manifest
+
+    utts = read_manifest(corpus.de_train)
+    bare = [Utterance(u.audio_filepath, u.text, None, id=u.id) for u in utts]
+    kept = [u.id for u in take_minutes(utts, 0.03)]
+    assert 1 < len(kept) < len(utts)
+    assert [u.id for u in take_minutes(bare, 0.03)] == kept
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "blue"}, "unknown key(s) colour"),
+        ({"strategies": {"odd": {"wings": 2}}}, "strategy 'odd'): unknown key(s) wings"),
+        ({"targets": {"x": {"lang": "en", "train": "a.jsonl"}}}, "targets.x: unknown key(s) train"),
+        ({"targets": {"x": {"train": "a.jsonl"}}}, "missing dev, test"),
+        ({"train_minutes": ["2"]}, "train_minutes: expected a list of positive numbers"),
+        ({"recipe": {"lr": "1e-3"}}, "recipe.lr: expected a number"),
+        ({"recipe": {"seed": 3}}, "seed is set per cell"),
+        ({"bases": [{"model": "en-small", "recipe": "r.yaml"}]}, "exactly one of model"),
+        ({"targets": {"a b": {"lang": "en"}}}, "not a usable name"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, en_model, change, message):
+    config = {
+        "name": "bad",
+        "bases": [str(en_model)],
+        "targets": {"de": {"lang": "de"}},
+        "train_minutes": [1],
+        **change,
+    }
+    with pytest.raises(XasrError) as err:
+        runner.load_experiment(write_config(tmp_path / "bad.yaml", **config))
+    assert message in str(err.value)
+
+
+def test_replay_without_a_source_is_an_error(tmp_path, en_model):
+    if "replay_fraction" not in {f for f in runner.TransferOptions.__dataclass_fields__}:
+        pytest.skip("TransferOptions has no replay_fraction yet")
+    path = write_config(
+        tmp_path / "replay.yaml",
+        name="replay",
+        bases=[str(en_model)],
+        targets={"de": {"lang": "de"}},
+        train_minutes=[1],
+        strategies={"replay": {"replay_fraction": 0.2}},
+    )
+    with pytest.raises(XasrError, match=r"strategy .replay.\): replay_manifest is needed"):
+        runner.load_experiment(path)
+
+
+def test_cli_config_error_is_one_line(tmp_path, capsys):
+    path = write_config(tmp_path / "bad.yaml", name="bad", targets={}, train_minutes=[1], x=1)
+    assert main(["experiment", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xasr experiment: error:")
+    assert "unknown key(s) x" in err[0]
+
+
+def test_scratch_runs_once_per_architecture(tmp_path, en_model, de_target, capsys):
+    other = tmp_path / "other" / "model"
+    shutil.copytree(en_model, other)
+    path = grid_config(
+        tmp_path, en_model, de_target, bases=[str(en_model), {"model": str(other)}], seeds=[0, 1]
+    )
+    exp = runner.load_experiment(path)
+    assert [b.name for b in exp.bases] == [en_model.parent.name, "other"]
+    cells = runner.plan_cells(exp)
+    scratch = [c for c in cells if c.strategy.scratch]
+    assert len(cells) == 2 * 2 * 2 + len(scratch)  # 2 sizes x 2 seeds x 2 bases of transfer
+    assert len(scratch) == 2 * 2  # not once per base
+    assert {c.base for c in scratch} == {"arch-tiny"}
+    assert all(c.bases == (en_model.parent.name, "other") for c in scratch)
+    listing = runner.run_experiment(path, dry_run=True)
+    assert listing["todo"] == len(cells) and listing["done"] == 0
+    assert "de/arch-tiny/0.03min/seed1/scratch" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+class Spy:
+    """Counts calls to a runner function; ``fail_at`` raises on that call (a crash)."""
+
+    def __init__(self, monkeypatch, name: str, fail_at: int | None = None):
+        self.calls: list = []
+        self.real = getattr(runner, name)
+        self.fail_at = fail_at
+        monkeypatch.setattr(runner, name, self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(args[0])
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise RuntimeError("killed")
+        return self.real(*args, **kwargs)
+
+
+def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypatch, capsys):
+    path = grid_config(tmp_path, en_model, de_target)
+    out = tmp_path / "out"
+    cells = [c.id for c in runner.plan_cells(runner.load_experiment(path))]
+    assert len(cells) == 4
+
+    # a crash while the third cell starts training: the first two are finished
+    crash = Spy(monkeypatch, "transfer", fail_at=3)
+    with pytest.raises(RuntimeError, match="killed"):
+        runner.run_experiment(path, progress=False)
+    assert len(crash.calls) == 3
+    done = sorted(out.glob("cells/**/cell.json"))
+    assert len(done) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in done}
+
+    # the rerun trains only the two missing cells
+    transfer = Spy(monkeypatch, "transfer")
+    assert main(["experiment", str(path), "--no-progress"]) == 0
+    assert len(transfer.calls) == 2
+    assert {Path(p) for p in transfer.calls}.isdisjoint({p.parent for p in done})
+    assert all(p.stat().st_mtime_ns == mtimes[p] for p in done)  # re-read, not rewritten
+    printed = capsys.readouterr().out
+    assert "report: " in printed and "de: test CER (WER) by training minutes" in printed
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["missing"] == [] and results["cells"] == 4
+    rows = results["rows"]
+    assert sorted((r["strategy"], r["minutes"]) for r in rows) == sorted(
+        (s, m) for s in ("transfer", "scratch") for m in SIZES
+    )
+    for row in rows:
+        assert row["steps"] == 6 and row["stopped_by"] == "max steps"
+        assert 0 <= row["test_cer"] and row["test_wer"] >= 0
+        if row["strategy"] == "scratch":
+            assert row["base"] == "arch-tiny" and row["bases"] == en_model.parent.name
+        assert (out / row["cell"] / "cell.json").is_file()
+    transfer_row = next(r for r in rows if r["strategy"] == "transfer")
+    assert transfer_row["base"] == en_model.parent.name
+    with (out / "results.csv").open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert len(csv_rows) == 4 and "steps_to_threshold" in csv_rows[0]
+    report = (out / "report.md").read_text()
+    assert "## de" in report and "| transfer |" in report and "| scratch |" in report
+    assert "**Not converged:** 4 of 4 cells" in report
+    assert "0.03 min" in report and "0.07 min" in report
+    assert (out / "plots" / "de-error-vs-minutes.png").stat().st_size > 1000
+    assert (out / "plots" / "de-curves-0.07min.png").stat().st_size > 1000
+    prefix = out / "data" / "de" / "train-0.03min.jsonl"
+    assert len(prefix.read_text().splitlines()) == 2  # the shortest prefix reaching 1.8 s
+
+    # a cell that trained but was not evaluated is evaluated, not trained again
+    evaluated = Spy(monkeypatch, "evaluate")
+    transfer = Spy(monkeypatch, "transfer")
+    (out / rows[0]["cell"] / "cell.json").unlink()
+    assert main(["experiment", str(path), "--no-progress"]) == 0
+    assert transfer.calls == [] and len(evaluated.calls) == 1
+
+    # a cell killed mid-training (last.ckpt, no result.json) resumes through transfer()
+    killed = out / rows[1]["cell"]
+    (killed / "cell.json").unlink()
+    (killed / "result.json").unlink()
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--dry-run"]) == 0
+    assert "resumes from checkpoints/last.ckpt" in capsys.readouterr().out
+    assert main(["experiment", str(path), "--no-progress"]) == 0
+    assert transfer.calls == [killed] and len(evaluated.calls) == 2
+    assert (killed / "logs" / "attempt-1").is_dir()  # a second attempt, from the checkpoint
+    assert json.loads((killed / "cell.json").read_text())["train"]["steps"] == 6
+
+    # --only-report and --dry-run run nothing
+    (out / "report.md").unlink()
+    assert main(["experiment", str(path), "--only-report", "--no-progress"]) == 0
+    assert len(transfer.calls) == 1 and len(evaluated.calls) == 2
+    assert (out / "report.md").is_file()
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--dry-run"]) == 0
+    assert "(done 4, partial 0, todo 0)" in capsys.readouterr().out
+
+    # a changed recipe for existing cells is an error, not a silent mix
+    grid_config(tmp_path, en_model, de_target, recipe={**TINY_RECIPE, "lr": 0.5})
+    assert main(["experiment", str(path), "--no-progress"]) == 2
+    assert "started with other settings (recipe.lr)" in capsys.readouterr().err
+
+
+def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_target):
+    """The report from synthetic rows: mean ± std over seeds, forgetting and ranking tables."""
+    other = tmp_path / "b2" / "model"
+    shutil.copytree(en_model, other)
+    path = grid_config(
+        tmp_path,
+        en_model,
+        de_target,
+        bases=[{"model": str(en_model), "name": "b1"}, str(other)],
+        seeds=[0, 1],
+        rank_sources={"steps": 50},
+    )
+    exp = runner.load_experiment(path)
+    rows = []
+    for cell in runner.plan_cells(exp):
+        cer = 0.5 if cell.strategy.scratch else (0.2 if cell.base == "b1" else 0.3)
+        row = {
+            "target": cell.target,
+            "base": cell.base,
+            "minutes": cell.minutes,
+            "seed": cell.seed,
+            "strategy": cell.strategy.name,
+            "test_cer": cer + 0.02 * cell.seed,
+            "test_wer": 2 * cer,
+            "stopped_by": "early stopping",
+            "steps_to_threshold": 100 + 50 * cell.seed,
+            "scratch": cell.strategy.scratch,
+            "cell": str(cell.dir.relative_to(exp.out)),
+        }
+        if not cell.strategy.scratch:
+            row.update(
+                source_cer_before=0.1,
+                source_cer_after=0.4,
+                source_cer_change=0.3,
+                target_cer_before=0.9,
+                target_cer_after=cer,
+            )
+        rows.append(row)
+    rank = {
+        "de": [
+            {"base": "b2", "source": str(other), "rank": 1, "dev_cer": 0.3, "slope": -0.01},
+            {"base": "b1", "source": str(en_model), "rank": 2, "dev_cer": 0.35, "slope": -0.02},
+        ]
+    }
+    report_path, headline = runner.write_report(exp, rows, rank, missing=[])
+    report = report_path.read_text()
+    assert "| b1 / transfer | 21.0 % ± 1.4 (WER 40.0 %) |" in report
+    assert "| scratch |" in report  # once: both bases share the tiny architecture
+    assert "| b1 / transfer | 0.03 | 10.0 % | 40.0 % | +30.0 |" in report
+    assert "125 ± 35" in report
+    assert "Spearman ρ -1.00, Kendall τ -1.00" in report
+    assert "Every finished cell stopped by early stopping." in report
+    assert "b2 / transfer" in headline
+    skipped, _ = runner.write_report(exp, rows, None, missing=["x"])
+    assert "Skipped: `xasr.experiments.rank.rank_sources` is not available." in skipped.read_text()
+
+
+def test_forgetting_is_recorded_when_source_data_is_given(
+    tmp_path, en_model, de_target, corpus, monkeypatch
+):
+    module = pytest.importorskip("xasr.transfer.forgetting")
+    if not hasattr(module, "evaluate_before_after"):
+        pytest.skip("xasr.transfer.forgetting.evaluate_before_after does not exist yet")
+    path = grid_config(
+        tmp_path,
+        en_model,
+        de_target,
+        train_minutes=[0.03],
+        strategies={"transfer": {}},
+        source_data={"train": str(corpus.en_train), "test": str(corpus.en_dev)},
+    )
+    results = runner.run_experiment(path, progress=False)
+    (row,) = results["rows"]
+    for key in ("source_cer_before", "source_cer_after", "source_cer_change", "target_cer_after"):
+        assert row[key] is not None
+    assert "Forgetting" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_rank_sources_hook_runs_once_per_target_and_is_cached(
+    tmp_path, en_model, de_target, monkeypatch
+):
+    rank = pytest.importorskip("xasr.experiments.rank")
+    other = tmp_path / "b2" / "model"
+    shutil.copytree(en_model, other)
+    path = grid_config(
+        tmp_path, en_model, de_target, bases=[str(en_model), str(other)], rank_sources={"steps": 7}
+    )
+    exp = runner.load_experiment(path)
+    calls = []
+
+    def fake_rank_sources(out, train, valid, sources, cfg, steps, progress):
+        calls.append((Path(train).name, steps, cfg.seed))
+        return [
+            {"source": s, "dev_cer": 0.5, "slope": None, "rank": i + 1}
+            for i, s in enumerate(reversed(sources))
+        ]
+
+    monkeypatch.setattr(rank, "rank_sources", fake_rank_sources)
+    data = {"de": runner.TargetData({m: Path(f"train-{m:g}min.jsonl") for m in SIZES}, None, None)}
+    first = runner.run_rank(exp, data, progress=False)
+    assert calls == [("train-0.07min.jsonl", 7, 0)]  # the largest size, the first seed
+    assert [r["base"] for r in first["de"]] == ["b2", en_model.parent.name]
+    assert runner.run_rank(exp, data, progress=False) == first and len(calls) == 1
