@@ -284,6 +284,8 @@ def test_adapted_run_records_and_trains_with_replay_and_penalties(adapted, en_mo
             row["train_penalty"] for row in csv.DictReader(handle) if row.get("train_penalty")
         ]
     assert logged and all(float(v) >= 0.0 for v in logged)
+    with (run / "metrics.csv").open(newline="") as handle:  # and in the merged curve
+        assert "train_penalty" in next(csv.reader(handle))
     # the exported model holds the model only, no penalty buffers
     exported = load_file(str(run / "model" / "model.safetensors"))
     assert not any("ref__" in k or "coef__" in k for k in exported)

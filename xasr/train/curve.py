@@ -19,7 +19,7 @@ def next_attempt(run_dir: Path) -> str:
 
 
 def read_curve(run_dir: str | Path) -> list[dict]:
-    """Rows {"step": int, "train_loss"?: float, "val_cer"?: float, "val_wer"?: float} by step."""
+    """Rows {"step": int, "train_loss"?, "train_penalty"?, "val_cer"?, "val_wer"?: float} by step."""
     attempts = sorted(
         (Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
         key=lambda p: int(p.parent.name.split("-")[1]),
@@ -38,6 +38,8 @@ def read_curve(run_dir: str | Path) -> list[dict]:
 def write_curve(run_dir: str | Path) -> Path:
     rows = read_curve(run_dir)
     keys = ["step", "train_loss", "val_cer", "val_wer"]
+    if any("train_penalty" in row for row in rows):  # transfer --l2sp / --ewc
+        keys.insert(2, "train_penalty")
     path = Path(run_dir) / "metrics.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
