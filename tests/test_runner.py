@@ -119,6 +119,21 @@ def test_config_errors_name_the_key(tmp_path, en_model, change, message):
     assert message in str(err.value)
 
 
+def test_a_recipe_base_carries_its_training_cap(tmp_path, en_model):
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "cmn-small.yaml"
+    config = {
+        "name": "capped",
+        "bases": [{"recipe": str(recipe), "max_minutes": 15}],
+        "targets": {"yue": {"lang": "yue"}},
+        "train_minutes": [1],
+    }
+    exp = runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
+    assert exp.bases[0].name == "cmn-small" and exp.bases[0].max_minutes == 15
+    config["bases"] = [{"recipe": str(recipe), "max_minutes": "soon"}]
+    with pytest.raises(XasrError, match="max_minutes must be a number"):
+        runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
+
+
 def test_replay_without_a_source_is_an_error(tmp_path, en_model):
     if "replay_fraction" not in {f for f in runner.TransferOptions.__dataclass_fields__}:
         pytest.skip("TransferOptions has no replay_fraction yet")
