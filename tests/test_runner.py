@@ -123,12 +123,16 @@ def test_a_recipe_base_carries_its_training_cap(tmp_path, en_model):
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "cmn-small.yaml"
     config = {
         "name": "capped",
-        "bases": [{"recipe": str(recipe), "max_minutes": 15}],
+        "bases": [{"recipe": str(recipe), "max_minutes": 15, "train": {"warmup_steps": 50}}],
         "targets": {"yue": {"lang": "yue"}},
         "train_minutes": [1],
     }
     exp = runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
     assert exp.bases[0].name == "cmn-small" and exp.bases[0].max_minutes == 15
+    assert dict(exp.bases[0].train) == {"warmup_steps": 50}
+    config["bases"] = [{"recipe": str(recipe), "train": {"warmup": 50}}]
+    with pytest.raises(XasrError, match="warmup"):
+        runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
     config["bases"] = [{"recipe": str(recipe), "max_minutes": "soon"}]
     with pytest.raises(XasrError, match="max_minutes must be a number"):
         runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))

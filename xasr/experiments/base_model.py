@@ -33,8 +33,11 @@ def build_base_model(
     publish: bool = True,
     progress: bool = True,
     max_minutes: float | None = None,
+    train_overrides: dict | None = None,
 ) -> dict:
-    """``max_minutes`` caps the training's wall clock (overrides the recipe's)."""
+    """``max_minutes`` caps the training's wall clock (overrides the recipe's);
+    ``train_overrides`` replaces keys of the recipe's ``train`` section (e.g. a smaller batch and
+    a shorter warm-up for a capped CPU build)."""
     recipe = load_yaml(recipe_path)
     unknown = set(recipe) - RECIPE_KEYS
     if unknown:
@@ -42,7 +45,8 @@ def build_base_model(
     out = Path(out)
     lang = recipe["lang"]
     data = build_xlt_synth([lang], out / "data", progress=progress, **recipe.get("synth", {}))[lang]
-    cfg = from_dict(TrainConfig, recipe.get("train", {}), f"{recipe_path}: train")
+    train_keys = {**recipe.get("train", {}), **(train_overrides or {})}
+    cfg = from_dict(TrainConfig, train_keys, f"{recipe_path}: train")
     cfg = replace(cfg, max_minutes=max_minutes)
     result = train(
         out / "run",

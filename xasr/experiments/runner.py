@@ -64,7 +64,7 @@ CONFIG_KEYS = (
 SYNTH_DEFAULTS = {"dev_utts": 100, "test_utts": 200, "conditions": "noisy", "seed": 0}
 SYNTH_TARGET_KEYS = ("lang", "topics", *SYNTH_DEFAULTS)
 REAL_TARGET_KEYS = ("train", "dev", "test")
-BASE_KEYS = ("model", "recipe", "name", "max_minutes")
+BASE_KEYS = ("model", "recipe", "name", "max_minutes", "train")
 RANK_KEYS = ("steps",)
 DEFAULT_BASES = ["en-small"]
 DEFAULT_STRATEGIES = {"transfer": {}, "scratch": {"scratch": True}}
@@ -109,6 +109,7 @@ class Base:
     recipe: Path | None = None  # built with build_base_model into OUT/bases/<name> when set
     arch: str = ""  # scratch runs are shared by bases with the same tag
     max_minutes: float | None = None  # caps a recipe base's training (e.g. on a CPU)
+    train: tuple = ()  # (key, value) pairs of TrainConfig replacing the recipe's for this build
 
 
 @dataclass(frozen=True)
@@ -412,8 +413,10 @@ def _base(entry, out: Path, where: str) -> Base:
         max_minutes = entry.get("max_minutes")
         if max_minutes is not None and not isinstance(max_minutes, (int, float)):
             raise XasrError(f"{where}: max_minutes must be a number, got {max_minutes!r}")
+        train = _mapping(entry.get("train", {}), f"{where}: train")
+        from_dict(TrainConfig, {**(recipe.get("train") or {}), **train}, f"{where}: train")
         arch = arch_tag(model_config(size), vocab_kind)
-        return Base(name, str(model), recipe_path, arch, max_minutes)
+        return Base(name, str(model), recipe_path, arch, max_minutes, tuple(sorted(train.items())))
     model = str(entry["model"])
     directory = resolve_model(model)
     default_name = Path(model).name
@@ -542,7 +545,12 @@ def _build_bases(exp: Experiment, progress: bool) -> None:
             continue
         print(f"== base {base.name}: building from {base.recipe} ==", flush=True)
         build_base_model(
-            base.recipe, work, publish=False, progress=progress, max_minutes=base.max_minutes
+            base.recipe,
+            work,
+            publish=False,
+            progress=progress,
+            max_minutes=base.max_minutes,
+            train_overrides=dict(base.train),
         )
 
 
