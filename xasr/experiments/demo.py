@@ -130,8 +130,8 @@ def write_report(out: Path, summary: dict, runs: dict[str, Path]) -> None:
         f"\n**Not converged:** {', '.join(capped)}: stopped by the cap "
         f"({summary['recipe']['max_minutes']} min / {summary['recipe']['max_steps']} steps) "
         "before early stopping, so dev CER might still have improved; these figures are upper "
-        "bounds. Raise `--max-minutes` (or run `bench/transfer.py` on a GPU) to compare "
-        "converged models.\n"
+        "bounds. Raise `--max-minutes` (or, on a GPU, run "
+        "`xasr experiment experiments/transfer-gpu.yaml`) to compare converged models.\n"
         if capped
         else ""
     )
