@@ -46,6 +46,7 @@ from xasr.experiments.report import (
 )
 from xasr.models.build import model_config, read_model_config, resolve_model
 from xasr.transfer.finetune import TransferOptions, transfer
+from xasr.transfer.forgetting import evaluate_before_after, evaluation_key
 
 CONFIG_KEYS = (
     "name",
@@ -623,6 +624,9 @@ def run_cell(
     # Forgetting is measured for finished cells too when source_data was added later
     # (evaluation only, never training again).
     if source is not None and not cell.strategy.scratch and "forgetting" not in record:
+        # The adapted model's target score is record["test"]; the base's scores are shared by
+        # every cell of that base: neither is decoded again.
+        _EVALUATIONS[evaluation_key(cell.dir / "model", data.test)] = record["test"]
         record["forgetting"] = forgetting(
             cell.source.model, cell.dir / "model", {"source": source.test, "target": data.test}
         )
@@ -634,18 +638,13 @@ def run_cell(
     return record
 
 
-def _before_after():
-    """xasr.transfer.forgetting.evaluate_before_after, or None where it does not exist yet."""
-    try:
-        from xasr.transfer import forgetting as module
-    except ImportError:
-        return None
-    return getattr(module, "evaluate_before_after", None)
+# Evaluations made in this process, shared between cells (see forgetting()).
+_EVALUATIONS: dict[tuple[str, str], dict] = {}
 
 
 def forgetting(source_model: str, adapted: Path, tests: dict[str, Path]) -> dict:
     """CER/WER of the base and of the adapted model on each test set, and the changes."""
-    results = _before_after()(source_model, adapted, tests, progress=False)
+    results = evaluate_before_after(source_model, adapted, tests, known=_EVALUATIONS)
     return {
         name: {
             "cer_before": r["before"]["cer"],
@@ -714,11 +713,7 @@ def run_experiment(
                 records[cell.id] = json.loads((cell.dir / "cell.json").read_text())
         rank = _read_rank(exp)
     else:
-        if exp.source_data is not None and _before_after() is None:
-            raise XasrError(
-                "source_data measures forgetting with xasr.transfer.forgetting."
-                "evaluate_before_after, which this version of xasr lacks"
-            )
+        _EVALUATIONS.clear()  # model files of a re-run cell may have changed since
         _build_bases(exp, progress)
         source = prepare_source(exp, progress) if exp.source_data else None
         data = {t.name: prepare_data(exp, t, progress) for t in exp.targets}

@@ -195,7 +195,11 @@ def _read_fisher(path: Path) -> tuple[dict[str, Tensor], dict[str, str]] | None:
 
 
 def evaluate_before_after(
-    source: str, adapted: str | Path, tests: dict[str, str | Path], progress: bool = False
+    source: str,
+    adapted: str | Path,
+    tests: dict[str, str | Path],
+    progress: bool = False,
+    known: dict[tuple[str, str], dict] | None = None,
 ) -> dict:
     """Each test manifest decoded by the source model (before) and the adapted one (after).
 
@@ -203,12 +207,16 @@ def evaluate_before_after(
     Returns {test name: {"before": evaluate()'s dict, "after": ..., "cer_change": after - before,
     "wer_change": ...}} (without per-utterance hypotheses). Forgetting is the change on the
     source language's test; on the target's it is the gain (negative change).
+    ``known``: evaluations already made, keyed by ``evaluation_key(model_dir, manifest)``; new
+    ones are added to it, so a caller comparing many adapted models with one source decodes each
+    test with the source once.
     """
+    known = {} if known is None else known
     before_dir = resolve_model(source)
     results = {}
     for name, manifest in tests.items():
-        before = _evaluate(before_dir, manifest, progress)
-        after = _evaluate(Path(adapted), manifest, progress)
+        before = _evaluate(before_dir, manifest, progress, known)
+        after = _evaluate(Path(adapted), manifest, progress, known)
         results[name] = {
             "before": before,
             "after": after,
@@ -218,10 +226,17 @@ def evaluate_before_after(
     return results
 
 
-def _evaluate(model_dir: Path, manifest, progress: bool) -> dict:
-    result = evaluate(model_dir, manifest, progress=progress)
-    result.pop("hypotheses", None)  # only the scores are kept
-    return result
+def evaluation_key(model_dir: str | Path, manifest: str | Path) -> tuple[str, str]:
+    return str(Path(model_dir).resolve()), str(Path(manifest).resolve())
+
+
+def _evaluate(model_dir: Path, manifest, progress: bool, known: dict) -> dict:
+    key = evaluation_key(model_dir, manifest)
+    if key not in known:
+        result = evaluate(model_dir, manifest, progress=progress)
+        result.pop("hypotheses", None)  # only the scores are kept
+        known[key] = result
+    return known[key]
 
 
 def save_before_after(run_dir: str | Path, results: dict) -> Path:
