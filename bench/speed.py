@@ -9,10 +9,14 @@ Needs `transformers` (pip install -e '.[bench]'); no network: the HF model is bu
 with random weights.
 
 Both models start from the same 80-dim log-mel frames (computed once with xasr's LogMel) and
-the same front end: xasr's Conv2dSubsampling (4x fewer frames, projection to d_model). xasr runs
-``model.frontend`` -> ``model.encoder`` -> ``model.head``; HF runs an identical Conv2dSubsampling ->
-``wav2vec2_conformer.encoder`` (with its attention mask for the padding) -> ``lm_head``; HF's CNN
-feature encoder and feature projection are skipped. The HF encoder gets the same width, depth,
+a front end of the same shape and parameters (two stride-2 3x3 convolutions with SiLU, 4x fewer
+frames, projection to d_model). xasr runs ``model.frontend`` -> ``model.encoder`` ->
+``model.head``. HF has no log-mel front end, so ``hf-SIZE`` gets the textbook one as its input
+adapter: the same convolutions over the whole padded batch, padding masked (as ESPnet and NeMo
+write it; ``PlainConv2dSubsampling``) -> ``wav2vec2_conformer.encoder`` (with its attention mask
+for the padding) -> ``lm_head``; HF's CNN feature encoder and feature projection are skipped.
+``hf-xfront-SIZE`` gets xasr's own front end instead (on CPU it convolves one utterance at a time,
+cut to its length), so that ``xasr-SIZE/hf-xfront-SIZE`` compares the encoders alone. The HF encoder gets the same width, depth,
 heads, feed-forward size, depthwise kernel, SiLU ("swish") activations, rotary positions, SDPA
 attention, and xasr's dropout in the same places: ``ModelConfig.dropout`` after the feed-forward
 activations and outputs, the attention output and the convolution module, and
@@ -69,6 +73,15 @@ from xasr.decode.greedy import greedy_ids
 from xasr.models.build import build_model, count_parameters, model_config
 from xasr.models.ctc import CtcModel
 from xasr.models.frontends import Conv2dSubsampling
+
+
+class PlainConv2dSubsampling(Conv2dSubsampling):
+    """The same convolutions and weights computed the textbook way, whole padded batch at once."""
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        y = self._forward_batched(x, lengths)
+        return y, torch.clamp(self.output_lengths(lengths), max=y.shape[1])
+
 
 VOCAB_SIZE = 40  # index 0 is the CTC blank
 CHARS_PER_SECOND = 12.0
@@ -163,7 +176,7 @@ class XasrFromFrames(nn.Module):
 
 
 class HfFromFrames(nn.Module):
-    """xasr's Conv2dSubsampling -> HF Wav2Vec2Conformer encoder (attention mask) -> lm_head."""
+    """A Conv2d front end -> HF Wav2Vec2Conformer encoder (attention mask) -> lm_head."""
 
     def __init__(self, frontend: nn.Module, encoder: nn.Module, head: nn.Linear):
         super().__init__()
@@ -224,8 +237,11 @@ def hf_config(cfg: ModelConfig, positions: str, attn: str):
     )
 
 
-def build_hf(cfg: ModelConfig, positions: str, compile: bool) -> tuple[nn.Module, str]:
-    """HF model of the same size fed by xasr's front end; returns it and the attention backend."""
+def build_hf(
+    cfg: ModelConfig, positions: str, compile: bool, xasr_frontend: bool = False
+) -> tuple[nn.Module, str]:
+    """HF model of the same size fed by the plain front end (or xasr's own); returns it and the
+    attention backend."""
     from transformers import Wav2Vec2ConformerForCTC
 
     try:
@@ -240,14 +256,15 @@ def build_hf(cfg: ModelConfig, positions: str, compile: bool) -> tuple[nn.Module
     encoder.dropout.p = 0.0
     for layer in encoder.layers:
         layer.self_attn_dropout.p = cfg.dropout
-    frontend = Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
+    frontend_class = Conv2dSubsampling if xasr_frontend else PlainConv2dSubsampling
+    frontend = frontend_class(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
     model = HfFromFrames(frontend, prepare_hf(encoder, compile), hf.lm_head)
     return model, hf.config._attn_implementation
 
 
 @dataclass
 class Candidate:
-    name: str  # e.g. xasr-small, hf-small, hf-rel-small
+    name: str  # e.g. xasr-small, hf-small, hf-xfront-small, hf-rel-small
     family: str  # xasr | hf
     size: str
     module: nn.Module
@@ -257,7 +274,8 @@ class Candidate:
 
 
 def build_candidate(name: str, args: argparse.Namespace) -> Candidate:
-    """``xasr-SIZE``, ``hf-SIZE`` (rotary positions) or ``hf-rel-SIZE`` (relative positions)."""
+    """``xasr-SIZE``, ``hf-SIZE`` (rotary positions), ``hf-xfront-SIZE`` (rotary, xasr's front
+    end) or ``hf-rel-SIZE`` (relative positions)."""
     family, *rest = name.split("-")
     size = rest[-1]
     cfg = xasr_config(size, args.dropout, args.attention_dropout)
@@ -267,7 +285,7 @@ def build_candidate(name: str, args: argparse.Namespace) -> Candidate:
         module, attn = XasrFromFrames(model), "sdpa"
     else:
         positions = "relative" if rest[0] == "rel" else "rotary"
-        module, attn = build_hf(cfg, positions, args.compile)
+        module, attn = build_hf(cfg, positions, args.compile, xasr_frontend="xfront" in rest)
     module.to(args.device)
     params = count_parameters(module)
     # AdamW as in xasr.train.module (learning rate irrelevant for speed, kept small).
@@ -513,7 +531,8 @@ def run(args: argparse.Namespace) -> dict:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     names = []
     for size in sizes:
-        names += [f"xasr-{size}", f"hf-{size}"] + ([f"hf-rel-{size}"] if args.relative else [])
+        names += [f"xasr-{size}", f"hf-{size}", f"hf-xfront-{size}"]
+        names += [f"hf-rel-{size}"] if args.relative else []
     threads = torch.get_num_threads()
 
     def log(message: str) -> None:
@@ -562,7 +581,7 @@ def run(args: argparse.Namespace) -> dict:
     profiles = {}
     if args.profile:
         for cand in cands:
-            if cand.size == sizes[0] and not cand.name.startswith("hf-rel"):
+            if cand.size == sizes[0] and not cand.name.startswith(("hf-rel", "hf-xfront")):
                 profiles[cand.name] = profile_step(cand, batch, device)
 
     # 2: inference, batch 1 and the whole batch, 1 thread and all threads (CPU).
@@ -627,11 +646,12 @@ def summarise(args, cands, batch: Batch, single: Batch, raw: Raw, threads: int, 
     by_name = {c.name: c for c in cands}
     for cand in cands:
         if cand.family == "xasr":
-            for ref in (f"hf-{cand.size}", f"hf-rel-{cand.size}"):
+            for ref in (f"hf-{cand.size}", f"hf-xfront-{cand.size}", f"hf-rel-{cand.size}"):
                 if ref in by_name:
                     ratios[f"{cand.name}/{ref}"] = pair_ratios(cand.name, ref, raw, models)
     small = ratios.get("xasr-small/hf-small", {}).get("train_throughput")
     medium = ratios.get("xasr-medium/hf-medium", {}).get("train_throughput")
+    same_front = ratios.get("xasr-small/hf-xfront-small", {}).get("train_throughput")
     return {
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
@@ -662,6 +682,8 @@ def summarise(args, cands, batch: Batch, single: Batch, raw: Raw, threads: int, 
         "ratios": ratios,
         "train_throughput_ratio_vs_hf": small,
         "train_throughput_ratio_vs_hf_medium": medium,
+        # The encoders alone: HF fed by xasr's front end.
+        "train_throughput_ratio_vs_hf_same_frontend": same_front,
         "profiles": raw.profiles,
         "elapsed_s": elapsed,
     }

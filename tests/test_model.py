@@ -225,3 +225,60 @@ def test_cpu_dropout_follows_the_torch_seed():
     a = dropout(x, 0.2, training=True)
     torch.manual_seed(3)
     assert torch.equal(a, dropout(x, 0.2, training=True))
+
+
+def test_cpu_frontend_per_utterance_matches_the_batched_path():
+    """The CPU front end convolves each utterance cut to its length; on valid frames it gives
+    what the masked whole-batch path gives, and the same weight gradients."""
+    torch.manual_seed(0)
+    frontend = Conv2dSubsampling(n_mels=16, d_model=24, channels=8)
+    lengths = torch.tensor([37, 20, 3])
+    feats = torch.randn(3, 40, 16) * (torch.arange(40)[None, :, None] < lengths[:, None, None])
+    each, out_lengths = frontend(feats, lengths)
+    batched = frontend._forward_batched(feats, lengths)
+    assert each.shape == batched.shape and out_lengths.tolist() == [10, 5, 1]
+    valid = (torch.arange(each.shape[1])[None, :] < out_lengths[:, None]).unsqueeze(-1)
+    assert torch.allclose(each * valid, batched * valid, atol=1e-6)
+    assert torch.count_nonzero(each * ~valid) == 0
+    grads = []
+    for output in (each, batched):
+        frontend.zero_grad()
+        (output * valid).square().sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in frontend.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_rotary_is_the_pairwise_rotation_and_relative():
+    """The complex-multiply rotary equals rotating (x[2j], x[2j+1]) by t * theta_j, and query-key
+    dot products depend only on the distance between frames."""
+    from xasr.models.conformer import apply_rotary, rotary_tables
+
+    torch.manual_seed(0)
+    frames, head_dim = 12, 8
+    x = torch.randn(2, frames, head_dim)
+    rotated = apply_rotary(x, rotary_tables(frames, head_dim, "cpu"))
+    theta = 10000 ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+    angle = torch.arange(frames).float()[:, None] * theta
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    assert torch.allclose(rotated[..., 0::2], x1 * angle.cos() - x2 * angle.sin(), atol=1e-5)
+    assert torch.allclose(rotated[..., 1::2], x1 * angle.sin() + x2 * angle.cos(), atol=1e-5)
+    q, k = torch.randn(head_dim), torch.randn(head_dim)
+    same = torch.stack([q] * frames), torch.stack([k] * frames)
+    rq, rk = (apply_rotary(t, rotary_tables(frames, head_dim, "cpu")) for t in same)
+    assert torch.allclose(rq[2] @ rk[5], rq[6] @ rk[9], atol=1e-5)
+
+
+def test_depthwise_convolution_matches_conv1d():
+    """The channels-last conv2d form of the depthwise convolution is the module's Conv1d."""
+    from xasr.models.conformer import ConvModule
+
+    torch.manual_seed(0)
+    module = ConvModule(d_model=12, kernel=5, dropout=0.0)
+    y = torch.randn(2, 9, 12, requires_grad=True)
+    ours = module._depthwise_over_time(y)
+    reference = module.depthwise(y.transpose(1, 2)).transpose(1, 2)
+    assert torch.allclose(ours, reference, atol=1e-6)
+    (grad,) = torch.autograd.grad(ours.square().sum(), y)
+    (expected,) = torch.autograd.grad(reference.square().sum(), y)
+    assert torch.allclose(grad, expected, atol=1e-5)

