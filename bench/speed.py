@@ -73,6 +73,7 @@ from xasr.decode.greedy import greedy_ids
 from xasr.models.build import build_model, count_parameters, model_config
 from xasr.models.ctc import CtcModel
 from xasr.models.frontends import Conv2dSubsampling
+from xasr.train.module import make_adamw
 
 
 class PlainConv2dSubsampling(Conv2dSubsampling):
@@ -288,8 +289,12 @@ def build_candidate(name: str, args: argparse.Namespace) -> Candidate:
         module, attn = build_hf(cfg, positions, args.compile, xasr_frontend="xfront" in rest)
     module.to(args.device)
     params = count_parameters(module)
-    # AdamW as in xasr.train.module (learning rate irrelevant for speed, kept small).
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, weight_decay=1e-3)
+    # The AdamW each side's trainer builds (the learning rate is irrelevant for speed): xasr's
+    # make_adamw (fused on CPU), and HF Trainer's default for torch >= 2.8, adamw_torch_fused.
+    if family == "xasr":
+        opt = make_adamw(module.parameters(), 1e-4, 1e-3, args.device)
+    else:
+        opt = torch.optim.AdamW(module.parameters(), lr=1e-4, weight_decay=1e-3, fused=True)
     return Candidate(name, family, size, module, params, attn, opt)
 
 

@@ -36,6 +36,14 @@ def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: dict, blank:
     )
 
 
+def make_adamw(params, lr: float, weight_decay: float, device: torch.device | str):
+    """xasr's AdamW: the fused single-kernel step on CPU (3x faster than the per-tensor loop for
+    the small model, 9 vs 29 ms), the default multi-tensor step elsewhere: Lightning refuses
+    gradient clipping with a fused optimizer under bf16-mixed precision, which GPUs train in."""
+    fused = torch.device(device).type == "cpu"
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 class CtcTask(L.LightningModule):
     """``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps.
 
@@ -111,8 +119,8 @@ class CtcTask(L.LightningModule):
         self.log("val_wer", total.wer, prog_bar=True, sync_dist=False, rank_zero_only=False)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self._param_groups(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        optimizer = make_adamw(
+            self._param_groups(), self.cfg.lr, self.cfg.weight_decay, self.device
         )
         groups = optimizer.param_groups
         schedule = partial(lr_factor, warmup=self.cfg.warmup_steps, total=self.cfg.max_steps)
