@@ -331,9 +331,17 @@ def test_fisher_is_saved_and_reused_on_resume(adapted, en_model):
     assert all(torch.equal(after[k], adapted.buffers[k]) for k in after)
 
 
-def test_resume_refuses_a_changed_penalty(adapted, corpus, make_cfg):
-    changed = TransferOptions(**{**vars(adapted.opts), "l2sp_weight": 2.0})
-    with pytest.raises(XasrError, match="started with --l2sp 1.0, not 2.0"):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"l2sp_weight": 2.0}, "--l2sp 1.0, not 2.0"),
+        ({"replay_fraction": 0.5}, "--replay-fraction 0.3, not 0.5"),
+        ({"replay_manifest": "elsewhere/en.jsonl"}, "--replay .*, not elsewhere/en.jsonl"),
+    ],
+)
+def test_resume_refuses_changed_penalty_or_replay(adapted, corpus, make_cfg, change, message):
+    changed = TransferOptions(**{**vars(adapted.opts), **change})
+    with pytest.raises(XasrError, match="started with " + message):
         transfer(adapted.run, corpus.de_train, corpus.de_dev, changed, make_cfg(), progress=False)
 
 

@@ -168,6 +168,29 @@ def test_last_checkpoint_follows_every_validation(corpus, tmp_path, make_cfg):
     assert not list((run / "checkpoints").glob("*.tmp"))
 
 
+def test_the_last_step_is_validated_when_max_steps_ends_between_validations(
+    corpus, tmp_path, make_cfg
+):
+    """max_steps 12, validation every 5: steps 5, 10 and 12 are validated, 12 is checkpointed."""
+    from xasr.config import MODEL_SIZES
+    from xasr.train.loop import train
+
+    run = tmp_path / "run"
+    result = train(
+        run,
+        corpus.en_train,
+        corpus.en_dev,
+        make_cfg(max_steps=12, val_every=5),
+        MODEL_SIZES["tiny"],
+        progress=False,
+    )
+    assert result.steps == 12 and result.stopped_by == "max steps"
+    steps = [step for step, _ in validation_points(read_curve(run))]
+    assert len(steps) == 3 and steps[2] - steps[1] == 2  # after steps 5, 10 and 12
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 12
+
+
 # --- learning-rate schedule -----------------------------------------------------------------
 
 

@@ -79,3 +79,17 @@ class ExportBestModel(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict["best"]
         self.best_step = state_dict["best_step"]
+
+
+class ValidateAtLastStep(L.Callback):
+    """Validate (and so checkpoint and maybe export) after the step that reaches ``max_steps``.
+
+    Lightning validates every ``val_every`` steps and when a callback asks it to stop (the
+    time budget, early stopping), but not when ``max_steps`` ends the run between two
+    validations: the last steps would then never compete for the best model, and last.ckpt
+    would miss them. Asking to stop at that step makes Lightning validate it.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True

@@ -40,7 +40,12 @@ from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, sa
 from xasr.errors import DataError, XasrError
 from xasr.models.build import build_model
 from xasr.models.ctc import CtcModel
-from xasr.train.checkpoint import AtomicCheckpointIO, ExportBestModel, LastAtEveryValidation
+from xasr.train.checkpoint import (
+    AtomicCheckpointIO,
+    ExportBestModel,
+    LastAtEveryValidation,
+    ValidateAtLastStep,
+)
 from xasr.train.curve import LOG_DIR, next_attempt, write_curve
 from xasr.train.module import CtcTask
 
@@ -265,7 +270,7 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         gradient_clip_val=cfg.grad_clip,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[checkpoint, ValidateAtLastStep(), *callbacks],
         logger=CSVLogger(run_dir / LOG_DIR, name="", version=next_attempt(run_dir)),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # lhotse's sampler splits the data across ranks itself

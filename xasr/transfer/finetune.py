@@ -131,7 +131,7 @@ def transfer(
     run_dir = Path(run_dir)
     resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if resuming:
-        check_resumed_penalty(run_dir, opts)
+        check_resumed_options(run_dir, opts)
     if opts.source is None:
         if not opts.scratch or opts.expect is None:
             raise ValueError("a source model is required unless training from scratch with a size")
@@ -191,15 +191,28 @@ def transfer(
     )
 
 
-def check_resumed_penalty(run_dir: Path, opts: TransferOptions) -> None:
-    """A resumed run must keep its L2-SP/EWC weights: the checkpoint restores the penalty's
-    coefficients, so a changed weight would be ignored (or, turned on or off, not load)."""
+# Options that shape what a resumed run keeps doing, with their command-line flags: the
+# checkpoint restores the penalty's coefficients and reference weights (a changed weight would
+# be ignored, or not load), and a changed replay stream would make the run a mixture of two.
+RESUME_MUST_MATCH = {
+    "source": "--from",
+    "l2sp_weight": "--l2sp",
+    "ewc_weight": "--ewc",
+    "replay_manifest": "--replay",
+    "replay_fraction": "--replay-fraction",
+}
+
+
+def check_resumed_options(run_dir: Path, opts: TransferOptions) -> None:
+    """Raise ``XasrError`` when a resumed run is asked for other values of RESUME_MUST_MATCH
+    than it was started with (recorded in RUN/transfer.json)."""
     path = run_dir / "transfer.json"
     if not path.is_file():
         return
     saved = json.loads(path.read_text(encoding="utf-8")).get("options", {})
-    for key, flag in (("l2sp_weight", "--l2sp"), ("ewc_weight", "--ewc")):
-        before, now = saved.get(key, 0.0), getattr(opts, key)
+    defaults = asdict(TransferOptions())
+    for key, flag in RESUME_MUST_MATCH.items():
+        before, now = saved.get(key, defaults[key]), getattr(opts, key)
         if before != now:
             raise XasrError(
                 f"{run_dir} was started with {flag} {before}, not {now}; resume with the same "
