@@ -191,6 +191,26 @@ def test_the_last_step_is_validated_when_max_steps_ends_between_validations(
     assert last["global_step"] == 12
 
 
+def test_a_one_utterance_training_set_trains(corpus, tmp_path, make_cfg):
+    """lhotse's bucketing needs two cuts; one utterance gets plain batches instead of a crash."""
+    from xasr.config import MODEL_SIZES
+    from xasr.train.loop import train
+
+    one = tmp_path / "one.jsonl"
+    first = json.loads(Path(corpus.en_train).read_text(encoding="utf-8").splitlines()[0])
+    first["audio_filepath"] = str(Path(corpus.en_train).parent / first["audio_filepath"])
+    one.write_text(json.dumps(first) + "\n", encoding="utf-8")
+    result = train(
+        tmp_path / "run",
+        one,
+        one,
+        make_cfg(max_steps=3, val_every=2),
+        MODEL_SIZES["tiny"],
+        progress=False,
+    )
+    assert result.steps == 3
+
+
 # --- learning-rate schedule -----------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
 from xasr.data.audio import SAMPLE_RATE, load_audio
 from xasr.data.manifest import Utterance
@@ -169,7 +169,7 @@ def make_sampler(
     rank: int = 0,
     replay: CutSet | None = None,
     replay_fraction: float = 0.0,
-) -> DynamicBucketingSampler:
+) -> DynamicBucketingSampler | SimpleCutSampler:
     """Duration-bucketed batches of ``cuts``; with ``replay``, a ``ReplayMixSampler``."""
     for part in (cuts, replay or []):
         longest = max((cut.duration for cut in part), default=0.0)
@@ -189,6 +189,11 @@ def make_sampler(
     }
     if replay is not None:
         return ReplayMixSampler(cuts, replay, replay_fraction, **common)
+    if len(cuts) < common["num_buckets"]:
+        # lhotse's bucketing needs at least two cuts (one per bucket): a one-utterance set
+        # (a smoke test, a single enrolment recording) gets plain batches.
+        del common["num_buckets"]
+        return SimpleCutSampler(cuts, **common)
     return DynamicBucketingSampler(cuts, **common)
 
 
