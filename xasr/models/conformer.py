@@ -108,7 +108,7 @@ class ConvModule(nn.Module):
 
         Run as a (1 x kernel) conv2d on a channels-last view of ``y`` rather than a Conv1d on
         ``y.transpose(1, 2)``: no transposed copies, and oneDNN's channels-last depthwise kernel
-        is 8x faster forward + backward on CPU (bench/speed.py's batch, 2 cores). The weights
+        is 4x faster forward + backward on CPU (bench/speed.py's batch, 2 cores). The weights
         stay the Conv1d's, so checkpoints are unchanged.
         """
         conv = self.depthwise
