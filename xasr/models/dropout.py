@@ -20,15 +20,19 @@ from torch import Tensor, nn
 def keep_scale(shape: torch.Size, keep: float, device: torch.device, dtype: torch.dtype) -> Tensor:
     """A tensor of ``shape`` holding ``1 / keep`` with probability ``keep``, else 0."""
     numel = shape.numel()
-    # random_() on int32 is uniform over [0, 2**31): the low 16 bits are uniform over all of
-    # int16, the high 16 bits over [0, 2**15) only, so each half gets its own threshold.
     words = torch.empty((numel + 1) // 2, dtype=torch.int32, device=device).random_()
+    # random_() on int32 is uniform over [0, 2**31): the low 16 bits are uniform over all of
+    # int16, the high 16 bits over [0, 2**15) only, so each half gets its own threshold. Which
+    # random bits decide which element does not matter, so the low halves fill the first part
+    # of the mask and the high halves the rest: two compares against a scalar, 5x faster than
+    # one compare of (word, 2) pairs against a broadcast (2,) threshold.
     halves = words.view(torch.int16).view(-1, 2)
-    low_bits, high_bits = round(keep * (1 << 16)) - (1 << 15), round(keep * (1 << 15))
-    order = (low_bits, high_bits) if sys.byteorder == "little" else (high_bits, low_bits)
-    thresholds = torch.tensor(order, dtype=torch.int16, device=device)
-    kept = (halves < thresholds).view(-1)[:numel].view(shape)
-    return kept.to(dtype).mul_(1.0 / keep)  # half the time of torch.where(kept, scale, 0.0)
+    low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
+    count = words.numel()
+    kept = torch.empty(2 * count, dtype=torch.bool, device=device)
+    torch.lt(halves[:, low], round(keep * (1 << 16)) - (1 << 15), out=kept[:count])
+    torch.lt(halves[:, high], round(keep * (1 << 15)), out=kept[count:])
+    return kept[:numel].view(shape).to(dtype).mul_(1.0 / keep)  # half the time of torch.where
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
