@@ -282,3 +282,19 @@ def test_depthwise_convolution_matches_conv1d():
     (grad,) = torch.autograd.grad(ours.square().sum(), y)
     (expected,) = torch.autograd.grad(reference.square().sum(), y)
     assert torch.allclose(grad, expected, atol=1e-5)
+
+
+def test_cpu_dropout_with_a_tiny_p_keeps_nearly_everything():
+    """Below 2**-15 the 16-bit thresholds would wrap around; F.dropout takes over."""
+    torch.manual_seed(0)
+    y = dropout(torch.ones(100_000), 1e-5, training=True)
+    assert (y != 0).float().mean().item() > 0.999
+
+
+def test_adamw_is_fused_only_for_cpu_fp32():
+    from xasr.train.module import make_adamw
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert make_adamw(params, 1e-3, 0.0, "cpu").defaults["fused"]
+    # Lightning refuses gradient clipping with a fused optimizer under mixed precision.
+    assert not make_adamw(params, 1e-3, 0.0, "cpu", "bf16-mixed").defaults["fused"]

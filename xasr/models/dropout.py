@@ -39,7 +39,8 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Drop-in for ``F.dropout(x, p, training)``; cheaper mask on CPU (see module docstring)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    # Below p = 2**-15 the 16-bit thresholds cannot express the keep probability.
+    if x.device.type != "cpu" or p >= 1.0 or p < 2**-15:
         return F.dropout(x, p, training)
     return x * keep_scale(x.shape, 1.0 - p, x.device, x.dtype)
 

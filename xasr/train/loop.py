@@ -281,8 +281,8 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
 
 
 def _stop_reason(trainer: L.Trainer, early: EarlyStopping, cfg: TrainConfig) -> str:
+    if trainer.global_step >= cfg.max_steps:  # first: the last step's validation may count
+        return "max steps"
     if early.stopped_epoch > 0 or (early.wait_count >= cfg.patience):
         return "early stopping"
-    if trainer.global_step >= cfg.max_steps:
-        return "max steps"
     return "time budget" if cfg.max_minutes else "finished"

@@ -203,6 +203,15 @@ RESUME_MUST_MATCH = {
 }
 
 
+def _same_path_or_value(a, b) -> bool:
+    """Equal values, or two spellings of one existing file or directory."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return False
+
+
 def check_resumed_options(run_dir: Path, opts: TransferOptions) -> None:
     """Raise ``XasrError`` when a resumed run is asked for other values of RESUME_MUST_MATCH
     than it was started with (recorded in RUN/transfer.json)."""
@@ -213,7 +222,7 @@ def check_resumed_options(run_dir: Path, opts: TransferOptions) -> None:
     defaults = asdict(TransferOptions())
     for key, flag in RESUME_MUST_MATCH.items():
         before, now = saved.get(key, defaults[key]), getattr(opts, key)
-        if before != now:
+        if not _same_path_or_value(before, now):
             raise XasrError(
                 f"{run_dir} was started with {flag} {before}, not {now}; resume with the same "
                 "value or train into a new --out"
