@@ -15,11 +15,12 @@ frames, projection to d_model). xasr runs ``model.frontend`` -> ``model.encoder`
 adapter: the same convolutions over the whole padded batch, padding masked (as ESPnet and NeMo
 write it; ``PlainConv2dSubsampling``) -> ``wav2vec2_conformer.encoder`` (with its attention mask
 for the padding) -> ``lm_head``; HF's CNN feature encoder and feature projection are skipped.
-``hf-xfront-SIZE`` gets xasr's own front end instead (on CPU it convolves one utterance at a time,
-cut to its length), so that ``xasr-SIZE/hf-xfront-SIZE`` compares the encoders alone. The HF encoder gets the same width, depth,
-heads, feed-forward size, depthwise kernel, SiLU ("swish") activations, rotary positions, SDPA
-attention, and xasr's dropout in the same places: ``ModelConfig.dropout`` after the feed-forward
-activations and outputs, the attention output and the convolution module, and
+``hf-xfront-SIZE`` gets xasr's own front end instead (on CPU it convolves one utterance at a
+time, cut to its length), so that ``xasr-SIZE/hf-xfront-SIZE`` compares the encoders alone.
+The HF encoder gets the same width, depth, heads, feed-forward size, depthwise kernel, SiLU
+("swish") activations, rotary positions, SDPA attention, and xasr's dropout in the same places:
+``ModelConfig.dropout`` after the feed-forward activations and outputs, the attention output and
+the convolution module, and
 ``ModelConfig.attention_dropout`` on the attention probabilities (HF's extra dropout on the encoder
 input, LayerDrop and SpecAugment off). ``--dropout``/``--attention-dropout`` change both models.
 Both compute log_softmax in fp32 and ``F.ctc_loss`` as in ``xasr.train.module``.
@@ -79,9 +80,8 @@ from xasr.train.module import make_adamw
 class PlainConv2dSubsampling(Conv2dSubsampling):
     """The same convolutions and weights computed the textbook way, whole padded batch at once."""
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        y = self._forward_batched(x, lengths)
-        return y, torch.clamp(self.output_lengths(lengths), max=y.shape[1])
+    def _one_utterance_at_a_time(self, x: Tensor) -> bool:
+        return False
 
 
 VOCAB_SIZE = 40  # index 0 is the CTC blank
