@@ -252,6 +252,41 @@ class ReplayMixSampler(DynamicBucketingSampler):
         self.cuts = (mix_replay(*self._mix, self._base_seed + epoch),)
 
 
+class ResumableSampler(torch.utils.data.Sampler):
+    """A batch sampler whose next iteration can start part-way into an epoch.
+
+    Lightning restarts a resumed epoch from its first batch (lhotse's samplers have no length
+    and plain DataLoaders no state), so a run killed at step k would train again on batches it
+    had already seen. ``resume(epoch, batches)`` makes the next ``__iter__`` yield that epoch's
+    batches from number ``batches`` on: the sampler is deterministic given its seed and epoch,
+    so skipping the first ``batches`` batches (cut lists only, no audio is read) gives exactly
+    the batches the killed run would have trained on next. ``set_epoch`` and the rest go to the
+    wrapped sampler.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self._skip = 0
+
+    def resume(self, epoch: int, batches: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self._skip = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        # lhotse's samplers are their own iterators and restart the epoch in __iter__: one
+        # iter(), then next() only (``yield from`` would call iter() again).
+        batches = iter(self.sampler)
+        position = 0
+        while (batch := next(batches, None)) is not None:
+            if position >= skip:
+                yield batch
+            position += 1
+
+
 class AsrDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch from the sampler) to padded tensors.
 
@@ -302,9 +337,15 @@ def make_loader(
     replay: CutSet | None = None,
     replay_fraction: float = 0.0,
 ) -> torch.utils.data.DataLoader:
-    """Padded batches (``AsrDataset``) of ``cuts``, mixed with ``replay`` cuts when given."""
-    sampler = make_sampler(
-        cuts, max_batch_seconds, shuffle, seed, world_size, rank, replay, replay_fraction
+    """Padded batches (``AsrDataset``) of ``cuts``, mixed with ``replay`` cuts when given.
+
+    The loader's sampler is a ``ResumableSampler``: ``loader.sampler.resume(epoch, batches)``
+    continues an epoch where a killed run left it.
+    """
+    sampler = ResumableSampler(
+        make_sampler(
+            cuts, max_batch_seconds, shuffle, seed, world_size, rank, replay, replay_fraction
+        )
     )
     return torch.utils.data.DataLoader(
         AsrDataset(vocab, on_unknown),
@@ -312,6 +353,10 @@ def make_loader(
         batch_size=None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        # Starting an iterator draws the workers' base seed; from its own generator, so the
+        # global one (dropout, SpecAugment) does not depend on when epochs start, which a
+        # resumed run must reproduce (xasr.train.checkpoint.RandomState).
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -342,6 +387,7 @@ __all__ = [
     "AsrDataset",
     "CheckReport",
     "ReplayMixSampler",
+    "ResumableSampler",
     "check_utterances",
     "count_unknown_chars",
     "load_batch_audio",

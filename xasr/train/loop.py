@@ -44,10 +44,12 @@ from xasr.train.checkpoint import (
     AtomicCheckpointIO,
     ExportBestModel,
     LastAtEveryValidation,
+    RandomState,
     ValidateAtLastStep,
 )
 from xasr.train.curve import LOG_DIR, next_attempt, write_curve
 from xasr.train.module import CtcTask
+from xasr.train.progress import StepProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,10 @@ class CutsData(L.LightningDataModule):
 
     ``replay_cuts`` (source-language cuts) are mixed into training batches only, as
     ``replay_fraction`` of the audio seconds; validation stays on the target dev set.
+
+    Its state, saved in every checkpoint, is where the training data stands (the epoch and how
+    many of its batches were trained on), so that a resumed run continues the epoch with the
+    batch the killed one would have trained on next (``ResumableSampler``).
     """
 
     def __init__(
@@ -85,6 +91,19 @@ class CutsData(L.LightningDataModule):
         super().__init__()
         self.train_cuts, self.valid_cuts, self.vocab, self.cfg = train_cuts, valid_cuts, vocab, cfg
         self.replay_cuts, self.replay_fraction = replay_cuts, replay_fraction
+        self._resume_at: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict:
+        loop = self.trainer.fit_loop
+        return {
+            # the epoch number Lightning gives the sampler's set_epoch
+            "epoch": loop.epoch_progress.current.processed,
+            # batches of this epoch trained on (optimizer steps taken), across earlier resumes
+            "batches": loop.epoch_loop.batch_progress.current.completed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def _loader(self, cuts, shuffle: bool, on_unknown: str, replay=None):
         return make_loader(
@@ -102,9 +121,13 @@ class CutsData(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        return self._loader(
+        loader = self._loader(
             self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown, replay=self.replay_cuts
         )
+        if self._resume_at is not None:  # restored from a checkpoint before this is called
+            loader.sampler.resume(*self._resume_at)
+            self._resume_at = None
+        return loader
 
     def val_dataloader(self):
         return self._loader(self.valid_cuts, shuffle=False, on_unknown="unk")
@@ -270,7 +293,13 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         gradient_clip_val=cfg.grad_clip,
-        callbacks=[checkpoint, ValidateAtLastStep(), *callbacks],
+        callbacks=[
+            checkpoint,
+            ValidateAtLastStep(),
+            RandomState(),
+            *([StepProgressBar()] if progress else []),
+            *callbacks,
+        ],
         logger=CSVLogger(run_dir / LOG_DIR, name="", version=next_attempt(run_dir)),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # lhotse's sampler splits the data across ranks itself

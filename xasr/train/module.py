@@ -88,6 +88,9 @@ class CtcTask(L.LightningModule):
         log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"], self._augment)
         loss = ctc_loss(log_probs, lengths, batch, self.vocab.blank_id)
         seconds = batch["audio_lengths"].sum() / 16000
+        # "step" sets the step the logger records: the update this batch makes (1-based), where
+        # Lightning would write the count of updates before it.
+        self.log("step", float(self.global_step + 1), batch_size=1)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
         if self.penalty is not None:
             penalty = self.penalty(self.model)
@@ -117,6 +120,7 @@ class CtcTask(L.LightningModule):
         counts = torch.tensor(self._val_counts.as_tuple(), dtype=torch.float64, device=self.device)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         total = ErrorCounts(*(int(c) for c in counts.tolist()))
+        self.log("step", float(self.global_step), sync_dist=False, rank_zero_only=False)  # updates so far
         self.log("val_cer", total.cer, prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val_wer", total.wer, prog_bar=True, sync_dist=False, rank_zero_only=False)
 
