@@ -47,6 +47,7 @@ def run_training(run, corpus, cfg, kill_at: int = -1, sig: str = "SIGKILL"):
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
 
 

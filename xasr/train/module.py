@@ -120,7 +120,9 @@ class CtcTask(L.LightningModule):
         counts = torch.tensor(self._val_counts.as_tuple(), dtype=torch.float64, device=self.device)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         total = ErrorCounts(*(int(c) for c in counts.tolist()))
-        self.log("step", float(self.global_step), sync_dist=False, rank_zero_only=False)  # updates so far
+        self.log(
+            "step", float(self.global_step), sync_dist=False, rank_zero_only=False
+        )  # updates so far
         self.log("val_cer", total.cer, prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val_wer", total.wer, prog_bar=True, sync_dist=False, rank_zero_only=False)
 
