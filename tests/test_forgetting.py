@@ -364,9 +364,9 @@ def test_strategy_name_suffixes():
         TransferOptions(source="x", replay_manifest="m", replay_fraction=0.25)
     ) == ("transfer+replay0.25")
     assert strategy_name(TransferOptions(source="x", l2sp_weight=0.1)) == "transfer+l2sp"
-    assert strategy_name(TransferOptions(source="x", reinit_head=True, ewc_weight=1)) == (
-        "reinit-head+ewc"
-    )
+    assert strategy_name(
+        TransferOptions(source="x", reinit_head=True, ewc_weight=1, fisher_manifest="m")
+    ) == ("reinit-head+ewc")
 
 
 # --- command line -------------------------------------------------------------------------------

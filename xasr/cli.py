@@ -8,8 +8,17 @@ import logging
 import sys
 from pathlib import Path
 
-from xasr.config import TrainConfig, from_dict, load_yaml, replace
-from xasr.errors import XasrError
+from xasr.config import TRAIN_FLAGS, TrainConfig, from_dict, load_yaml, replace
+from xasr.errors import Interrupted, XasrError
+from xasr.io import describe_os_error
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with xasr's one-line errors (``xasr CMD: error: ...``, exit 2) instead of the
+    usage block; ``xasr CMD --help`` still prints the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -46,35 +55,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-TRAIN_KEYS = (
-    "max_steps",
-    "max_minutes",
-    "lr",
-    "warmup_steps",
-    "max_batch_seconds",
-    "val_every",
-    "patience",
-    "seed",
-    "devices",
-    "accelerator",
-    "precision",
-    "num_workers",
-    "vocab",
-    "vocab_size",
-    "on_unknown",
-    "spec_augment",
-    "freeze_layers",
-    "freeze_steps",
-)
-
-
 def train_config(args: argparse.Namespace) -> TrainConfig:
     base = (
         from_dict(TrainConfig, load_yaml(args.config), args.config)
         if args.config
         else TrainConfig()
     )
-    return replace(base, **{k: getattr(args, k, None) for k in TRAIN_KEYS})
+    return replace(base, **{k: getattr(args, k, None) for k in TRAIN_FLAGS})
 
 
 def cmd_synth(args) -> None:
@@ -204,12 +191,17 @@ def cmd_build_lm(args) -> None:
 def cmd_transcribe(args) -> None:
     from xasr.data.audio import audio_duration
     from xasr.decode.evaluate import transcribe_paths
+    from xasr.device import torch_device
     from xasr.models.build import load_model_dir
 
+    device = torch_device(args.device)
+    for path in args.files:
+        if not Path(path).is_file():
+            raise XasrError(f"audio file {path} does not exist")
     model, _, vocab = load_model_dir(args.model)
     durations = [audio_duration(path) for path in args.files]
     for path, text in zip(
-        args.files, transcribe_paths(model, vocab, args.files, durations, device=args.device)
+        args.files, transcribe_paths(model, vocab, args.files, durations, device=device)
     ):
         print(f"{path}\t{text}")
 
@@ -271,7 +263,7 @@ def cmd_experiment(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xasr", description=__doc__)
+    parser = Parser(prog="xasr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -408,8 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning").propagate = False  # it prints through its own handler
     try:
         args.func(args)
+    except Interrupted as err:
+        print(f"xasr {args.command}: {err}", file=sys.stderr)
+        return 130  # the shell's code for a run stopped by Ctrl-C
     except XasrError as err:
         print(f"xasr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the machine, not xasr: a full disk, a read-only folder
+        if args.verbose:
+            raise
+        print(f"xasr {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from xasr import checks
 from xasr.errors import XasrError
 
 T = TypeVar("T")
@@ -32,6 +33,12 @@ class ModelConfig:
     attention_dropout: float = 0.0
 
     def __post_init__(self):
+        checks.one_of("architecture", self.architecture, ("conformer-ctc",))
+        for name in ("n_mels", "d_model", "n_layers", "n_heads", "ff_mult", "conv_kernel"):
+            checks.integer(name, getattr(self, name), at_least=1)
+        checks.integer("subsampling_channels", self.subsampling_channels, at_least=1)
+        checks.number("dropout", self.dropout, at_least=0, below=1)
+        checks.number("attention_dropout", self.attention_dropout, at_least=0, below=1)
         if self.d_model % self.n_heads:
             raise XasrError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         if (self.d_model // self.n_heads) % 2:
@@ -79,6 +86,69 @@ class TrainConfig:
     freeze_steps: int | None = None  # ... for the first S steps only (None: throughout)
     on_unknown: str = "error"  # characters outside the vocabulary: "error" or "unk"
 
+    def __post_init__(self):
+        """Every value in range before any work, the message naming key and flag."""
+        n = train_option
+        checks.number(n("lr"), self.lr, above=0)
+        checks.number(n("weight_decay"), self.weight_decay, at_least=0)
+        checks.integer(n("warmup_steps"), self.warmup_steps, at_least=0)
+        checks.integer(n("max_steps"), self.max_steps, at_least=1)
+        if self.max_minutes is not None:
+            checks.number(n("max_minutes"), self.max_minutes, above=0)
+        checks.number(n("max_batch_seconds"), self.max_batch_seconds, above=0)
+        checks.number(n("grad_clip"), self.grad_clip, at_least=0)
+        checks.integer(n("val_every"), self.val_every, at_least=1)
+        checks.integer(n("patience"), self.patience, at_least=0)
+        checks.number(n("min_delta"), self.min_delta, at_least=0)
+        checks.integer(n("seed"), self.seed, at_least=0, at_most=2**32 - 1)
+        checks.integer(n("devices"), self.devices, at_least=1)
+        checks.one_of(n("accelerator"), self.accelerator, ACCELERATORS)
+        checks.one_of(n("precision"), self.precision, PRECISIONS)
+        checks.integer(n("num_workers"), self.num_workers, at_least=0)
+        checks.boolean(n("spec_augment"), self.spec_augment)
+        for name in ("freq_masks", "freq_mask_width", "time_masks", "freeze_layers"):
+            checks.integer(n(name), getattr(self, name), at_least=0)
+        checks.number(n("time_mask_fraction"), self.time_mask_fraction, at_least=0, below=1)
+        checks.one_of(n("vocab"), self.vocab, ("char", "sentencepiece"))
+        checks.integer(n("vocab_size"), self.vocab_size, at_least=2)
+        if self.freeze_steps is not None:
+            checks.integer(n("freeze_steps"), self.freeze_steps, at_least=1)
+        checks.one_of(n("on_unknown"), self.on_unknown, ("error", "unk"))
+
+
+ACCELERATORS = ("auto", "cpu", "gpu")
+# The Lightning precisions xasr trains with ("auto": bf16-mixed on CUDA, 32-true on CPU);
+# 16-mixed only on CUDA (xasr.device.training_machine).
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+
+# TrainConfig keys that have a command-line flag (``xasr train``, ``transfer``, ``rank-sources``),
+# with the flag; the others are set in a --config YAML file.
+TRAIN_FLAGS = {
+    "max_steps": "--max-steps",
+    "max_minutes": "--max-minutes",
+    "lr": "--lr",
+    "warmup_steps": "--warmup-steps",
+    "max_batch_seconds": "--batch-seconds",
+    "val_every": "--val-every",
+    "patience": "--patience",
+    "seed": "--seed",
+    "devices": "--devices",
+    "accelerator": "--accelerator",
+    "precision": "--precision",
+    "num_workers": "--workers",
+    "vocab": "--vocab",
+    "vocab_size": "--vocab-size",
+    "on_unknown": "--on-unknown",
+    "spec_augment": "--no-spec-augment",
+    "freeze_layers": "--freeze-layers",
+    "freeze_steps": "--freeze-steps",
+}
+
+
+def train_option(key: str) -> str:
+    """How an error names a TrainConfig key: ``max_steps (--max-steps)``."""
+    return f"{key} ({TRAIN_FLAGS[key]})" if key in TRAIN_FLAGS else key
+
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build a frozen dataclass, naming unknown keys and the allowed ones."""
@@ -90,7 +160,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         )
     try:
         return cls(**data)
-    except TypeError as err:
+    except (TypeError, XasrError) as err:  # TypeError: a missing key
         raise XasrError(f"{where}: {err}") from None
 
 

@@ -9,5 +9,9 @@ class DataError(XasrError):
     """A manifest, audio file or transcript that cannot be used."""
 
 
+class Interrupted(XasrError):
+    """The user stopped a run (Ctrl-C); it can be resumed."""
+
+
 class CheckpointError(XasrError):
     """A checkpoint that is missing, corrupt, or of another architecture."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xasr.errors import DataError
+from xasr.io import write_file
 
 REQUIRED_KEYS = ("audio_filepath", "text")
 
@@ -106,12 +107,14 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
     """Write JSONL with audio paths relative to the manifest's folder where possible (atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     base = path.parent.resolve()
-    with tmp.open("w", encoding="utf-8") as out:
-        for utt in utterances:
-            out.write(json.dumps(utt.to_json(relative_to=base), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as out:
+            for utt in utterances:
+                out.write(json.dumps(utt.to_json(relative_to=base), ensure_ascii=False) + "\n")
+
+    write_file(path, write)
 
 
 def take_minutes(utterances: Iterable[Utterance], minutes: float) -> list[Utterance]:

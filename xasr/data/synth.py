@@ -47,10 +47,12 @@ from audiomentations import AddColorNoise, BandPassFilter, Gain
 from scipy.signal import fftconvolve
 from tqdm import tqdm
 
+from xasr import checks
 from xasr.data.audio import SAMPLE_RATE, save_audio
 from xasr.data.manifest import Utterance, write_manifest
 from xasr.data.text import clean_fortune, normalize_text, split_sentences
 from xasr.errors import DataError
+from xasr.io import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +228,11 @@ def build_xlt_synth(
     topic, a missing espeak-ng or fortune package, or too few sentences for the dev/test sizes.
     """
     _check_request(langs, train_minutes, dev_utts, test_utts, conditions)
+    checks.integer("--seed", seed, at_least=0)
+    if workers is not None:
+        checks.integer("--workers", workers, at_least=1)
     topics = _check_topics(langs, topics)
-    out = Path(out).resolve()
+    out = output_dir(out).resolve()
     workers = max(1, workers or os.cpu_count() or 1)
     result: dict[str, dict[str, Path]] = {}
     pool = _make_pool(workers) if workers > 1 else None
@@ -357,12 +362,14 @@ def _good_length(text: str, text_lang: str) -> bool:
 def _check_request(
     langs: Sequence[str], train_minutes: float, dev_utts: int, test_utts: int, conditions: str
 ) -> None:
+    if not langs:
+        raise DataError("--langs is empty; give language codes such as en,es")
     for code in langs:
         _language(code)
-    if conditions not in CONDITIONS:
-        raise DataError(f"conditions must be one of {', '.join(CONDITIONS)}, got {conditions!r}")
-    if train_minutes < 0 or dev_utts < 0 or test_utts < 0:
-        raise DataError("train_minutes, dev_utts and test_utts must not be negative")
+    checks.one_of("--conditions", conditions, CONDITIONS)
+    checks.number("--train-minutes", train_minutes, at_least=0)
+    checks.integer("--dev-utts", dev_utts, at_least=0)
+    checks.integer("--test-utts", test_utts, at_least=0)
     if shutil.which("espeak-ng") is None:
         raise DataError(f"espeak-ng is not installed; install it with: {INSTALL_HINT}")
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from xasr.errors import DataError
+from xasr.io import write_text
 
 BLANK = "<blank>"
 UNK = "<unk>"
@@ -161,10 +162,12 @@ def vocab_from_json(data: dict) -> Vocab:
 
 
 def save_vocab(vocab: Vocab, directory: Path) -> None:
-    path = Path(directory) / VOCAB_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(vocab.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    write_text(Path(directory) / VOCAB_FILE, vocab_text(vocab))
+
+
+def vocab_text(vocab: Vocab) -> str:
+    """The JSON text of ``vocab.json``."""
+    return json.dumps(vocab.to_json(), ensure_ascii=False, indent=1)
 
 
 def load_vocab(directory: Path) -> Vocab:

@@ -15,14 +15,14 @@ from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
 from xasr.decode.greedy import greedy_texts
+from xasr.decode.lm import BeamSearchOptions
 from xasr.decode.metrics import error_counts, error_counts_by_language
+from xasr.device import torch_device
+from xasr.errors import XasrError
+from xasr.io import output_file, write_text
 from xasr.models.build import load_model_dir
 
 log = logging.getLogger(__name__)
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def duration_batches(durations: list[float], max_batch_seconds: float) -> list[list[int]]:
@@ -56,7 +56,7 @@ def transcribe_paths(
     started = time.perf_counter()
     decode = decoder or (lambda log_probs, frames: greedy_texts(log_probs, frames, vocab))
     audio_seconds = decode_seconds = 0.0
-    device = _device(device)
+    device = torch_device(device)
     model = model.to(device).eval()
     if durations is None:
         durations = [1.0] * len(paths)
@@ -105,6 +105,13 @@ def evaluate(
     second of audio; total_rtf: with audio loading and the model); with ``output`` also writes
     it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].
     """
+    device = torch_device(device)
+    if lm is not None:
+        BeamSearchOptions(beam_width, lm_weight, word_bonus)  # checked before any work
+        if not Path(lm).is_file():
+            raise XasrError(f"--lm {lm} does not exist; `xasr build-lm` makes one")
+    if output:
+        output_file(output, "--json")
     model, _, vocab = load_model_dir(model_dir)
     decoder = None
     if lm is not None:
@@ -145,5 +152,5 @@ def evaluate(
                 {"id": u.id, "ref": r, "hyp": h} for u, r, h in zip(utterances, refs, hyps)
             ],
         }
-        Path(output).write_text(json.dumps(detail, indent=1, ensure_ascii=False))
+        write_text(output, json.dumps(detail, indent=1, ensure_ascii=False))
     return result

@@ -21,13 +21,16 @@ import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
+from xasr import checks
 from xasr.data.vocab import SPACE, Vocab
 from xasr.errors import DataError, XasrError
+from xasr.io import output_file
 
 BLANK_LABEL = ""  # pyctcdecode's CTC blank
 UNK_LABEL = "⁇"  # pyctcdecode's unknown token (character vocabularies)
@@ -104,6 +107,7 @@ def build_lm(
     """
     if not 1 < order <= 6:
         raise XasrError(f"--order must be 2..6 (KenLM is built for at most 6), got {order}")
+    out = output_file(out, "--out")
     started = time.perf_counter()
     sentences = [s for source in texts for s in read_lm_sentences(source, lang)]
     banned = {s for source in exclude for s in read_lm_sentences(source, lang)}
@@ -258,6 +262,21 @@ def ctc_labels(vocab: Vocab) -> list[str]:
     return labels
 
 
+@dataclass(frozen=True)
+class BeamSearchOptions:
+    """CTC prefix beam search with LM fusion: ``beam_width`` hypotheses, score = acoustic +
+    ``lm_weight`` x LM log-probability + ``word_bonus`` per word."""
+
+    beam_width: int = 32
+    lm_weight: float = 0.5
+    word_bonus: float = 1.0
+
+    def __post_init__(self):
+        checks.integer("--beam-width", self.beam_width, at_least=1)
+        checks.number("--lm-weight", self.lm_weight, at_least=0)
+        checks.number("--word-bonus", self.word_bonus)
+
+
 class LmDecoder:
     """CTC prefix beam search with an n-gram LM (pyctcdecode + KenLM) for one vocabulary.
 
@@ -286,8 +305,7 @@ class LmDecoder:
         lm_path = Path(lm_path)
         if not lm_path.is_file():
             raise XasrError(f"language model {lm_path} does not exist; `xasr build-lm` makes one")
-        if beam_width < 1:
-            raise XasrError(f"--beam-width must be at least 1, got {beam_width}")
+        BeamSearchOptions(beam_width, lm_weight, word_bonus)  # range checks
         self.vocab = vocab
         self.lm_path = lm_path
         self.beam_width = beam_width

@@ -15,6 +15,7 @@ from xasr.config import TrainConfig
 from xasr.data.synth import build_xlt_synth
 from xasr.decode.evaluate import evaluate
 from xasr.experiments.report import cer_at_step, markdown_table, plot_curves
+from xasr.io import output_dir
 from xasr.models.build import read_model_config, resolve_model
 from xasr.transfer.finetune import TransferOptions, transfer
 
@@ -52,6 +53,8 @@ def run_demo(
     resumes from its last checkpoint.
     """
     cfg = TrainConfig(**{**asdict(recipe), "max_minutes": max_minutes})
+    out = output_dir(out)
+    resolve_model(source)  # a wrong --from before minutes of synthesis
     data = build_xlt_synth(
         [lang],
         out / "data",

@@ -44,6 +44,7 @@ from xasr.experiments.report import (
     plot_lines,
     steps_to_cer,
 )
+from xasr.io import write_text
 from xasr.models.build import model_config, read_model_config, resolve_model
 from xasr.transfer.finetune import TransferOptions, transfer
 from xasr.transfer.forgetting import evaluate_before_after, evaluation_key
@@ -366,19 +367,20 @@ def _strategy(
     overrides = {k: v for k, v in spec.items() if k not in option_keys}
     _train_keys(overrides, where)
     from_dict(TrainConfig, {**asdict(recipe), **overrides}, where)
-    try:
-        TransferOptions(source="check", **options)
-    except TypeError as err:
-        raise XasrError(f"{where} (strategy {name!r}): {err}") from None
     train_split = source_data is not None and (
         source_data.synth is not None or "train" in (source_data.manifests or {})
     )
-    for manifest in manifests_to_fill(options):
+    to_fill = manifests_to_fill(options)
+    for manifest in to_fill:
         if not train_split:
             raise XasrError(
                 f"{where} (strategy {name!r}): {manifest} is needed (replay_fraction or "
                 "ewc_weight); name it, or give a `source_data:` with a train split to fill it from"
             )
+    try:  # range checks, with the manifests source_data will fill
+        TransferOptions(source="check", **options, **dict.fromkeys(to_fill, "source_data"))
+    except (TypeError, XasrError) as err:
+        raise XasrError(f"{where} (strategy {name!r}): {err}") from None
     return Strategy(name, options, overrides)
 
 
@@ -632,9 +634,7 @@ def run_cell(
         )
         changed = True
     if changed:
-        tmp = record_path.with_name("cell.json.tmp")
-        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-        tmp.replace(record_path)
+        write_text(record_path, json.dumps(record, indent=1, ensure_ascii=False))
     return record
 
 

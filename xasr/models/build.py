@@ -13,8 +13,9 @@ from torch import nn
 from xasr import __version__
 from xasr.config import MODEL_SIZES, ModelConfig, from_dict
 from xasr.data.features import LogMel
-from xasr.data.vocab import Vocab, load_vocab, save_vocab
+from xasr.data.vocab import VOCAB_FILE, Vocab, load_vocab, vocab_text
 from xasr.errors import CheckpointError, XasrError
+from xasr.io import write_files
 from xasr.models.conformer import ConformerEncoder
 from xasr.models.ctc import CtcModel
 from xasr.models.frontends import Conv2dSubsampling
@@ -47,18 +48,21 @@ def save_model_dir(
     vocab: Vocab,
     extra: dict | None = None,
 ) -> Path:
-    """Write config.json, vocab.json and model.safetensors, each atomically."""
+    """Write config.json, vocab.json and model.safetensors: all three, or (full disk) none, so
+    the directory never mixes the weights of one export with the config of another."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(directory / WEIGHTS_FILE)
-    save_vocab(vocab, directory)
     meta = {"xasr_version": __version__, "model": asdict(cfg), **(extra or {})}
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(directory / CONFIG_FILE)
+    config = json.dumps(meta, indent=1, ensure_ascii=False)
+    vocab_json = vocab_text(vocab)
+    write_files(
+        {
+            directory / WEIGHTS_FILE: lambda tmp: save_file(state, str(tmp)),
+            directory / VOCAB_FILE: lambda tmp: tmp.write_text(vocab_json, encoding="utf-8"),
+            directory / CONFIG_FILE: lambda tmp: tmp.write_text(config, encoding="utf-8"),
+        }
+    )
     return directory
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -12,17 +11,21 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from xasr.io import write_file
 from xasr.models.build import save_model_dir
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary name, then rename: a kill mid-write never leaves a torn last.ckpt."""
+    """Write to a temporary name, then rename: a kill or a full disk mid-write never leaves a
+    torn last.ckpt (a full disk is a ``DiskError``, the previous checkpoint intact)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        write_file(
+            Path(path),
+            lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(
+                checkpoint, tmp, storage_options
+            ),
+        )
 
 
 class LastAtEveryValidation(ModelCheckpoint):

@@ -37,7 +37,9 @@ from xasr.data.batching import (
 )
 from xasr.data.manifest import Utterance, read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
-from xasr.errors import DataError, XasrError
+from xasr.device import training_machine
+from xasr.errors import DataError, Interrupted, XasrError
+from xasr.io import output_dir
 from xasr.models.build import build_model
 from xasr.models.ctc import CtcModel
 from xasr.train.checkpoint import (
@@ -218,7 +220,8 @@ def train(
     the loss (``CtcTask``).
     """
     torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
-    run_dir = Path(run_dir)
+    run_dir = output_dir(run_dir)
+    training_machine(cfg)  # a GPU asked for where there is none: before reading any data
     train_utts = load_split(train_manifest, skip_bad, "train")
     valid_utts = load_split(valid_manifest, skip_bad, "valid")
     replay_utts = load_replay(replay_manifest, replay_fraction, skip_bad)
@@ -249,7 +252,15 @@ def train(
     if last.is_file():
         log.info("resuming from %s", last)
     started = time.monotonic()
-    trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C, after a graceful shutdown
+        if not trainer.interrupted:
+            raise
+        raise Interrupted(
+            f"interrupted at step {trainer.global_step}; run the same command to resume "
+            f"from the last validation's checkpoint ({last})"
+        ) from None
     result = TrainResult(
         run_dir=run_dir,
         model_dir=run_dir / "model",
@@ -266,12 +277,7 @@ def train(
 
 
 def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: bool) -> L.Trainer:
-    accelerator = cfg.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    accelerator, precision = training_machine(cfg)
     checkpoint = LastAtEveryValidation(
         dirpath=run_dir / "checkpoints",
         filename="best",

@@ -25,11 +25,14 @@ from pathlib import Path
 
 import torch
 
+from xasr import checks
 from xasr.config import ModelConfig, TrainConfig
 from xasr.data.batching import check_utterances, to_cuts
 from xasr.data.manifest import read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, load_vocab
+from xasr.device import training_machine
 from xasr.errors import XasrError
+from xasr.io import output_dir
 from xasr.models.build import build_model, load_model_dir, resolve_model
 from xasr.train.loop import TrainResult, train
 from xasr.transfer.forgetting import (
@@ -72,6 +75,24 @@ class TransferOptions:
     fisher_manifest: str | None = None  # source data for the Fisher; None: replay_manifest
     fisher_batches: int = 20
 
+    def __post_init__(self):
+        checks.integer("--drop-layers", self.drop_layers, at_least=0)
+        checks.number("--replay-fraction", self.replay_fraction)
+        checks.number("--l2sp", self.l2sp_weight)
+        checks.number("--ewc", self.ewc_weight)
+        checks.integer("--fisher-batches", self.fisher_batches, at_least=1)
+        check_forgetting_options(self)
+
+    def check_files(self) -> None:
+        """The files it names exist (checked when a transfer starts, not when it is named)."""
+        for flag, path in (
+            ("--token-map", self.token_map_file),
+            ("--replay", self.replay_manifest),
+            ("--fisher-manifest", self.fisher_manifest),
+        ):
+            if path is not None and not Path(path).is_file():
+                raise XasrError(f"{flag} {path} does not exist")
+
 
 def check_forgetting_options(opts: TransferOptions) -> None:
     """Raise ``XasrError`` (one line) for replay, L2-SP and EWC settings that cannot work."""
@@ -94,8 +115,6 @@ def check_forgetting_options(opts: TransferOptions) -> None:
             "--ewc needs source-language data for the Fisher information: "
             "--fisher-manifest M (or --replay M)"
         )
-    if opts.ewc_weight and opts.fisher_batches < 1:
-        raise XasrError(f"--fisher-batches must be >= 1, got {opts.fisher_batches}")
 
 
 def target_vocab(train_manifest, cfg: TrainConfig, source_vocab, replay_manifest=None):
@@ -127,11 +146,12 @@ def transfer(
     reference weights are the source's, taken again from the source on a resume (and restored
     from the checkpoint); the Fisher is estimated once and kept in RUN/fisher.safetensors.
     """
-    check_forgetting_options(opts)
-    run_dir = Path(run_dir)
+    run_dir = output_dir(run_dir)
+    training_machine(cfg)
     resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if resuming:
         check_resumed_options(run_dir, opts)
+    opts.check_files()
     if opts.source is None:
         if not opts.scratch or opts.expect is None:
             raise ValueError("a source model is required unless training from scratch with a size")
@@ -279,7 +299,7 @@ def source_fisher(run_dir: Path, source, opts: TransferOptions, cfg: TrainConfig
     def estimate():
         utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
         log.info("fisher %s: %s", manifest, report.summary())
-        device = "cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        device = "cuda" if training_machine(cfg)[0] == "gpu" else "cpu"
         return estimate_fisher(
             *source,
             to_cuts(utterances),

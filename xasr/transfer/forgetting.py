@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from xasr.data.batching import AsrDataset, make_sampler
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
+from xasr.io import write_file
 from xasr.models.build import resolve_model
 from xasr.models.ctc import CtcModel
 from xasr.train.module import ctc_loss
@@ -176,9 +176,8 @@ def load_or_estimate_fisher(
             return tensors
         log.warning("%s was estimated with other settings; estimating again", path)
     fisher, used = estimate()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write at once
-    save_file({n: t.contiguous() for n, t in fisher.items()}, str(tmp), {**key, "used": str(used)})
-    tmp.replace(path)
+    tensors = {n: t.contiguous() for n, t in fisher.items()}
+    write_file(path, lambda tmp: save_file(tensors, str(tmp), {**key, "used": str(used)}))
     return fisher
 
 
