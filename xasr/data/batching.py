@@ -16,6 +16,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import soundfile as sf
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
@@ -38,9 +39,12 @@ class CheckReport:
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     resampled: Counter = field(default_factory=Counter)  # original rate -> count
     downmixed: int = 0
+    silent: int = 0  # kept silent files (a warning); with skip_bad they are skipped instead
 
     def summary(self) -> str:
         parts = [f"{self.kept} utterances"]
+        if self.silent:
+            parts.append(f"{self.silent} silent (peak below {SILENCE_PEAK:g}), kept")
         if self.skipped:
             parts.append("skipped " + ", ".join(f"{n} {why}" for why, n in self.skipped.items()))
         if self.resampled:
@@ -53,13 +57,23 @@ class CheckReport:
         return "; ".join(parts)
 
 
+# Peak amplitude under which a file counts as silent: -80 dBFS, about three steps of 16-bit PCM.
+SILENCE_PEAK = 1e-4
+# A manifest duration this far from the decoded audio means the line points at another file
+# (or the file was cut): more than a second off and more than a quarter of the duration.
+DURATION_SLACK_SECONDS, DURATION_SLACK_FRACTION = 1.0, 0.25
+
+
 def check_utterances(
     utterances: list[Utterance], skip_bad: bool = False
 ) -> tuple[list[Utterance], CheckReport]:
-    """Read each audio header once; fill in missing durations; catch bad lines early.
+    """Decode each audio file once, fill in missing durations, and catch bad lines early.
 
-    A missing, unreadable or empty audio file and an empty transcript raise ``DataError`` naming
-    the manifest line, unless ``skip_bad``: then the line is dropped and counted in the report.
+    A missing, undecodable or empty audio file, samples that are not finite (NaN, inf), a
+    decoded length far from the manifest's duration (``DURATION_SLACK_*``) and an empty
+    transcript raise ``DataError`` naming the manifest line, unless ``skip_bad``: then the line
+    is dropped and counted in the report. Silent audio (peak below ``SILENCE_PEAK``) is kept
+    with a warning and a count, or with ``skip_bad`` dropped and counted.
     """
     report = CheckReport()
     kept = []
@@ -71,12 +85,23 @@ def check_utterances(
                     f"{utt.source}: empty transcript for {utt.audio_filepath}; "
                     "remove the line or pass --skip-bad to drop such lines"
                 )
+            silent = _check_samples(utt, info)
+            if silent and skip_bad:
+                raise DataError(f"{utt.source}: audio file {utt.audio_filepath} is silent")
         except DataError as err:
             if not skip_bad:
                 raise
             report.skipped[_reason(err)] += 1
             log.warning("skipping %s", err)
             continue
+        if silent:
+            report.silent += 1
+            log.warning(
+                "%s: audio file %s is silent (peak below %g); kept (--skip-bad drops such files)",
+                utt.source,
+                utt.audio_filepath,
+                SILENCE_PEAK,
+            )
         if info.samplerate != SAMPLE_RATE:
             report.resampled[info.samplerate] += 1
         if info.channels > 1:
@@ -107,14 +132,51 @@ def _audio_info(utt: Utterance):
     return info
 
 
+def _check_samples(utt: Utterance, info) -> bool:
+    """Decode the file: ``DataError`` for samples that are not finite or a length far from the
+    manifest's duration; returns whether the audio is silent."""
+    try:
+        audio, _ = sf.read(str(utt.audio_filepath), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise DataError(
+            f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
+            "re-encode it as WAV or FLAC"
+        ) from None
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise DataError(
+            f"{utt.source}: audio file {utt.audio_filepath} has {bad} samples that are not "
+            "finite (NaN or infinity); re-export it, or pass --skip-bad to drop such lines"
+        )
+    decoded = audio.shape[0] / info.samplerate
+    if utt.duration is not None:
+        gap = abs(decoded - utt.duration)
+        if gap > max(DURATION_SLACK_SECONDS, DURATION_SLACK_FRACTION * utt.duration):
+            raise DataError(
+                f"{utt.source}: the manifest says {utt.duration:.2f} s but audio file "
+                f"{utt.audio_filepath} is {decoded:.2f} s long; the line may point at the wrong "
+                "file: fix it, or pass --skip-bad to drop such lines"
+            )
+    return audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
+
+
+# (words of the message, the reason counted in the report), in the order they are tried:
+# "cannot decode" first, as libsndfile's own message for some corrupt files says "File does not
+# exist or is not a regular file", which would count them as missing.
+SKIP_REASONS = (
+    ("cannot decode", "cannot decode"),
+    ("not finite", "not finite"),
+    ("the manifest says", "duration differs"),
+    ("empty transcript", "empty transcript"),
+    ("is silent", "silent"),
+    ("is empty", "is empty"),
+    ("does not exist", "does not exist"),
+)
+
+
 def _reason(err: DataError) -> str:
     text = str(err)
-    # "cannot decode" first: libsndfile's own message for some corrupt files says "File does
-    # not exist or is not a regular file", which would count them as missing.
-    for reason in ("cannot decode", "empty transcript", "is empty", "does not exist"):
-        if reason in text:
-            return reason
-    return "other"
+    return next((reason for words, reason in SKIP_REASONS if words in text), "other")
 
 
 REPLAY_PREFIX = "replay-"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,17 +88,25 @@ def read_csv_manifest(path: Path) -> list[Utterance]:
         if not line.strip():
             continue
         where = f"{path}:{line_no}"
-        fields = next(csv.reader([line]))
+        try:
+            fields = next(csv.reader([line]))
+        except csv.Error as err:
+            raise DataError(f"{where}: not a CSV line ({err})") from None
         if len(fields) != 2:
             raise DataError(
                 f"{where}: expected 2 fields 'wav_path,transcript_or_txt_path', got {len(fields)}"
             )
         audio, text = fields[0].strip(), fields[1].strip()
-        text_path = _resolve(text, path.parent)
         if text.endswith(".txt"):
+            text_path = _resolve(text, path.parent, where)
             if not text_path.is_file():
                 raise DataError(f"{where}: transcript file {text_path} does not exist")
-            text = text_path.read_text(encoding="utf-8").strip()
+            try:
+                text = text_path.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{where}: transcript file {text_path} is not valid UTF-8 (byte {err.start})"
+                ) from None
         row = {"audio_filepath": audio, "text": text, "id": Path(audio).stem}
         utterances.append(_utterance_from_row(row, path.parent, where))
     return utterances
@@ -142,11 +151,20 @@ def take_minutes(utterances: Iterable[Utterance], minutes: float) -> list[Uttera
 
 
 def _numbered_lines(path: Path):
-    """Yield (line number, text), failing with the line that is not UTF-8."""
+    """Yield (line number, text without its line ending), failing with the line that is not
+    UTF-8. Files as common tools write them read too: a UTF-8 byte-order mark (Excel,
+    Notepad), CRLF line endings (Windows); blank lines are the readers' to skip."""
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1:
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise DataError(
+                        f"{path}:1: the manifest is UTF-16; re-encode it as UTF-8, e.g. "
+                        "iconv -f utf-16 -t utf-8"
+                    )
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
             try:
-                yield line_no, raw.decode("utf-8")
+                yield line_no, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
                 raise DataError(
                     f"{path}:{line_no}: not valid UTF-8 (byte {err.start}); re-encode the "
@@ -154,9 +172,23 @@ def _numbered_lines(path: Path):
                 ) from None
 
 
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path).expanduser()
+def _resolve(path: str, base: Path, where: str) -> Path:
+    if not path.strip() or "\x00" in path:
+        raise DataError(f"{where}: {path!r} is not a file path")
+    try:
+        candidate = Path(path).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not know
+        raise DataError(f"{where}: cannot expand the home folder in {path!r}") from None
     return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+def _is_duration(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _utterance_from_row(row: dict, base: Path, where: str) -> Utterance:
@@ -164,15 +196,20 @@ def _utterance_from_row(row: dict, base: Path, where: str) -> Utterance:
     if not isinstance(text, str):
         raise DataError(f"{where}: 'text' must be a string, got {type(text).__name__}")
     duration = row.get("duration")
-    if duration is not None and (not isinstance(duration, int | float) or duration < 0):
+    if duration is not None and not _is_duration(duration):
         raise DataError(f"{where}: 'duration' must be a non-negative number, got {duration!r}")
+    lang = row.get("lang")
+    if lang is not None and not isinstance(lang, str):
+        raise DataError(f"{where}: 'lang' must be a string such as \"es\", got {lang!r}")
+    if not isinstance(row["audio_filepath"], str):
+        raise DataError(f"{where}: 'audio_filepath' must be a string, got {row['audio_filepath']!r}")
     known = {"audio_filepath", "text", "duration", "lang", "id"}
-    audio = _resolve(str(row["audio_filepath"]), base)
+    audio = _resolve(row["audio_filepath"], base, where)
     return Utterance(
         audio_filepath=audio,
         text=text,
         duration=float(duration) if duration is not None else None,
-        lang=row.get("lang"),
+        lang=lang,
         id=str(row.get("id") or audio.stem),
         extra={k: v for k, v in row.items() if k not in known},
         source=where,
