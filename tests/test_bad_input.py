@@ -289,3 +289,317 @@ def test_missing_audio_stops_training_before_it_starts(corpus, tmp_path, make_cf
     manifest = manifest_with(tmp_path, rows)
     with pytest.raises(DataError, match=rf"{manifest}:2: audio file .*nowhere\.wav does not exist"):
         train(tmp_path / "run", manifest, corpus.en_dev, make_cfg(), TINY, progress=False)
+
+
+# --- the battery: each mistake through the command line is exit 2 and one line naming it ----
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """Run ``xasr ARGV``; assert exit 2 and one stderr line ``xasr CMD: error: ...``."""
+    from xasr.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"xasr {argv[0]}: error: "), lines[0]
+    return lines[0]
+
+
+def write_wav(path: Path, audio: np.ndarray, subtype: str = "PCM_16") -> Path:
+    sf.write(str(path), audio, SAMPLE_RATE, subtype=subtype)
+    return path
+
+
+def one_line_manifest(tmp_path: Path, corpus, **changes) -> Path:
+    row = {
+        **corpus.en_rows[0],
+        "audio_filepath": str(corpus.root / corpus.en_rows[0]["audio_filepath"]),
+    }
+    return manifest_with(tmp_path, [{**row, **changes}], "bad.jsonl")
+
+
+def train_argv(corpus, tmp_path, *extra, train=None):
+    return [
+        "train",
+        "--train",
+        str(train or corpus.en_train),
+        "--valid",
+        str(corpus.en_dev),
+        "--out",
+        str(tmp_path / "run"),
+        "--size",
+        "tiny",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _bad_json(tmp_path, corpus):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"audio_filepath": "a.wav", "text": "x"}\n{"audio_filepath": "b.wav",\n')
+    return train_argv(corpus, tmp_path, train=path), f"{path}:2"
+
+
+def _missing_key(tmp_path, corpus):
+    path = manifest_with(tmp_path, [{"audio_filepath": "a.wav"}])
+    return train_argv(corpus, tmp_path, train=path), f"{path}:1: missing key(s) text"
+
+
+def _negative_duration(tmp_path, corpus):
+    path = one_line_manifest(tmp_path, corpus, duration=-3)
+    return train_argv(corpus, tmp_path, train=path), f"{path}:1: 'duration'"
+
+
+def _nan_audio(tmp_path, corpus):
+    audio = tone(1.0, SAMPLE_RATE)
+    audio[100:110] = np.nan
+    wav = write_wav(tmp_path / "nan.wav", audio, subtype="FLOAT")
+    path = manifest_with(tmp_path, [{"audio_filepath": str(wav), "text": "hello"}])
+    return train_argv(corpus, tmp_path, train=path), f"{path}:1: audio file {wav} has 10 samples"
+
+
+def _wrong_duration(tmp_path, corpus):
+    path = one_line_manifest(tmp_path, corpus, duration=30.0)
+    return train_argv(corpus, tmp_path, train=path), f"{path}:1: the manifest says 30.00 s"
+
+
+def _utf16_manifest(tmp_path, corpus):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"audio_filepath": "a.wav", "text": "x"}\n', encoding="utf-16")
+    return train_argv(corpus, tmp_path, train=path), f"{path}:1: the manifest is UTF-16"
+
+
+def _out_is_a_file(tmp_path, corpus):
+    (tmp_path / "run").write_text("not a folder")
+    return train_argv(corpus, tmp_path), f"--out {tmp_path / 'run'} is a file"
+
+
+def _out_under_a_file(tmp_path, corpus):
+    (tmp_path / "file").write_text("x")
+    argv = train_argv(corpus, tmp_path)
+    argv[argv.index("--out") + 1] = str(tmp_path / "file" / "run")
+    return argv, f"{tmp_path / 'file'} is a file"
+
+
+def _config_missing(tmp_path, corpus):
+    return train_argv(corpus, tmp_path, "--config", "nope.yaml"), "nope.yaml does not exist"
+
+
+def _config_bad_value(tmp_path, corpus):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("lr: fast\n")
+    return train_argv(corpus, tmp_path, "--config", str(config)), f"{config}: lr (--lr)"
+
+
+def _config_unknown_key(tmp_path, corpus):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("learning_rate: 0.1\n")
+    return train_argv(corpus, tmp_path, "--config", str(config)), "unknown key(s) learning_rate"
+
+
+def _train_option(*extra):
+    def case(tmp_path, corpus):
+        return train_argv(corpus, tmp_path, *extra[:-1]), extra[-1]
+
+    return case
+
+
+def _transfer(*extra, culprit, en=True):
+    def case(tmp_path, corpus):
+        source = ["--from", str(corpus.root / "no-model")] if not en else []
+        argv = [
+            "transfer",
+            "--train",
+            str(corpus.de_train),
+            "--valid",
+            str(corpus.de_dev),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            *source,
+            *extra,
+        ]
+        return argv, culprit
+
+    return case
+
+
+def _evaluate(*extra, culprit, model=None):
+    def case(tmp_path, corpus):
+        argv = ["evaluate", "--model", model or "en-small", "--manifest", str(corpus.en_dev)]
+        return [*argv, "--no-progress", *extra], culprit.format(tmp=tmp_path)
+
+    return case
+
+
+def _evaluate_json_is_a_folder(tmp_path, corpus):
+    return _evaluate("--json", str(tmp_path), culprit=f"--json {tmp_path} is a folder")(
+        tmp_path, corpus
+    )
+
+
+def _corrupt_weights(tmp_path, corpus):
+    import shutil
+
+    from xasr.models.build import PRETRAINED_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(PRETRAINED_DIR / "en-small", model)
+    (model / "model.safetensors").write_bytes(b"\x00" * 100)
+    return _evaluate(model=str(model), culprit=f"{model / 'model.safetensors'} is corrupt")(
+        tmp_path, corpus
+    )
+
+
+def _synth(*extra, culprit):
+    def case(tmp_path, corpus):
+        return ["synth", "--out", str(tmp_path / "synth"), "--no-progress", *extra], culprit
+
+    return case
+
+
+def _synth_out_is_a_file(tmp_path, corpus):
+    (tmp_path / "synth").write_text("x")
+    return _synth(culprit=f"--out {tmp_path / 'synth'} is a file")(tmp_path, corpus)
+
+
+def _transcribe_missing_file(tmp_path, corpus):
+    return ["transcribe", "--model", "en-small", str(tmp_path / "gone.wav")], "gone.wav"
+
+
+def _build_lm_order(tmp_path, corpus):
+    argv = ["build-lm", "--text", str(corpus.en_train), "--out", str(tmp_path / "lm.arpa")]
+    return [*argv, "--order", "9"], "--order must be 2..6"
+
+
+def _token_map_missing(tmp_path, corpus):
+    return _transfer("--token-map", str(tmp_path / "map.txt"), culprit="--token-map")(
+        tmp_path, corpus
+    )
+
+
+NO_GPU = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")
+
+BATTERY = [
+    pytest.param(_bad_json, id="manifest-not-json"),
+    pytest.param(_missing_key, id="manifest-missing-key"),
+    pytest.param(_negative_duration, id="manifest-negative-duration"),
+    pytest.param(_nan_audio, id="audio-not-finite"),
+    pytest.param(_wrong_duration, id="audio-length-differs"),
+    pytest.param(_utf16_manifest, id="manifest-utf16"),
+    pytest.param(_out_is_a_file, id="out-is-a-file"),
+    pytest.param(_out_under_a_file, id="out-under-a-file"),
+    pytest.param(_config_missing, id="config-missing"),
+    pytest.param(_config_bad_value, id="config-bad-value"),
+    pytest.param(_config_unknown_key, id="config-unknown-key"),
+    pytest.param(_train_option("--max-steps", "0", "max_steps (--max-steps)"), id="max-steps-0"),
+    pytest.param(_train_option("--lr", "-1", "lr (--lr) must be greater than 0"), id="lr-negative"),
+    pytest.param(_train_option("--lr", "abc", "argument --lr: invalid float"), id="lr-not-number"),
+    pytest.param(_train_option("--batch-seconds", "0", "(--batch-seconds)"), id="batch-seconds"),
+    pytest.param(_train_option("--val-every", "0", "(--val-every)"), id="val-every-0"),
+    pytest.param(_train_option("--devices", "0", "(--devices)"), id="devices-0"),
+    pytest.param(_train_option("--precision", "fp16", "(--precision)"), id="precision-name"),
+    pytest.param(
+        _train_option("--precision", "16-mixed", "--accelerator", "cpu", "16-mixed needs a CUDA"),
+        id="fp16-on-cpu",
+    ),
+    pytest.param(
+        _train_option("--accelerator", "gpu", "(--accelerator) gpu: no CUDA GPU"),
+        id="gpu-where-none",
+        marks=NO_GPU,
+    ),
+    pytest.param(_train_option("--seed", "-1", "seed (--seed)"), id="seed-negative"),
+    pytest.param(_train_option("--workers", "-1", "(--workers)"), id="workers-negative"),
+    pytest.param(_train_option("--patience", "-2", "(--patience)"), id="patience-negative"),
+    pytest.param(_train_option("--max-minutes", "0", "(--max-minutes)"), id="max-minutes-0"),
+    pytest.param(_train_option("--size", "huge", "unknown model size 'huge'"), id="size-unknown"),
+    pytest.param(_train_option("--colour", "red", "unrecognized arguments: --colour"), id="flag"),
+    pytest.param(_transfer(culprit="no model directory", en=False), id="transfer-from-missing"),
+    pytest.param(
+        _transfer(
+            "--from",
+            "en-small",
+            "--replay",
+            "x.jsonl",
+            "--replay-fraction",
+            "1.5",
+            culprit="--replay-fraction must be in (0, 1)",
+        ),
+        id="replay-fraction",
+    ),
+    pytest.param(
+        _transfer("--from", "en-small", "--drop-layers", "-1", culprit="--drop-layers"),
+        id="drop-layers-negative",
+    ),
+    pytest.param(
+        _transfer("--scratch", "--size", "tiny", "--l2sp", "0.1", culprit="--scratch has none"),
+        id="l2sp-with-scratch",
+    ),
+    pytest.param(
+        _transfer(
+            "--from",
+            "en-small",
+            "--ewc",
+            "0.1",
+            "--fisher-manifest",
+            "m.jsonl",
+            "--fisher-batches",
+            "0",
+            culprit="--fisher-batches must be at least 1",
+        ),
+        id="fisher-batches-0",
+    ),
+    pytest.param(
+        lambda tmp_path, corpus: _transfer(
+            "--from", "en-small", "--token-map", str(tmp_path / "map.txt"), culprit="map.txt"
+        )(tmp_path, corpus),
+        id="token-map-missing",
+    ),
+    pytest.param(
+        _evaluate("--device", "cuda", culprit="--device cuda: no CUDA GPU"),
+        id="device-cuda",
+        marks=NO_GPU,
+    ),
+    pytest.param(
+        _evaluate("--device", "tpu9", culprit="--device 'tpu9' is not a device"), id="device-name"
+    ),
+    pytest.param(
+        _evaluate("--lm", "{tmp}/lm.arpa", culprit="--lm {tmp}/lm.arpa does not exist"),
+        id="lm-missing",
+    ),
+    pytest.param(
+        lambda tmp_path, corpus: _evaluate(
+            "--lm", str(corpus.en_train), "--beam-width", "0", culprit="--beam-width"
+        )(tmp_path, corpus),
+        id="beam-width-0",
+    ),
+    pytest.param(
+        _evaluate(model="nowhere", culprit="no model directory 'nowhere'"), id="model-missing"
+    ),
+    pytest.param(_evaluate_json_is_a_folder, id="json-is-a-folder"),
+    pytest.param(_corrupt_weights, id="weights-corrupt"),
+    pytest.param(
+        _synth("--train-minutes", "-1", culprit="--train-minutes must be at least 0"),
+        id="synth-minutes",
+    ),
+    pytest.param(_synth("--langs", "xx", culprit="'xx'"), id="synth-language"),
+    pytest.param(
+        _synth("--workers", "0", culprit="--workers must be at least 1"), id="synth-workers"
+    ),
+    pytest.param(_synth("--dev-utts", "-5", culprit="--dev-utts"), id="synth-dev-utts"),
+    pytest.param(_synth_out_is_a_file, id="synth-out-is-a-file"),
+    pytest.param(_transcribe_missing_file, id="transcribe-missing-audio"),
+    pytest.param(_build_lm_order, id="lm-order"),
+]
+
+
+@pytest.mark.parametrize("case", BATTERY)
+def test_battery(case, corpus, tmp_path, capsys):
+    argv, culprit = case(tmp_path, corpus)
+    line = cli_error([arg.format(tmp=tmp_path) for arg in argv], capsys)
+    assert culprit in line, line
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained

@@ -388,11 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/rank", help="one run per source + ranking.{json,md,png}")
     add_train_options(p)
     p.set_defaults(func=cmd_rank_sources)
+    for command in sub.choices.values():  # so that main() can name the command in its errors
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # the command's one-line error, not the top-level parser's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -202,7 +202,9 @@ def _utterance_from_row(row: dict, base: Path, where: str) -> Utterance:
     if lang is not None and not isinstance(lang, str):
         raise DataError(f"{where}: 'lang' must be a string such as \"es\", got {lang!r}")
     if not isinstance(row["audio_filepath"], str):
-        raise DataError(f"{where}: 'audio_filepath' must be a string, got {row['audio_filepath']!r}")
+        raise DataError(
+            f"{where}: 'audio_filepath' must be a string, got {row['audio_filepath']!r}"
+        )
     known = {"audio_filepath", "text", "duration", "lang", "id"}
     audio = _resolve(row["audio_filepath"], base, where)
     return Utterance(

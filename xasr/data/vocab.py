@@ -108,18 +108,24 @@ class SentencePieceVocab:
         import sentencepiece as spm
 
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(list(texts)),
-            model_writer=model,
-            vocab_size=vocab_size,
-            unk_id=0,
-            bos_id=-1,
-            eos_id=-1,
-            pad_id=-1,
-            character_coverage=1.0,
-            model_type="unigram",
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(list(texts)),
+                model_writer=model,
+                vocab_size=vocab_size,
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                character_coverage=1.0,
+                model_type="unigram",
+                minloglevel=2,
+            )
+        except RuntimeError as err:  # e.g. "Vocabulary size too high (5000)..."
+            raise DataError(
+                f"vocab_size (--vocab-size) {vocab_size}: sentencepiece cannot train on these "
+                f"transcripts ({str(err).strip().splitlines()[-1]})"
+            ) from None
         return cls(model.getvalue())
 
     def __len__(self) -> int:
@@ -153,12 +159,25 @@ class SentencePieceVocab:
 Vocab = CharVocab | SentencePieceVocab
 
 
-def vocab_from_json(data: dict) -> Vocab:
+def vocab_from_json(data, where: str = "vocabulary") -> Vocab:
+    """The vocabulary ``to_json`` wrote; ``DataError`` naming ``where`` for anything else."""
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
     if data.get("kind") == "sentencepiece":
         import base64
+        import binascii
 
-        return SentencePieceVocab(base64.b64decode(data["model"]))
-    return CharVocab(data["tokens"])
+        try:
+            return SentencePieceVocab(base64.b64decode(data["model"], validate=True))
+        except (KeyError, TypeError, ValueError, binascii.Error, RuntimeError) as err:
+            raise DataError(f"{where}: not a valid sentencepiece vocabulary ({err})") from None
+    tokens = data.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+        raise DataError(f"{where}: 'tokens' must be a list of non-empty strings")
+    try:
+        return CharVocab(tokens)
+    except ValueError as err:
+        raise DataError(f"{where}: {err}") from None
 
 
 def save_vocab(vocab: Vocab, directory: Path) -> None:
@@ -174,4 +193,10 @@ def load_vocab(directory: Path) -> Vocab:
     path = Path(directory) / VOCAB_FILE
     if not path.is_file():
         raise DataError(f"{path} is missing: not a model directory written by xasr")
-    return vocab_from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(
+            f"{path} is corrupt ({err}); it is not a vocabulary written by xasr"
+        ) from None
+    return vocab_from_json(data, str(path))

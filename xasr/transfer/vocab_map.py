@@ -58,9 +58,29 @@ def read_user_map(path: str | Path | None) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise XasrError(f"token map file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise XasrError(f"{path}: not valid UTF-8 (byte {err.start})") from None
     if path.suffix == ".json":
-        return dict(json.loads(text))
+        return _json_map(text, path)
+    return parse_user_map(text, path)
+
+
+def _json_map(text: str, path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise XasrError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in data.items()
+    ):
+        raise XasrError(f'{path}: expected a JSON object of tokens, e.g. {{"ß": "s"}}')
+    return data
+
+
+def parse_user_map(text: str, path: str | Path = "token map") -> dict[str, str]:
+    """``TARGET SOURCE`` pairs, one per line, ``#`` starting a comment."""
     pairs = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
