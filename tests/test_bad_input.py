@@ -603,3 +603,61 @@ def test_battery(case, corpus, tmp_path, capsys):
     line = cli_error([arg.format(tmp=tmp_path) for arg in argv], capsys)
     assert culprit in line, line
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+# --- audio that would train on garbage; manifests as common tools write them ---------------
+
+
+def test_non_finite_and_misdescribed_audio_are_refused_or_skipped(tmp_path, good_wav):
+    audio = tone(1.0, SAMPLE_RATE)
+    audio[5] = np.inf
+    write_wav(tmp_path / "inf.wav", audio, subtype="FLOAT")
+    manifest = manifest_with(
+        tmp_path,
+        [
+            {"audio_filepath": "inf.wav", "text": "loud"},
+            {"audio_filepath": good_wav, "text": "long", "duration": 9.0},
+            {"audio_filepath": good_wav, "text": "close enough", "duration": 1.4},
+            {"audio_filepath": good_wav, "text": "fine"},
+        ],
+    )
+    with pytest.raises(DataError, match=rf"{manifest}:1: .*has 1 samples that are not finite"):
+        check_utterances(read_manifest(manifest))
+    with pytest.raises(DataError, match=rf"{manifest}:2: the manifest says 9.00 s .* 1.00 s"):
+        check_utterances(read_manifest(manifest)[1:])
+    kept, report = check_utterances(read_manifest(manifest), skip_bad=True)
+    assert [u.text for u in kept] == ["close enough", "fine"]
+    assert kept[0].duration == pytest.approx(1.0)  # the decoded length replaces the manifest's
+    assert report.skipped == {"not finite": 1, "duration differs": 1}
+
+
+def test_silent_audio_is_a_counted_warning_or_skipped(tmp_path, good_wav, caplog):
+    write_wav(tmp_path / "silence.wav", np.zeros(SAMPLE_RATE, np.float32))
+    manifest = manifest_with(
+        tmp_path,
+        [
+            {"audio_filepath": "silence.wav", "text": "nothing"},
+            {"audio_filepath": good_wav, "text": "fine"},
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="xasr.data.batching"):
+        kept, report = check_utterances(read_manifest(manifest))
+    assert len(kept) == 2 and report.silent == 1
+    assert f"{manifest}:1: audio file" in caplog.text and "is silent" in caplog.text
+    assert "1 silent (peak below 0.0001), kept" in report.summary()
+    kept, report = check_utterances(read_manifest(manifest), skip_bad=True)
+    assert [u.text for u in kept] == ["fine"] and report.skipped == {"silent": 1}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_manifest_with_bom_crlf_and_blank_lines(tmp_path, good_wav, suffix):
+    if suffix == ".jsonl":
+        lines = [json.dumps({"audio_filepath": good_wav, "text": t}) for t in ("uno", "dos")]
+    else:
+        lines = [f"{good_wav},uno", f"{good_wav},dos"]
+    path = tmp_path / f"windows{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n\r\n".join(lines).encode() + b"\r\n\r\n")
+    utts = read_manifest(path)
+    assert [u.text for u in utts] == ["uno", "dos"]
+    assert [u.source for u in utts] == [f"{path}:1", f"{path}:3"]
+    assert all(u.audio_filepath == tmp_path / good_wav for u in utts)

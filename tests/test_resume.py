@@ -107,3 +107,30 @@ def test_curve_steps_count_updates(en_run):
     rows = read_curve(en_run)
     assert [r["step"] for r in rows if "val_cer" in r] == [10, 20]
     assert min(r["step"] for r in rows if "train_loss" in r) >= 1
+
+
+def test_ctrl_c_is_one_line_and_resumable(xasr, corpus, tmp_path, subprocess_env):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [xasr, "train", "--train", str(corpus.en_train), "--valid", str(corpus.en_dev)]
+    args += ["--out", str(run), "--size", "tiny", "--no-progress", "--workers", "0"]
+    args += ["--max-steps", "100000", "--val-every", "5", "--batch-seconds", "3"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=subprocess_env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("xasr train: interrupted at step ")
+    assert "run the same command to resume" in last_line
+    assert not (run / "result.json").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ class DiskError(XasrError):
 
 def describe_os_error(err: OSError, path: str | Path | None = None) -> str:
     """One line for an ``OSError`` met while writing ``path`` (or ``err.filename``)."""
-    where = path or err.filename or "a file"
+    where = path or err.filename or "a file (the system did not say which)"
     if err.errno in NO_SPACE:
         return (
             f"no space left on the device while writing {where}; earlier files are intact: "
@@ -76,16 +77,28 @@ def write_files(writers: dict[Path, Callable[[Path], None]]) -> None:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write at once
             staged.append((tmp, path))
             write(tmp)
-    except OSError as err:
+    except BaseException as err:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-        raise DiskError(describe_os_error(err, staged[-1][1])) from None
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
+        os_error = _os_error(err)
+        if os_error is None:
+            raise
+        raise DiskError(describe_os_error(os_error, staged[-1][1])) from None
     for tmp, path in staged:
         os.replace(tmp, path)
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """``err`` as an ``OSError``: writers in Rust and C++ (safetensors) report the system's
+    error in their message ("... (os error 28)") rather than raising ``OSError``."""
+    if isinstance(err, OSError):
+        return err
+    if not isinstance(err, Exception):
+        return None
+    code = re.search(r"os error (\d+)", str(err))
+    if code:
+        return OSError(int(code[1]), os.strerror(int(code[1])))
+    return None
 
 
 def write_file(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -10,7 +10,21 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from lightning.pytorch.loggers import CSVLogger
+
+from xasr.io import DiskError, describe_os_error
+
 LOG_DIR = "logs"
+
+
+class CurveLogger(CSVLogger):
+    """Lightning's CSV logger, whose write errors (a full disk) name its file."""
+
+    def save(self) -> None:
+        try:
+            super().save()
+        except OSError as err:
+            raise DiskError(describe_os_error(err, self.experiment.metrics_file_path)) from None
 
 
 def next_attempt(run_dir: Path) -> str:

@@ -25,7 +25,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import CSVLogger
 
 from xasr.config import ModelConfig, TrainConfig
 from xasr.data.batching import (
@@ -49,7 +48,7 @@ from xasr.train.checkpoint import (
     RandomState,
     ValidateAtLastStep,
 )
-from xasr.train.curve import LOG_DIR, next_attempt, write_curve
+from xasr.train.curve import LOG_DIR, CurveLogger, next_attempt, write_curve
 from xasr.train.module import CtcTask
 from xasr.train.progress import StepProgressBar
 
@@ -306,7 +305,7 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
             *([StepProgressBar()] if progress else []),
             *callbacks,
         ],
-        logger=CSVLogger(run_dir / LOG_DIR, name="", version=next_attempt(run_dir)),
+        logger=CurveLogger(run_dir / LOG_DIR, name="", version=next_attempt(run_dir)),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # lhotse's sampler splits the data across ranks itself
         enable_progress_bar=progress,
