@@ -482,6 +482,17 @@ def _token_map_missing(tmp_path, corpus):
     )
 
 
+def _damaged_checkpoint(tmp_path, corpus):
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 torn")
+    return train_argv(corpus, tmp_path), f"{last} cannot be read"
+
+
+def _transcribe_a_folder(tmp_path, corpus):
+    return ["transcribe", "--model", "en-small", str(tmp_path)], f"{tmp_path} does not exist or"
+
+
 NO_GPU = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")
 
 BATTERY = [
@@ -594,6 +605,12 @@ BATTERY = [
     pytest.param(_synth_out_is_a_file, id="synth-out-is-a-file"),
     pytest.param(_transcribe_missing_file, id="transcribe-missing-audio"),
     pytest.param(_build_lm_order, id="lm-order"),
+    pytest.param(_damaged_checkpoint, id="checkpoint-damaged"),
+    pytest.param(_transcribe_a_folder, id="transcribe-a-folder"),
+    pytest.param(
+        _train_option("--vocab", "sentencepiece", "--vocab-size", "5000", "(--vocab-size) 5000"),
+        id="vocab-size-too-large",
+    ),
 ]
 
 
@@ -602,7 +619,7 @@ def test_battery(case, corpus, tmp_path, capsys):
     argv, culprit = case(tmp_path, corpus)
     line = cli_error([arg.format(tmp=tmp_path) for arg in argv], capsys)
     assert culprit in line, line
-    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+    assert not (tmp_path / "run" / "model").exists()  # nothing trained
 
 
 # --- audio that would train on garbage; manifests as common tools write them ---------------

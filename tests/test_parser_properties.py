@@ -18,11 +18,13 @@ SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
+# No subnormal floats: train() flushes denormals process-wide (torch.set_flush_denormal), and
+# hypothesis refuses to generate them then.
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
-    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
     | st.text(max_size=12),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)

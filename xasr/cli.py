@@ -197,7 +197,7 @@ def cmd_transcribe(args) -> None:
     device = torch_device(args.device)
     for path in args.files:
         if not Path(path).is_file():
-            raise XasrError(f"audio file {path} does not exist")
+            raise XasrError(f"audio file {path} does not exist or is not a file")
     model, _, vocab = load_model_dir(args.model)
     durations = [audio_duration(path) for path in args.files]
     for path, text in zip(

@@ -37,7 +37,7 @@ from xasr.data.batching import (
 from xasr.data.manifest import Utterance, read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
 from xasr.device import training_machine
-from xasr.errors import DataError, Interrupted, XasrError
+from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
 from xasr.io import output_dir
 from xasr.models.build import build_model
 from xasr.models.ctc import CtcModel
@@ -249,6 +249,7 @@ def train(
     trainer = make_trainer(run_dir, cfg, [export, early], progress)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
+        check_checkpoint(last)
         log.info("resuming from %s", last)
     started = time.monotonic()
     try:
@@ -273,6 +274,18 @@ def train(
         write_curve(run_dir)
         (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1))
     return result
+
+
+def check_checkpoint(path: Path) -> None:
+    """``CheckpointError`` for a last.ckpt that cannot be read (xasr's writes are atomic, so
+    this is a file damaged or replaced from outside), before Lightning fails on it."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} cannot be read ({reason}); move it away to train this run from its start"
+        ) from None
 
 
 def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: bool) -> L.Trainer:
