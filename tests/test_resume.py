@@ -55,10 +55,11 @@ def final_weights(run) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
-def test_killed_run_resumes_to_identical_weights(corpus, tmp_path, make_cfg, sig):
-    # 3 s batches: several batches per epoch, so the kill lands inside an epoch.
-    cfg = make_cfg(max_steps=14, val_every=3, max_batch_seconds=3.0)
+@pytest.mark.parametrize(("sig", "workers"), [("SIGKILL", 2), ("SIGINT", 0)])
+def test_killed_run_resumes_to_identical_weights(corpus, tmp_path, make_cfg, sig, workers):
+    # 3 s batches: several batches per epoch, so the kill lands inside an epoch; with data
+    # loader workers (the command line's default) and without.
+    cfg = make_cfg(max_steps=14, val_every=3, max_batch_seconds=3.0, num_workers=workers)
     whole = run_training(tmp_path / "whole", corpus, cfg)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
