@@ -92,6 +92,26 @@ def cmd_synth(args) -> None:
         print(lang, " ".join(str(p) for p in splits.values()))
 
 
+def cmd_prepare(args) -> None:
+    from xasr.data.corpora import prepare_corpus
+    from xasr.data.transcripts import TranscriptRules
+
+    rules = TranscriptRules(case=args.case, punctuation=args.punctuation, digits=args.digits)
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
+    prepared = prepare_corpus(
+        args.corpus,
+        args.dir,
+        args.out,
+        lang=args.lang,
+        splits=splits,
+        rules=rules,
+        audio_column=args.audio_column,
+        text_column=args.text_column,
+    )
+    for split, path in prepared.manifests.items():
+        print(f"{split}\t{path}\t{prepared.kept[split]} utterances\t{prepared.summary[split]}")
+
+
 def cmd_train(args) -> None:
     from xasr.models.build import model_config
     from xasr.train.loop import train
@@ -280,6 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (required unless --list-topics)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="a downloaded corpus (Common Voice, MLS, ...) to manifests")
+    p.add_argument(
+        "corpus", choices=["commonvoice", "librispeech", "mls", "fleurs", "voxpopuli", "hf"]
+    )
+    p.add_argument("dir", help="the corpus folder as downloaded (README: Data, real corpora)")
+    p.add_argument("--out", required=True, help="folder for SPLIT.jsonl (and audio/ if needed)")
+    p.add_argument("--lang", help="the corpus's language code (es, es_419, zh-CN, ...)")
+    p.add_argument("--splits", help="comma-separated splits to keep (default: all found)")
+    p.add_argument("--case", choices=["lower", "keep"], default="lower")
+    p.add_argument("--punctuation", choices=["remove", "keep"], default="remove")
+    p.add_argument(
+        "--digits", choices=["keep", "refuse"], default="refuse", help="refuse: drop (counted)"
+    )
+    p.add_argument("--audio-column", default="audio", help="hf: the audio column")
+    p.add_argument("--text-column", default="text", help="hf: the transcript column")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a CTC model from scratch")
     p.add_argument("--train", required=True, help="training manifest (.jsonl or .csv)")

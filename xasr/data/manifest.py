@@ -10,6 +10,7 @@ folder, so a corpus directory can be moved as a whole.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 from collections.abc import Iterable
@@ -51,7 +52,8 @@ class Utterance:
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    """Read a JSONL or CSV manifest (chosen by suffix: ``.csv`` is CSV, anything else JSONL)."""
+    """Read a manifest, by suffix: ``.csv`` is CSV; anything else JSONL, gzipped when it ends in
+    ``.gz``, each line an xasr/NeMo row or a lhotse cut (``cuts.jsonl.gz`` as lhotse writes it)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist; pass the path of a .jsonl or .csv file")
@@ -75,11 +77,46 @@ def read_jsonl_manifest(path: Path) -> list[Utterance]:
             ) from None
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        if "audio_filepath" not in row and "supervisions" in row and "recording" in row:
+            utterances.append(_utterance_from_cut(row, path.parent, where))
+            continue
         missing = [key for key in REQUIRED_KEYS if key not in row]
         if missing:
             raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
         utterances.append(_utterance_from_row(row, path.parent, where))
     return utterances
+
+
+def _utterance_from_cut(row: dict, base: Path, where: str) -> Utterance:
+    """One lhotse cut as an utterance: a whole audio file with one supervision (xasr reads
+    whole files; ``xasr prepare`` writes segments of longer recordings out as files)."""
+    from lhotse.serialization import deserialize_item
+
+    try:
+        cut = deserialize_item(row)
+        recording, supervisions = cut.recording, cut.supervisions
+        (source,) = recording.sources
+    except Exception as err:  # noqa: BLE001 - lhotse raises many types for a malformed cut
+        raise DataError(f"{where}: not a lhotse cut with one audio file ({err})") from None
+    if len(supervisions) != 1 or source.type != "file":
+        raise DataError(
+            f"{where}: cut {cut.id} has {len(supervisions)} supervisions and audio of type "
+            f"{source.type!r}; xasr reads cuts of one supervision over one audio file"
+        )
+    if cut.start > 1e-3 or abs(cut.duration - recording.duration) > 1e-2:
+        raise DataError(
+            f"{where}: cut {cut.id} is a segment ({cut.start:.2f} s + {cut.duration:.2f} s) of "
+            f"{source.source}; xasr reads whole files: `xasr prepare` writes segments as files"
+        )
+    supervision = supervisions[0]
+    row = {
+        "audio_filepath": str(source.source),
+        "text": supervision.text or "",
+        "duration": cut.duration,
+        "lang": supervision.language,
+        "id": cut.id,
+    }
+    return _utterance_from_row(row, base, where)
 
 
 def read_csv_manifest(path: Path) -> list[Utterance]:
@@ -154,8 +191,9 @@ def _numbered_lines(path: Path):
     """Yield (line number, text without its line ending), failing with the line that is not
     UTF-8. Files as common tools write them read too: a UTF-8 byte-order mark (Excel,
     Notepad), CRLF line endings (Windows); blank lines are the readers' to skip."""
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as handle:
+        for line_no, raw in enumerate(_lines(handle, path), start=1):
             if line_no == 1:
                 if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
                     raise DataError(
@@ -170,6 +208,13 @@ def _numbered_lines(path: Path):
                     f"{path}:{line_no}: not valid UTF-8 (byte {err.start}); re-encode the "
                     "manifest as UTF-8, e.g. iconv -f latin1 -t utf-8"
                 ) from None
+
+
+def _lines(handle, path: Path):
+    try:
+        yield from handle
+    except (OSError, EOFError) as err:  # a damaged .gz
+        raise DataError(f"{path}: cannot be read ({err})") from None
 
 
 def _resolve(path: str, base: Path, where: str) -> Path:

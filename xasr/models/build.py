@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from xasr.io import write_files
 from xasr.models.conformer import ConformerEncoder
 from xasr.models.ctc import CtcModel
 from xasr.models.frontends import Conv2dSubsampling
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -119,9 +122,13 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """A directory path, or the name of a model shipped in ``xasr/pretrained`` (e.g. en-small)."""
+    """A model directory, a run directory (its ``model/`` is used, and the log says so), or
+    the name of a model shipped in ``xasr/pretrained`` (e.g. en-small)."""
     path = Path(name_or_path)
     if path.is_dir():
+        if not (path / CONFIG_FILE).is_file() and (path / "model" / CONFIG_FILE).is_file():
+            log.info("%s is a run directory: using its model, %s", path, path / "model")
+            return path / "model"
         return path
     shipped = PRETRAINED_DIR / str(name_or_path)
     if shipped.is_dir():
