@@ -13,7 +13,7 @@ a front end of the same shape and parameters (two stride-2 3x3 convolutions with
 frames, projection to d_model). xasr runs ``model.frontend`` -> ``model.encoder`` ->
 ``model.head``. HF has no log-mel front end, so ``hf-SIZE`` gets the textbook one as its input
 adapter: the same convolutions over the whole padded batch, padding masked (as ESPnet and NeMo
-write it; ``PlainConv2dSubsampling``) -> ``wav2vec2_conformer.encoder`` (with its attention mask
+write it; ``Conv2dSubsampling(per_utterance=False)``) -> ``wav2vec2_conformer.encoder`` (with its attention mask
 for the padding) -> ``lm_head``; HF's CNN feature encoder and feature projection are skipped.
 ``hf-xfront-SIZE`` gets xasr's own front end instead (on CPU it convolves one utterance at a
 time, cut to its length), so that ``xasr-SIZE/hf-xfront-SIZE`` compares the encoders alone.
@@ -75,14 +75,6 @@ from xasr.models.build import build_model, count_parameters, model_config
 from xasr.models.ctc import CtcModel
 from xasr.models.frontends import Conv2dSubsampling
 from xasr.train.module import make_adamw
-
-
-class PlainConv2dSubsampling(Conv2dSubsampling):
-    """The same convolutions and weights computed the textbook way, whole padded batch at once."""
-
-    def _one_utterance_at_a_time(self, x: Tensor) -> bool:
-        return False
-
 
 VOCAB_SIZE = 40  # index 0 is the CTC blank
 CHARS_PER_SECOND = 12.0
@@ -257,8 +249,14 @@ def build_hf(
     encoder.dropout.p = 0.0
     for layer in encoder.layers:
         layer.self_attn_dropout.p = cfg.dropout
-    frontend_class = Conv2dSubsampling if xasr_frontend else PlainConv2dSubsampling
-    frontend = frontend_class(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
+    # xasr's own front end, or the same convolutions and weights computed the textbook way:
+    # the whole padded batch at once
+    frontend = Conv2dSubsampling(
+        cfg.n_mels,
+        cfg.d_model,
+        cfg.subsampling_channels,
+        per_utterance=None if xasr_frontend else False,
+    )
     model = HfFromFrames(frontend, prepare_hf(encoder, compile), hf.lm_head)
     return model, hf.config._attn_implementation
 

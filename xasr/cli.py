@@ -209,21 +209,53 @@ def cmd_build_lm(args) -> None:
 
 
 def cmd_transcribe(args) -> None:
+    for path in args.files:
+        if not Path(path).is_file():
+            raise XasrError(f"audio file {path} does not exist or is not a file")
+    if args.onnx:
+        texts = transcribe_onnx(args)
+    else:
+        texts = transcribe_torch(args)
+    for path, text in zip(args.files, texts):
+        print(f"{path}\t{text}")
+
+
+def _lm_decoder(args, vocab):
+    """The LM beam search of ``--lm`` for ``vocab``, or None (greedy)."""
+    if not args.lm:
+        return None
+    from xasr.decode.lm import LmDecoder
+
+    return LmDecoder(vocab, args.lm, args.beam_width, args.lm_weight, args.word_bonus)
+
+
+def transcribe_onnx(args) -> list[str]:
+    """With onnxruntime alone: nothing here imports torch."""
+    from xasr.export.onnx_runtime import OnnxRecognizer
+
+    if args.device not in (None, "cpu"):
+        raise XasrError("--onnx runs on the CPU (onnxruntime's CPU provider); drop --device")
+    recognizer = OnnxRecognizer(args.onnx)
+    return recognizer.transcribe(args.files, _lm_decoder(args, recognizer.vocab))
+
+
+def transcribe_torch(args) -> list[str]:
     from xasr.data.audio import audio_duration
     from xasr.decode.evaluate import transcribe_paths
     from xasr.device import torch_device
     from xasr.models.build import load_model_dir
 
     device = torch_device(args.device)
-    for path in args.files:
-        if not Path(path).is_file():
-            raise XasrError(f"audio file {path} does not exist or is not a file")
     model, _, vocab = load_model_dir(args.model)
     durations = [audio_duration(path) for path in args.files]
-    for path, text in zip(
-        args.files, transcribe_paths(model, vocab, args.files, durations, device=device)
-    ):
-        print(f"{path}\t{text}")
+    decoder = _lm_decoder(args, vocab)
+    return transcribe_paths(model, vocab, args.files, durations, device=device, decoder=decoder)
+
+
+def cmd_export(args) -> None:
+    from xasr.export.onnx import export_onnx
+
+    print(json.dumps(export_onnx(args.model, args.onnx, opset=args.opset), indent=1))
 
 
 def cmd_demo(args) -> None:
@@ -381,10 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build_lm)
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
-    p.add_argument("--model", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model directory, run directory or shipped name")
+    source.add_argument("--onnx", help="an `xasr export` ONNX file: onnxruntime, no torch")
     p.add_argument("--device")
+    p.add_argument("--lm", help="KenLM n-gram model: beam search instead of greedy")
+    p.add_argument("--beam-width", type=int, default=32, help="with --lm")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="with --lm: alpha")
+    p.add_argument("--word-bonus", type=float, default=1.0, help="with --lm: beta, per word")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("export", help="export a model as ONNX (checked against torch)")
+    p.add_argument("--model", required=True, help="model directory, run directory or shipped name")
+    p.add_argument("--onnx", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=18)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="transfer vs scratch on XLT-Synth, with a report")
     p.add_argument("--out", default="runs/demo")

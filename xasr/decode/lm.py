@@ -23,14 +23,17 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
 
 from xasr import checks
 from xasr.data.vocab import SPACE, Vocab
 from xasr.errors import DataError, XasrError
 from xasr.io import output_file
+
+if TYPE_CHECKING:  # no torch at import: `xasr transcribe --onnx` runs without it
+    from torch import Tensor
 
 BLANK_LABEL = ""  # pyctcdecode's CTC blank
 UNK_LABEL = "⁇"  # pyctcdecode's unknown token (character vocabularies)

@@ -15,10 +15,15 @@ class Conv2dSubsampling(nn.Module):
 
     Output frames past an utterance's own length are not meaningful (they are zero on CPU and
     whatever the bias makes them on GPU); everything downstream masks them.
+
+    ``per_utterance``: run the convolutions one utterance at a time (``_forward_each``);
+    None (default) does so on CPU only. False forces the batched path, e.g. for a traced or
+    exported graph, whose shapes cannot depend on each utterance's length.
     """
 
-    def __init__(self, n_mels: int, d_model: int, channels: int):
+    def __init__(self, n_mels: int, d_model: int, channels: int, per_utterance: bool | None = None):
         super().__init__()
+        self.per_utterance = per_utterance
         self.conv = nn.Sequential(
             nn.Conv2d(1, channels, 3, stride=2, padding=1),
             nn.SiLU(),
@@ -37,13 +42,12 @@ class Conv2dSubsampling(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         frames = self.output_lengths(x.shape[1])
         out_lengths = torch.clamp(self.output_lengths(lengths), max=frames)
-        if self._one_utterance_at_a_time(x):
+        per_utterance = self.per_utterance
+        if per_utterance is None:  # on CPU (see _forward_each); on GPU batched calls are faster
+            per_utterance = x.device.type == "cpu"
+        if per_utterance:
             return self._forward_each(x, lengths, frames), out_lengths
         return self._forward_batched(x, lengths), out_lengths
-
-    def _one_utterance_at_a_time(self, x: Tensor) -> bool:
-        """On CPU (see ``_forward_each``); on GPU one batched call per op is faster."""
-        return x.device.type == "cpu"
 
     def _project(self, y: Tensor) -> Tensor:
         """(batch, channels, frames, freq) -> (batch, frames, d_model)."""

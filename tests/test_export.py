@@ -1,0 +1,103 @@
+"""ONNX export: the whole model matches torch to 1e-4 on utterances of several lengths, carries
+its vocabulary as metadata, and `xasr transcribe --onnx` gives torch's text without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from xasr.cli import main
+from xasr.data.audio import load_audio
+from xasr.export.onnx import export_onnx
+from xasr.models.build import load_model_dir
+
+# `import torch` fails in this process: what xasr imports for --onnx must not need it.
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None
+from xasr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def en_small_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "en-small.onnx"
+    report = export_onnx("en-small", path)
+    assert report["max_abs_diff"] < 1e-4
+    return path
+
+
+def test_export_matches_torch_on_speech(en_small_onnx, corpus):
+    import onnxruntime
+
+    model, _, vocab = load_model_dir("en-small")
+    session = onnxruntime.InferenceSession(str(en_small_onnx), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["vocab"])["tokens"] == vocab.tokens
+    assert meta["sample_rate"] == "16000" and meta["blank_id"] == "0"
+    assert float(meta["frame_seconds"]) == pytest.approx(0.04)
+    # real speech of several lengths, one batch with padding
+    audios = [load_audio(corpus.root / row["audio_filepath"]) for row in corpus.en_rows[:4]]
+    assert len({len(a) for a in audios}) == 4
+    lengths = torch.tensor([len(a) for a in audios])
+    batch = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(a) for a in audios], True)
+    with torch.no_grad():
+        expected, frames = model(batch, lengths)
+    got, got_frames = session.run(None, {"audio": batch.numpy(), "lengths": lengths.numpy()})
+    np.testing.assert_array_equal(got_frames, frames.numpy())
+    for i, n in enumerate(frames.tolist()):
+        np.testing.assert_allclose(got[i, :n], expected[i, :n].numpy(), atol=1e-4, rtol=0)
+
+
+def test_transcribe_onnx_without_torch(en_small_onnx, corpus, capsys):
+    files = [str(corpus.root / row["audio_filepath"]) for row in corpus.en_rows[:3]]
+    files.append(str(corpus.root / corpus.de_rows[0]["audio_filepath"]))
+    assert main(["transcribe", "--model", "en-small", "--device", "cpu", *files]) == 0
+    expected = capsys.readouterr().out
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "transcribe", "--onnx", str(en_small_onnx), *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == expected
+    assert len(expected.splitlines()) == 4
+
+
+def test_transcribe_onnx_with_an_lm(en_small_onnx, corpus, tmp_path, capsys):
+    from xasr.decode.lm import build_lm, kenlm_tool
+    from xasr.errors import XasrError
+
+    try:
+        kenlm_tool("lmplz")
+    except XasrError as err:
+        pytest.skip(str(err))
+    build_lm([corpus.en_train], tmp_path / "en.arpa", order=3)
+    files = [str(corpus.root / row["audio_filepath"]) for row in corpus.en_rows[:3]]
+    lm = ["--lm", str(tmp_path / "en.arpa"), "--lm-weight", "1.0"]
+    assert main(["transcribe", "--model", "en-small", "--device", "cpu", *lm, *files]) == 0
+    expected = capsys.readouterr().out
+    assert main(["transcribe", "--onnx", str(en_small_onnx), *lm, *files]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_onnx_mistakes_are_one_line(en_small_onnx, tmp_path, corpus, capsys):
+    wav = str(corpus.root / corpus.en_rows[0]["audio_filepath"])
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    for argv, culprit in [
+        (["transcribe", "--onnx", str(tmp_path / "none.onnx"), wav], "none.onnx does not exist"),
+        (["transcribe", "--onnx", str(tmp_path / "bad.onnx"), wav], "is not a readable ONNX"),
+        (["transcribe", "--onnx", str(en_small_onnx), "--device", "cuda", wav], "runs on the CPU"),
+        (["export", "--model", "nowhere", "--onnx", str(tmp_path / "x.onnx")], "'nowhere'"),
+        (["export", "--model", "en-small", "--onnx", str(tmp_path)], "is a folder"),
+    ]:
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and culprit in lines[0], lines

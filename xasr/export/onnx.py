@@ -1,0 +1,130 @@
+"""`xasr export --onnx`: a CTC model directory as one ONNX graph, checked against torch.
+
+The graph is the whole model: raw 16 kHz audio and lengths in, log-probabilities and frame
+lengths out, with dynamic batch and time axes::
+
+    audio     float32 (batch, samples)      padded with zeros
+    lengths   int64   (batch,)              samples of each utterance
+    log_probs float32 (batch, frames, vocab)
+    frames    int64   (batch,)              valid frames of each utterance
+
+The vocabulary, the model config and the front end's facts (sample rate, seconds per output
+frame, blank id) travel as ONNX metadata, so ``xasr.export.onnx_runtime`` transcribes with
+onnxruntime alone. Exported with torch's dynamo exporter (``torch.onnx.export(dynamo=True)``,
+onnxscript underneath): its complex-number support covers the STFT and the rotary positions.
+The front end runs batched (``per_utterance=False``): an exported graph's shapes cannot depend
+on each utterance's length.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from xasr import __version__
+from xasr.data.audio import SAMPLE_RATE
+from xasr.data.features import HOP_LENGTH
+from xasr.errors import XasrError
+from xasr.io import output_file, write_file
+from xasr.models.build import load_model_dir, resolve_model
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+TOLERANCE = 1e-4  # max |log-prob difference| to torch over valid frames
+# lengths of the check utterances, seconds: one alone, then a padded batch of several
+CHECK_SECONDS = ((1.3,), (0.4, 2.2, 3.1))
+
+
+class _Graph(nn.Module):
+    """The model as the graph sees it: two tensors in, two out (no ``augment`` argument)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model(audio, lengths)
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, opset: int = OPSET) -> dict:
+    """Export ``model_dir`` to ``out`` (written atomically), check it against torch on
+    utterances of several lengths, and return a report: path, bytes, opset, max_abs_diff."""
+    try:
+        import onnx
+    except ImportError:
+        raise XasrError("xasr export needs onnx and onnxscript: pip install -e '.[onnx]'") from None
+    out = output_file(out, "--onnx")
+    directory = resolve_model(model_dir)
+    model, cfg, vocab = load_model_dir(directory)
+    model.frontend.per_utterance = False
+    graph = _Graph(model).eval()
+    audio, lengths = _check_batch(CHECK_SECONDS[1])
+    batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=HOP_LENGTH * 8)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            graph,
+            (audio, lengths),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["audio", "lengths"],
+            output_names=["log_probs", "frames"],
+            dynamic_shapes={"audio": {0: batch, 1: samples}, "lengths": {0: batch}},
+            verbose=False,
+        )
+    proto = program.model_proto
+    metadata = {
+        "xasr_version": __version__,
+        "architecture": cfg.architecture,
+        "model_config": json.dumps(asdict(cfg)),
+        "vocab": json.dumps(vocab.to_json(), ensure_ascii=False),
+        "blank_id": str(vocab.blank_id),
+        "sample_rate": str(SAMPLE_RATE),
+        "frame_seconds": str(HOP_LENGTH * 4 / SAMPLE_RATE),  # 10 ms hop, 4x subsampling
+        "source_model": str(directory),
+    }
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    write_file(out, lambda tmp: onnx.save(proto, str(tmp)))
+    model.frontend.per_utterance = None  # checked against the model as torch runs it here
+    diff = check_against_torch(out, model)
+    if diff > TOLERANCE:
+        raise XasrError(
+            f"{out}: the ONNX graph differs from torch by {diff:.2e} (tolerance {TOLERANCE}); "
+            "this is a bug in the export, please report it"
+        )
+    return {"path": str(out), "bytes": out.stat().st_size, "opset": opset, "max_abs_diff": diff}
+
+
+def _check_batch(seconds: tuple[float, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A padded batch of noise-like audio with these durations."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([int(s * SAMPLE_RATE) for s in seconds])
+    audio = 0.1 * torch.randn(len(seconds), int(lengths.max()), generator=generator)
+    audio *= torch.arange(audio.shape[1])[None, :] < lengths[:, None]
+    return audio, lengths
+
+
+def check_against_torch(path: Path, model: nn.Module) -> float:
+    """Max |log_probs difference| between onnxruntime and torch over valid frames, for a
+    single utterance and a padded batch (``CHECK_SECONDS``)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for index, seconds in enumerate(CHECK_SECONDS):
+        audio, lengths = _check_batch(seconds, seed=index + 1)
+        with torch.no_grad():
+            expected, frames = model(audio, lengths)
+        got, got_frames = session.run(None, {"audio": audio.numpy(), "lengths": lengths.numpy()})
+        if not np.array_equal(got_frames, frames.numpy()):
+            raise XasrError(f"{path}: frame lengths {got_frames} differ from torch's {frames}")
+        for i, n in enumerate(frames.tolist()):
+            worst = max(worst, float(np.abs(got[i, :n] - expected[i, :n].numpy()).max()))
+    return worst

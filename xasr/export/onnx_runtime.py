@@ -1,0 +1,83 @@
+"""Transcribing with an exported ONNX model and onnxruntime alone: no torch is imported.
+
+``OnnxRecognizer(path)`` reads the graph's metadata (vocabulary, sample rate, blank id) written
+by ``xasr.export.onnx.export_onnx``; audio is read and resampled as everywhere in xasr
+(soundfile, soxr); decoding is greedy CTC in numpy, or the n-gram LM beam search
+(``xasr.decode.lm.LmDecoder``, pyctcdecode) when an LM is given.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from xasr.data.audio import load_audio
+from xasr.data.vocab import vocab_from_json
+from xasr.errors import XasrError
+
+MAX_BATCH_SECONDS = 200.0  # padded audio per run, as transcribe_paths batches
+
+
+class OnnxRecognizer:
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise XasrError("onnxruntime is not installed: pip install onnxruntime") from None
+        path = Path(path)
+        if not path.is_file():
+            raise XasrError(f"--onnx {path} does not exist; `xasr export --onnx` makes one")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+            raise XasrError(f"{path} is not a readable ONNX model ({err})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "vocab" not in meta:
+            raise XasrError(f"{path} has no xasr metadata; export it with `xasr export --onnx`")
+        self.vocab = vocab_from_json(json.loads(meta["vocab"]), str(path))
+        self.blank_id = int(meta["blank_id"])
+        self.sample_rate = int(meta["sample_rate"])
+
+    def log_probs(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """One padded run: per utterance its (frames, vocab) log-probabilities."""
+        lengths = np.array([len(a) for a in audios], dtype=np.int64)
+        batch = np.zeros((len(audios), int(lengths.max())), dtype=np.float32)
+        for i, audio in enumerate(audios):
+            batch[i, : len(audio)] = audio
+        log_probs, frames = self.session.run(None, {"audio": batch, "lengths": lengths})
+        return [log_probs[i, :n] for i, n in enumerate(frames.tolist())]
+
+    def greedy(self, log_probs: np.ndarray) -> str:
+        best = log_probs.argmax(axis=-1)
+        keep = best != np.concatenate([[-1], best[:-1]])
+        ids = [int(i) for i in best[keep] if i != self.blank_id]
+        return self.vocab.decode(ids)
+
+    def transcribe(self, paths: list, decoder=None) -> list[str]:
+        """Texts of audio files, in order; ``decoder``: an ``LmDecoder`` (or None: greedy)."""
+        audios = [load_audio(p, self.sample_rate) for p in paths]
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+        texts = [""] * len(audios)
+        start = 0
+        while start < len(order):  # batches of similar length under the padded-audio budget
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(audios[order[end]]) <= (
+                MAX_BATCH_SECONDS * self.sample_rate
+            ):
+                end += 1
+            batch = order[start:end]
+            outputs = self.log_probs([audios[i] for i in batch])
+            decoded = (
+                decoder.decode_arrays(outputs) if decoder else [self.greedy(o) for o in outputs]
+            )
+            for i, text in zip(batch, decoded):
+                texts[i] = text
+            start = end
+        return texts
