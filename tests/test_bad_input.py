@@ -482,15 +482,55 @@ def _token_map_missing(tmp_path, corpus):
     )
 
 
+def _trained_run(tmp_path, corpus) -> Path:
+    """RUN of 2 steps of the tiny model, as train_argv would make it."""
+    from xasr.config import MODEL_SIZES, TrainConfig
+    from xasr.train.loop import train
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(max_steps=2, val_every=2, warmup_steps=1, num_workers=0, accelerator="cpu")
+    train(run, corpus.en_train, corpus.en_dev, cfg, MODEL_SIZES["tiny"], progress=False)
+    return run
+
+
 def _damaged_checkpoint(tmp_path, corpus):
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    last.parent.mkdir(parents=True)
-    last.write_bytes(b"PK\x03\x04 torn")
+    last = _trained_run(tmp_path, corpus) / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # torn from outside
     return train_argv(corpus, tmp_path), f"{last} cannot be read"
 
 
 def _transcribe_a_folder(tmp_path, corpus):
     return ["transcribe", "--model", "en-small", str(tmp_path)], f"{tmp_path} does not exist or"
+
+
+def _resumed_with_another_size(tmp_path, corpus):
+    run = _trained_run(tmp_path, corpus)
+    argv = train_argv(corpus, tmp_path)
+    argv[argv.index("--size") + 1] = "small"
+    return argv, f"{run} was started with other options"
+
+
+def _transfer_resumed_with_other_freezing(tmp_path, corpus):
+    from xasr.config import TrainConfig
+    from xasr.transfer.finetune import TransferOptions, transfer
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(max_steps=2, val_every=2, warmup_steps=1, num_workers=0, freeze_layers=2)
+    transfer(
+        run, corpus.de_train, corpus.de_dev, TransferOptions(source="en-small"), cfg, progress=False
+    )
+    argv, _ = _transfer("--from", "en-small", "--freeze-layers", "0", culprit="")(tmp_path, corpus)
+    return argv, "(trainable parameter groups [182] there, [248] now: another --freeze-layers"
+
+
+def _source_test_missing(tmp_path, corpus):
+    return _transfer(
+        "--from",
+        "en-small",
+        "--source-test",
+        str(tmp_path / "gone.jsonl"),
+        culprit="--source-test",
+    )(tmp_path, corpus)
 
 
 NO_GPU = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")
@@ -606,6 +646,9 @@ BATTERY = [
     pytest.param(_transcribe_missing_file, id="transcribe-missing-audio"),
     pytest.param(_build_lm_order, id="lm-order"),
     pytest.param(_damaged_checkpoint, id="checkpoint-damaged"),
+    pytest.param(_resumed_with_another_size, id="resume-another-size"),
+    pytest.param(_transfer_resumed_with_other_freezing, id="resume-other-freezing"),
+    pytest.param(_source_test_missing, id="source-test-missing"),
     pytest.param(_transcribe_a_folder, id="transcribe-a-folder"),
     pytest.param(
         _train_option("--vocab", "sentencepiece", "--vocab-size", "5000", "(--vocab-size) 5000"),
@@ -617,9 +660,10 @@ BATTERY = [
 @pytest.mark.parametrize("case", BATTERY)
 def test_battery(case, corpus, tmp_path, capsys):
     argv, culprit = case(tmp_path, corpus)
+    before = sorted(tmp_path.rglob("*"))
     line = cli_error([arg.format(tmp=tmp_path) for arg in argv], capsys)
     assert culprit in line, line
-    assert not (tmp_path / "run" / "model").exists()  # nothing trained
+    assert sorted(tmp_path.rglob("*")) == before  # stopped before writing anything
 
 
 # --- audio that would train on garbage; manifests as common tools write them ---------------

@@ -55,20 +55,29 @@ def final_weights(run) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize(("sig", "workers"), [("SIGKILL", 2), ("SIGINT", 0)])
-def test_killed_run_resumes_to_identical_weights(corpus, tmp_path, make_cfg, sig, workers):
-    # 3 s batches: several batches per epoch, so the kill lands inside an epoch; with data
-    # loader workers (the command line's default) and without.
-    cfg = make_cfg(max_steps=14, val_every=3, max_batch_seconds=3.0, num_workers=workers)
+@pytest.mark.parametrize(
+    ("sig", "workers", "val_every", "kill_at"),
+    [
+        ("SIGKILL", 2, 3, 11),  # checkpoint at step 9: inside an epoch (4 batches each)
+        ("SIGINT", 0, 3, 11),
+        ("SIGKILL", 0, 4, 6),  # checkpoint at step 4: the last batch of the first epoch
+    ],
+)
+def test_killed_run_resumes_to_identical_weights(
+    corpus, tmp_path, make_cfg, sig, workers, val_every, kill_at
+):
+    # 3 s batches: several batches per epoch; with data loader workers (the command line's
+    # default) and without.
+    cfg = make_cfg(max_steps=14, val_every=val_every, max_batch_seconds=3.0, num_workers=workers)
     whole = run_training(tmp_path / "whole", corpus, cfg)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
-    killed = run_training(tmp_path / "killed", corpus, cfg, kill_at=11, sig=sig)
+    killed = run_training(tmp_path / "killed", corpus, cfg, kill_at=kill_at, sig=sig)
     assert killed.returncode != 0
     assert not (tmp_path / "killed" / "result.json").exists()
     state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["global_step"] == 9
-    assert state["CutsData"]["batches"] > 0  # the checkpoint is inside an epoch
+    assert state["global_step"] == kill_at // val_every * val_every
+    assert state["CutsData"]["batches"] == {3: 1, 4: 4}[val_every]  # batches into the epoch
     resumed = run_training(tmp_path / "killed", corpus, cfg)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
@@ -78,7 +87,7 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path, make_cfg, sig
     assert not different, f"{len(different)} tensors differ, first {different[:3]}"
     # The learning curves agree too, and validation is logged at the step it ran after.
     curve = [r for r in read_curve(tmp_path / "killed") if "val_cer" in r]
-    assert [r["step"] for r in curve] == [3, 6, 9, 12, 14]
+    assert [r["step"] for r in curve] == [*range(val_every, 14, val_every), 14]
     whole_curve = [r for r in read_curve(tmp_path / "whole") if "val_cer" in r]
     assert [r["val_cer"] for r in curve] == [r["val_cer"] for r in whole_curve]
 
@@ -122,7 +131,9 @@ def test_ctrl_c_is_one_line_and_resumable(xasr, corpus, tmp_path, subprocess_env
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=subprocess_env)
     try:
         deadline = time.monotonic() + 120
-        while not (run / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+        while not (run / "checkpoints" / "last.ckpt").is_file():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("no checkpoint within 120 s: cannot test an interrupt during training")
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)

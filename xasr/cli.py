@@ -157,6 +157,9 @@ def cmd_transfer(args) -> None:
     }
     if tests and args.source is None:
         raise XasrError("--source-test/--target-test compare with the source model: pass --from")
+    for name, path in tests.items():
+        if not Path(path).is_file():
+            raise XasrError(f"--{name}-test {path} does not exist or is not a file")
     result = transfer(
         args.out,
         args.train,
@@ -488,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:
         print(f"xasr {args.command}: {err}", file=sys.stderr)
         return 130  # the shell's code for a run stopped by Ctrl-C
+    except KeyboardInterrupt:  # before training started (reading data, checking audio)
+        print(f"xasr {args.command}: interrupted; nothing was trained yet", file=sys.stderr)
+        return 130
     except XasrError as err:
         print(f"xasr {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -171,7 +171,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise XasrError(f"{path}: not valid YAML ({err})") from None
+        where = getattr(err, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise XasrError(f"{path}{line}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise XasrError(f"{path}: expected a mapping at the top level")
     return data

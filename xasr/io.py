@@ -33,7 +33,7 @@ def describe_os_error(err: OSError, path: str | Path | None = None) -> str:
         return f"cannot write {where}: the file system is read-only; choose another folder"
     if err.errno in (errno.EACCES, errno.EPERM):
         return f"cannot write {where}: permission denied; choose a folder you can write to"
-    return f"cannot write {where}: {err.strerror or err}"
+    return f"{where}: {err.strerror or err}"
 
 
 def output_dir(path: str | Path, option: str = "--out") -> Path:
@@ -72,10 +72,14 @@ def write_files(writers: dict[Path, Callable[[Path], None]]) -> None:
     are removed and a ``DiskError`` names the file.
     """
     staged = []
+    # One temporary name per DDP rank (ranks may write the same file at once), the same on
+    # every run, so a write killed midway leaves a file the next write replaces.
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
     try:
         for path, write in writers.items():
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write at once
+            tmp = path.with_name(f"{path.name}.{rank}.tmp")
             staged.append((tmp, path))
+            path.parent.mkdir(parents=True, exist_ok=True)
             write(tmp)
     except BaseException as err:
         for tmp, _ in staged:

@@ -85,7 +85,7 @@ def check_utterances(
                     f"{utt.source}: empty transcript for {utt.audio_filepath}; "
                     "remove the line or pass --skip-bad to drop such lines"
                 )
-            silent = _check_samples(utt, info)
+            silent, duration = _check_samples(utt, info)
             if silent and skip_bad:
                 raise DataError(f"{utt.source}: audio file {utt.audio_filepath} is silent")
         except DataError as err:
@@ -106,11 +106,11 @@ def check_utterances(
             report.resampled[info.samplerate] += 1
         if info.channels > 1:
             report.downmixed += 1
-        duration = info.frames / info.samplerate
-        kept.append(Utterance(**{**utt.__dict__, "duration": duration}))
+        kept.append(Utterance(**{**utt.__dict__, "duration": duration}))  # the decoded length
     report.kept = len(kept)
     if not kept:
-        raise DataError("no usable utterances left in the manifest")
+        manifest = utterances[0].source.rsplit(":", 1)[0] if utterances else "the manifest"
+        raise DataError(f"{manifest}: no usable utterances ({report.summary()})")
     return kept, report
 
 
@@ -132,23 +132,29 @@ def _audio_info(utt: Utterance):
     return info
 
 
-def _check_samples(utt: Utterance, info) -> bool:
-    """Decode the file: ``DataError`` for samples that are not finite or a length far from the
-    manifest's duration; returns whether the audio is silent."""
+def _check_samples(utt: Utterance, info) -> tuple[bool, float]:
+    """Decode the file in blocks (a long recording never sits in memory whole): ``DataError``
+    for samples that are not finite or a length far from the manifest's duration. Returns
+    (silent, decoded seconds)."""
+    frames, bad, peak = 0, 0, 0.0
     try:
-        audio, _ = sf.read(str(utt.audio_filepath), dtype="float32", always_2d=True)
+        for block in sf.blocks(str(utt.audio_filepath), blocksize=1 << 18, dtype="float32"):
+            frames += block.shape[0]
+            finite = np.isfinite(block)
+            bad += int(block.size - np.count_nonzero(finite))
+            if block.size:
+                peak = max(peak, float(np.abs(np.where(finite, block, 0.0)).max()))
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise DataError(
             f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
             "re-encode it as WAV or FLAC"
         ) from None
-    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
     if bad:
         raise DataError(
             f"{utt.source}: audio file {utt.audio_filepath} has {bad} samples that are not "
             "finite (NaN or infinity); re-export it, or pass --skip-bad to drop such lines"
         )
-    decoded = audio.shape[0] / info.samplerate
+    decoded = frames / info.samplerate
     if utt.duration is not None:
         gap = abs(decoded - utt.duration)
         if gap > max(DURATION_SLACK_SECONDS, DURATION_SLACK_FRACTION * utt.duration):
@@ -157,7 +163,7 @@ def _check_samples(utt: Utterance, info) -> bool:
                 f"{utt.audio_filepath} is {decoded:.2f} s long; the line may point at the wrong "
                 "file: fix it, or pass --skip-bad to drop such lines"
             )
-    return audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
+    return peak < SILENCE_PEAK, decoded
 
 
 # (words of the message, the reason counted in the report), in the order they are tried:
@@ -238,7 +244,8 @@ def make_sampler(
         if longest > max_batch_seconds:
             raise DataError(
                 f"an utterance of {longest:.1f} s is longer than the batch budget of "
-                f"{max_batch_seconds} s; raise max_batch_seconds or cut the audio"
+                f"{max_batch_seconds} s; raise --batch-seconds (max_batch_seconds) or cut "
+                "the audio"
             )
     common = {
         "max_duration": max_batch_seconds,

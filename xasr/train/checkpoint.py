@@ -122,8 +122,8 @@ class RandomState(L.Callback):
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()  # this rank's device only
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -139,4 +139,4 @@ class RandomState(L.Callback):
         version, internal, gauss_next = state["python"]
         random.setstate((version, tuple(internal), gauss_next))
         if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            torch.cuda.set_rng_state(state["cuda"])

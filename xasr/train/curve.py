@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
-from xasr.io import DiskError, describe_os_error
+from xasr.io import DiskError, describe_os_error, write_file
 
 LOG_DIR = "logs"
 
@@ -55,10 +55,14 @@ def write_curve(run_dir: str | Path) -> Path:
     if any("train_penalty" in row for row in rows):  # transfer --l2sp / --ewc
         keys.insert(2, "train_penalty")
     path = Path(run_dir) / "metrics.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(row for row in rows if any(k in row for k in keys[1:]))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(row for row in rows if any(k in row for k in keys[1:]))
+
+    write_file(path, write)
     return path
 
 

@@ -38,7 +38,7 @@ from xasr.data.manifest import Utterance, read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
 from xasr.device import training_machine
 from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
-from xasr.io import output_dir
+from xasr.io import output_dir, write_text
 from xasr.models.build import build_model
 from xasr.models.ctc import CtcModel
 from xasr.train.checkpoint import (
@@ -249,7 +249,7 @@ def train(
     trainer = make_trainer(run_dir, cfg, [export, early], progress)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
-        check_checkpoint(last)
+        check_checkpoint(last, task)
         log.info("resuming from %s", last)
     started = time.monotonic()
     try:
@@ -257,9 +257,19 @@ def train(
     except SystemExit:  # Lightning's answer to Ctrl-C, after a graceful shutdown
         if not trainer.interrupted:
             raise
+        if not last.is_file():
+            raise Interrupted(
+                f"interrupted at step {trainer.global_step}, before the first checkpoint "
+                f"(step {cfg.val_every}); the same command starts the run again"
+            ) from None
         raise Interrupted(
             f"interrupted at step {trainer.global_step}; run the same command to resume "
             f"from the last validation's checkpoint ({last})"
+        ) from None
+    except torch.cuda.OutOfMemoryError:
+        raise XasrError(
+            f"the GPU ran out of memory with batches of {cfg.max_batch_seconds:g} s of audio; "
+            "lower --batch-seconds (max_batch_seconds), then run the same command to resume"
         ) from None
     result = TrainResult(
         run_dir=run_dir,
@@ -272,20 +282,41 @@ def train(
     )
     if trainer.is_global_zero:
         write_curve(run_dir)
-        (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+        write_text(run_dir / "result.json", json.dumps(result.to_json(), indent=1))
     return result
 
 
-def check_checkpoint(path: Path) -> None:
-    """``CheckpointError`` for a last.ckpt that cannot be read (xasr's writes are atomic, so
-    this is a file damaged or replaced from outside), before Lightning fails on it."""
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
+def check_checkpoint(path: Path, task: CtcTask) -> None:
+    """``CheckpointError`` before Lightning fails on a last.ckpt: one that cannot be read (a
+    file damaged or replaced from outside: xasr's own writes are atomic), or one whose weights
+    or optimizer groups do not fit this run (the same RUN resumed with another --size,
+    --freeze-layers, --reinit-head, ...)."""
+    try:  # mmap: the tensors are not read, only the structure
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        weights, optimizers = saved["state_dict"], saved["optimizer_states"]
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{path} cannot be read ({reason}); move it away to train this run from its start"
         ) from None
+    started_otherwise = (
+        f"{path.parent.parent} was started with other options; resume it with the options it "
+        "started with, or train into a new --out"
+    )
+    for name, tensor in task.state_dict().items():
+        if name in weights and tuple(weights[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{started_otherwise} ({name} is {tuple(weights[name].shape)} there, "
+                f"{tuple(tensor.shape)} now: another model size or vocabulary)"
+            )
+    groups = [(g["name"], len(g["params"])) for g in task._param_groups()]
+    saved_groups = [len(g["params"]) for g in optimizers[0]["param_groups"]] if optimizers else []
+    if saved_groups and saved_groups != [n for _, n in groups]:
+        raise CheckpointError(
+            f"{started_otherwise} (trainable parameter groups {saved_groups} there, "
+            f"{[n for _, n in groups]} now: another --freeze-layers, --freeze-steps, "
+            "--drop-layers, --reinit-head, --l2sp or --ewc)"
+        )
 
 
 def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: bool) -> L.Trainer:

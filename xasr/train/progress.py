@@ -15,11 +15,17 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class StepProgressBar(TQDMProgressBar):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._start_bar(trainer)  # a resumed epoch gets no on_train_epoch_start
+
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self._start_bar(trainer)
+
+    def _start_bar(self, trainer: L.Trainer) -> None:
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps)
-        bar.initial = 0
-        bar.n = trainer.global_step
+        bar.initial = bar.n = trainer.global_step  # the rate counts this attempt's steps only
         bar.set_description(f"epoch {trainer.current_epoch}, step")
         bar.refresh()
 

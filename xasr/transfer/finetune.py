@@ -32,7 +32,7 @@ from xasr.data.manifest import read_manifest
 from xasr.data.vocab import CharVocab, SentencePieceVocab, load_vocab
 from xasr.device import training_machine
 from xasr.errors import XasrError
-from xasr.io import output_dir
+from xasr.io import output_dir, write_text
 from xasr.models.build import build_model, load_model_dir, resolve_model
 from xasr.train.loop import TrainResult, train
 from xasr.transfer.forgetting import (
@@ -192,7 +192,7 @@ def transfer(
         )
         report["penalty"] = penalty.describe() if penalty is not None else None
     if not resuming:
-        (run_dir / "transfer.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        write_text(run_dir / "transfer.json", json.dumps(report, indent=1, ensure_ascii=False))
     return train(
         run_dir,
         train_manifest,
