@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from xasr.cli import main
+from xasr.data.batching import check_utterances
 from xasr.data.corpora import prepare_corpus
 from xasr.data.manifest import read_manifest
 from xasr.data.transcripts import TranscriptNormaliser, TranscriptRules
@@ -68,6 +69,9 @@ def test_commonvoice_mp3(tmp_path):
     utt = read_manifest(prepared.manifests["dev"])[0]
     assert utt.lang == "es" and utt.audio_filepath.suffix == ".mp3"
     assert utt.duration == pytest.approx(1.2, abs=0.1)
+    # the MP3 lines pass training's audio checks (decoded, 48 kHz counted as resampled)
+    kept, report = check_utterances(read_manifest(prepared.manifests["dev"]))
+    assert len(kept) == 1 and report.resampled == {48_000: 1}
 
 
 def test_librispeech(tmp_path):
