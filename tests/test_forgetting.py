@@ -19,7 +19,7 @@ from xasr.data.batching import REPLAY_PREFIX, check_utterances, make_loader, mak
 from xasr.data.manifest import Utterance, read_manifest
 from xasr.data.vocab import CharVocab
 from xasr.errors import XasrError
-from xasr.models.build import load_model_dir
+from xasr.models.build import build_model, load_model_dir
 from xasr.transfer import finetune
 from xasr.transfer.finetune import TransferOptions, strategy_name, transfer
 from xasr.transfer.forgetting import (
@@ -29,6 +29,8 @@ from xasr.transfer.forgetting import (
     normalise_fisher,
     to_target_layout,
 )
+from xasr.transfer.plan import TransferPlan
+from xasr.transfer.vocab_map import TokenMap
 
 # --- replay -----------------------------------------------------------------------------------
 
@@ -195,13 +197,15 @@ def test_fisher_normalised_to_mean_one_over_anchored_weights():
 
 
 def test_target_layout_places_shared_head_rows(en_model):
-    source, _, _ = load_model_dir(en_model)
-    target = torch.nn.Module()
-    target.frontend = source.frontend
-    target.encoder = source.encoder
-    target.head = nn.Linear(source.head.in_features, 5)
+    source, cfg, _ = load_model_dir(en_model)
+    target = build_model(cfg, 5)
+
+    def plan(rows: dict) -> TransferPlan:
+        token_map = TokenMap(copied=rows) if rows else None
+        return TransferPlan(token_map, ("frontend.", "encoder."), (1,), frozenset())
+
     params = dict(source.named_parameters())
-    laid = to_target_layout(params, target, {0: 0, 3: 7}, skip=("encoder.layers.1.",))
+    laid = to_target_layout(params, target, plan({0: 0, 3: 7}))
     assert not any(n.startswith("encoder.layers.1.") for n in laid)
     assert torch.equal(
         laid["encoder.layers.0.ff1.net.1.weight"], params["encoder.layers.0.ff1.net.1.weight"]
@@ -209,7 +213,7 @@ def test_target_layout_places_shared_head_rows(en_model):
     assert laid["head.weight"].shape == (5, source.head.in_features)
     assert torch.equal(laid["head.weight"][3], params["head.weight"][7])
     assert torch.equal(laid["head.bias"][[1, 2, 4]], torch.zeros(3))
-    assert "head.weight" not in to_target_layout(params, target, {})  # re-initialised head
+    assert "head.weight" not in to_target_layout(params, target, plan({}))  # fresh head
 
 
 # --- end to end on the tiny corpus -------------------------------------------------------------

@@ -18,6 +18,7 @@ from xasr.transfer.finetune import (
     target_vocab,
     transfer,
 )
+from xasr.transfer.plan import plan_transfer
 from xasr.transfer.surgery import frozen_parameter_names, reinit_top_layers
 from xasr.transfer.vocab_map import base_letter, map_tokens, read_user_map
 
@@ -103,9 +104,11 @@ def initialised(source, vocab, seed=0, **opts):
     src_model, src_cfg, src_vocab = source
     torch.manual_seed(seed)
     model = build_model(src_cfg, len(vocab))
-    report = initialise_from_source(
-        model, src_model, src_cfg, src_vocab, vocab, TransferOptions(source="en", **opts), seed
+    opts = TransferOptions(source="en", **opts)
+    plan = plan_transfer(
+        model, vocab, src_vocab, False, opts.reinit_head, opts.drop_layers, 0, opts.token_map_file
     )
+    report = initialise_from_source(model, src_model, plan, (src_vocab, vocab), src_cfg, seed)
     return model, report
 
 
@@ -151,6 +154,11 @@ def test_head_transfer_copies_rows_and_encoder(source, german_vocab):
         )
     new = tgt_index["ß"]
     assert model.head.bias[new].item() == pytest.approx(src_model.head.bias.min().item())
+    torch.manual_seed(0)  # a new token's weights are the fresh model's, untouched
+    fresh = build_model(source[1], len(german_vocab))
+    assert torch.equal(model.head.weight[new], fresh.head.weight[new])
+    assert report["vocab_params"] == ["head.weight", "head.bias"]
+    assert report["copied_modules"] == ["frontend.", "encoder."]
 
 
 def test_reinit_head_keeps_encoder_only(source, german_vocab):

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
-from xasr.decode.greedy import greedy_texts
+from xasr.decode.greedy import GreedyCtc
 from xasr.decode.lm import BeamSearchOptions
 from xasr.decode.metrics import error_counts, error_counts_by_language
 from xasr.device import torch_device
@@ -54,7 +54,7 @@ def transcribe_paths(
     """``decoder(log_probs, lengths) -> texts`` (default greedy). ``stats``, if given, receives
     audio_seconds, decode_seconds (the search alone) and total_seconds."""
     started = time.perf_counter()
-    decode = decoder or (lambda log_probs, frames: greedy_texts(log_probs, frames, vocab))
+    decode = decoder or GreedyCtc(vocab)
     audio_seconds = decode_seconds = 0.0
     device = torch_device(device)
     model = model.to(device).eval()
@@ -113,7 +113,7 @@ def evaluate(
     if output:
         output_file(output, "--json")
     model, _, vocab = load_model_dir(model_dir)
-    decoder = None
+    decoder = GreedyCtc(vocab)
     if lm is not None:
         from xasr.decode.lm import LmDecoder
 
@@ -140,7 +140,7 @@ def evaluate(
     result.update(model=str(model_dir), manifest=str(manifest), data=report.summary())
     audio_seconds = max(stats["audio_seconds"], 1e-9)
     result.update(
-        decoder=decoder.info() if decoder else {"name": "greedy"},
+        decoder=decoder.info(),
         decode_rtf=stats["decode_seconds"] / audio_seconds,
         total_rtf=stats["total_seconds"] / audio_seconds,
         audio_seconds=stats["audio_seconds"],

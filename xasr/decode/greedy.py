@@ -22,3 +22,20 @@ def greedy_ids(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[li
 
 def greedy_texts(log_probs: Tensor, lengths: Tensor, vocab) -> list[str]:
     return [vocab.decode(ids) for ids in greedy_ids(log_probs, lengths, vocab.blank_id)]
+
+
+class GreedyCtc:
+    """The best-path decoding strategy: ``decoder(log_probs, lengths) -> texts`` (as
+    ``xasr.decode.lm.LmDecoder``, the beam search with an LM, is called); ``info()`` names it
+    in results."""
+
+    name = "greedy"
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
+        return greedy_texts(log_probs, lengths, self.vocab)
+
+    def info(self) -> dict:
+        return {"name": self.name}

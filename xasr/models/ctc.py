@@ -1,4 +1,9 @@
-"""The CTC model: features, front end, encoder, linear head. A vocabulary change is a head swap."""
+"""The CTC model: features, front end, encoder, linear head. A vocabulary change is a head swap.
+
+The model protocol every training, transfer and decoding path relies on (and that a second
+model family implements the same way): ``encode(audio, lengths)``, ``loss(batch)`` and
+``vocab_params()``; ``forward`` gives what the decoders read.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def ctc_loss(log_probs: Tensor, lengths: Tensor, batch: dict, blank: int) -> Tensor:
+    """Mean CTC loss of a batch; ``log_probs`` (batch, frames, vocab), ``lengths`` (batch,)."""
+    # ctc_loss wants (frames, batch, vocab); "mean" divides each utterance's loss by its
+    # target length, so long and short utterances weigh alike.
+    return F.ctc_loss(
+        log_probs.transpose(0, 1),
+        batch["targets"],
+        lengths,
+        batch["target_lengths"],
+        blank=blank,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
 class CtcModel(nn.Module):
     """forward(audio, lengths) -> log_probs : Tensor, shape = (batch, frames, vocab), lengths.
 
     ``augment`` (optional) is applied to the features in training, e.g. SpecAugment.
+    ``blank_id``: the CTC blank's index (0 in every xasr vocabulary).
     """
+
+    blank_id = 0
 
     def __init__(
         self, features: nn.Module, frontend: nn.Module, encoder: nn.Module, head: nn.Linear
@@ -22,6 +45,7 @@ class CtcModel(nn.Module):
         self.head = head
 
     def encode(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
+        """audio (batch, samples) -> encoder states (batch, frames, d_model), frame lengths."""
         feats, lengths = self.features(audio, lengths)
         if augment is not None:
             feats = augment(feats, lengths)
@@ -31,3 +55,18 @@ class CtcModel(nn.Module):
     def forward(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
         x, lengths = self.encode(audio, lengths, augment)
         return F.log_softmax(self.head(x).float(), dim=-1), lengths
+
+    def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training loss of an ``AsrDataset`` batch and its parts ({"ctc": ...})."""
+        log_probs, lengths = self(batch["audio"], batch["audio_lengths"], augment)
+        loss = ctc_loss(log_probs, lengths, batch, self.blank_id)
+        return loss, {"ctc": loss}
+
+    def vocab_params(self) -> dict[str, int]:
+        """Parameters indexed by the vocabulary: {name: the axis of the tokens}. Every
+        vocabulary change (``xasr.transfer.vocab_rows``) goes through these and only these."""
+        return {"head.weight": 0, "head.bias": 0}
+
+    def transferable_prefixes(self) -> tuple[str, ...]:
+        """Parameters that do not depend on the vocabulary and copy by name from a source."""
+        return ("frontend.", "encoder.")

@@ -1,4 +1,5 @@
-"""The LightningModule: one CTC training step, greedy validation with summed error counts.
+"""The LightningModule: one training step on the model's own loss, validation with summed
+error counts.
 
 An optional ``penalty`` (a module called with the model, e.g. L2-SP or EWC from
 ``xasr.transfer.forgetting.AnchorPenalty``) is added to the training loss.
@@ -11,29 +12,13 @@ from functools import partial
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
-from xasr.decode.greedy import greedy_texts
+from xasr.decode.greedy import GreedyCtc
 from xasr.decode.metrics import ErrorCounts, error_counts
 from xasr.models.ctc import CtcModel
-
-
-def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: dict, blank: int):
-    """Mean CTC loss of a batch; ``log_probs`` (batch, frames, vocab), ``lengths`` (batch,)."""
-    # ctc_loss wants (frames, batch, vocab); "mean" divides each utterance's loss by its
-    # target length, so long and short utterances weigh alike.
-    return F.ctc_loss(
-        log_probs.transpose(0, 1),
-        batch["targets"],
-        lengths,
-        batch["target_lengths"],
-        blank=blank,
-        reduction="mean",
-        zero_infinity=True,
-    )
 
 
 def make_adamw(
@@ -72,6 +57,7 @@ class CtcTask(L.LightningModule):
         self.vocab = vocab
         self.cfg = cfg
         self._val_counts = ErrorCounts()
+        self._decode = GreedyCtc(vocab)  # validation decodes greedily: fast, and comparable
         self._augment = (
             partial(
                 spec_augment,
@@ -85,8 +71,7 @@ class CtcTask(L.LightningModule):
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"], self._augment)
-        loss = ctc_loss(log_probs, lengths, batch, self.vocab.blank_id)
+        loss, _ = self.model.loss(batch, self._augment)
         seconds = batch["audio_lengths"].sum() / 16000
         # "step" sets the step the logger records: the update this batch makes (1-based), where
         # Lightning would write the count of updates before it.
@@ -112,7 +97,7 @@ class CtcTask(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"])
-        hyps = greedy_texts(log_probs, lengths, self.vocab)
+        hyps = self._decode(log_probs, lengths)
         self._val_counts += error_counts(batch["texts"], hyps)
 
     def on_validation_epoch_end(self) -> None:

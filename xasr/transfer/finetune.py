@@ -43,14 +43,9 @@ from xasr.transfer.forgetting import (
     normalise_fisher,
     to_target_layout,
 )
-from xasr.transfer.surgery import (
-    check_same_architecture,
-    copy_encoder,
-    frozen_parameter_names,
-    reinit_top_layers,
-    transfer_head,
-)
-from xasr.transfer.vocab_map import map_tokens, read_user_map
+from xasr.transfer.plan import TransferPlan, plan_transfer
+from xasr.transfer.surgery import check_same_architecture, copy_encoder, reinit_top_layers
+from xasr.transfer.vocab_rows import remap_vocab_rows
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +162,16 @@ def transfer(
     )
     torch.manual_seed(cfg.seed)
     model = build_model(source_cfg, len(vocab))
+    plan = plan_transfer(
+        model,
+        vocab,
+        source_vocab,
+        scratch=opts.scratch,
+        reinit_head=opts.reinit_head,
+        drop_layers=opts.drop_layers,
+        freeze_layers=cfg.freeze_layers,
+        token_map_file=opts.token_map_file,
+    )
     report = {
         "source": opts.source,
         "strategy": strategy_name(opts),
@@ -175,20 +180,18 @@ def transfer(
         "freeze_steps": cfg.freeze_steps,
         "options": asdict(opts),
     }
-    if source is not None and not opts.scratch and not resuming:
-        report.update(
-            initialise_from_source(model, source, source_cfg, source_vocab, vocab, opts, cfg.seed)
-        )
-    frozen = frozen_parameter_names(model, cfg.freeze_layers)
-    frozen_until = frozenset(frozen) if cfg.freeze_steps else frozenset()
+    if plan.copied_prefixes and not resuming:
+        vocabs = (source_vocab, vocab)
+        report.update(initialise_from_source(model, source, plan, vocabs, source_cfg, cfg.seed))
+    frozen_until = plan.frozen if cfg.freeze_steps else frozenset()
     if not cfg.freeze_steps:
         for name, param in model.named_parameters():
-            param.requires_grad_(name not in frozen)
+            param.requires_grad_(name not in plan.frozen)
     run_dir.mkdir(parents=True, exist_ok=True)
     penalty = None
     if opts.l2sp_weight or opts.ewc_weight:
         penalty = forgetting_penalty(
-            run_dir, model, (source, source_vocab), vocab, opts, cfg, skip_bad
+            run_dir, model, (source, source_vocab), plan, opts, cfg, skip_bad
         )
         report["penalty"] = penalty.describe() if penalty is not None else None
     if not resuming:
@@ -250,26 +253,26 @@ def check_resumed_options(run_dir: Path, opts: TransferOptions) -> None:
 
 
 def forgetting_penalty(
-    run_dir: Path, model, source, vocab, opts: TransferOptions, cfg: TrainConfig, skip_bad: bool
+    run_dir: Path,
+    model,
+    source,
+    plan: TransferPlan,
+    opts: TransferOptions,
+    cfg: TrainConfig,
+    skip_bad: bool,
 ) -> AnchorPenalty | None:
     """L2-SP and/or EWC as one ``AnchorPenalty`` toward ``source`` = (model, vocab).
 
-    Anchored: the trainable front end and encoder weights the transfer copied (not dropped
-    layers) and the head rows of tokens both vocabularies share (mapped and new rows are free:
-    a mapped ä only starts from a). Coefficient: ``l2sp_weight + ewc_weight * F / mean(F)``.
+    Anchored, as ``plan`` says: the trainable weights the transfer copied (not dropped layers)
+    and the vocabulary rows of tokens both vocabularies share (mapped and new rows are free: a
+    mapped ä only starts from a). Coefficient: ``l2sp_weight + ewc_weight * F / mean(F)``.
     """
-    source_model, source_vocab = source
-    head_rows = {}
-    if not opts.reinit_head:
-        user_map = read_user_map(opts.token_map_file)
-        head_rows = map_tokens(vocab.tokens, source_vocab.tokens, user_map).copied
-    n_layers = len(model.encoder.layers)
-    skip = tuple(f"encoder.layers.{i}." for i in range(n_layers - opts.drop_layers, n_layers))
+    source_model, _ = source
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     params = dict(source_model.named_parameters())
 
     def layout(tensors: dict) -> dict:
-        laid = to_target_layout(tensors, model, head_rows, skip)
+        laid = to_target_layout(tensors, model, plan)
         return {n: t for n, t in laid.items() if n in trainable}
 
     reference = layout(params)
@@ -313,25 +316,25 @@ def source_fisher(run_dir: Path, source, opts: TransferOptions, cfg: TrainConfig
 
 
 def initialise_from_source(
-    model, source, source_cfg: ModelConfig, source_vocab, vocab, opts: TransferOptions, seed: int
+    model, source, plan: TransferPlan, vocabs, model_cfg: ModelConfig, seed: int
 ) -> dict:
-    """Copy the encoder, transfer or re-initialise the head, drop top layers. Returns a report."""
-    tensors = copy_encoder(source, model)
-    report = {"encoder_tensors_copied": tensors}
-    if opts.reinit_head:
-        log.info("head re-initialised (%d target tokens)", len(vocab))
+    """Carry out ``plan``: copy the parameters it names, rebuild the vocabulary rows token by
+    token (or leave them fresh), re-initialise dropped layers (from a fresh ``model_cfg``
+    model). ``vocabs``: (source vocabulary, target vocabulary). Returns a report
+    (icefall-style: which modules were copied)."""
+    source_vocab, vocab = vocabs
+    tensors = copy_encoder(source, model, plan.copied_prefixes)
+    report = {"encoder_tensors_copied": tensors, "copied_modules": list(plan.copied_prefixes)}
+    if plan.token_map is None:
+        log.info("vocabulary rows re-initialised (%d target tokens)", len(vocab))
     else:
-        token_map = map_tokens(
-            vocab.tokens, source_vocab.tokens, read_user_map(opts.token_map_file)
-        )
-        transfer_head(source, model, token_map)
-        message = token_map.summary(vocab.tokens, source_vocab.tokens)
-        log.info(message)
-        report["tokens"] = token_map.describe(vocab.tokens, source_vocab.tokens)
-    if opts.drop_layers:
+        report["vocab_params"] = remap_vocab_rows(source, model, plan.token_map)
+        log.info(plan.token_map.summary(vocab.tokens, source_vocab.tokens))
+        report["tokens"] = plan.token_map.describe(vocab.tokens, source_vocab.tokens)
+    if plan.dropped_layers:
         torch.manual_seed(seed + 1)
-        fresh = build_model(source_cfg, len(vocab))
-        report["dropped_layers"] = reinit_top_layers(model, fresh, opts.drop_layers)
+        fresh = build_model(model_cfg, len(vocab))
+        report["dropped_layers"] = reinit_top_layers(model, fresh, len(plan.dropped_layers))
     return report
 
 

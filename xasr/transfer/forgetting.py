@@ -29,7 +29,8 @@ from xasr.errors import XasrError
 from xasr.io import write_file
 from xasr.models.build import resolve_model
 from xasr.models.ctc import CtcModel
-from xasr.train.module import ctc_loss
+from xasr.transfer.plan import TransferPlan
+from xasr.transfer.vocab_rows import vocab_rows_layout
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +85,20 @@ def _key(kind: str, name: str) -> str:
 
 
 def to_target_layout(
-    source_tensors: dict[str, Tensor],
-    target: CtcModel,
-    head_rows: dict[int, int],
-    skip: tuple[str, ...] = (),
+    source_tensors: dict[str, Tensor], target: CtcModel, plan: TransferPlan
 ) -> dict[str, Tensor]:
     """Tensors keyed by the source model's parameter names (its weights, its Fisher, ones) laid
-    out as the target's transferred parameters.
+    out as the target's transferred parameters, as ``plan`` transferred them.
 
-    Front end and encoder parameters come as they are, except names starting with ``skip``
-    (re-initialised layers). The head (source shape (V_source, d), target (V_target, d)) gets
-    the source row ``s`` at target row ``t`` for each ``t: s`` of ``head_rows``, zeros
-    elsewhere; no head at all when ``head_rows`` is empty.
+    Parameters under ``plan.copied_prefixes`` come as they are, except dropped layers; the
+    vocabulary-indexed ones get the source row at each target row of ``plan.anchored_rows``,
+    zeros elsewhere (``vocab_rows_layout``), and are absent when the rows started fresh.
     """
     out = {}
-    for name, param in target.named_parameters():
-        if name.startswith(("frontend.", "encoder.")) and not name.startswith(skip):
+    for name, _ in target.named_parameters():
+        if name.startswith(plan.copied_prefixes) and not name.startswith(plan.dropped_prefixes):
             out[name] = source_tensors[name].detach().cpu().clone()
-        elif name.startswith("head.") and head_rows:
-            rows = torch.zeros_like(param, device="cpu")
-            t_rows, s_rows = (list(x) for x in zip(*sorted(head_rows.items())))
-            rows[t_rows] = source_tensors[name].detach().cpu()[s_rows]
-            out[name] = rows
+    out.update(vocab_rows_layout(source_tensors, target, plan.anchored_rows))
     return out
 
 
@@ -136,7 +129,7 @@ def estimate_fisher(
     """Diagonal empirical Fisher of ``model`` (the source, with its own vocabulary) on ``cuts``.
 
     The mean over at most ``batches`` shuffled batches of the squared gradient of each batch's
-    mean CTC loss, in eval mode (no dropout or SpecAugment). Per-batch rather than
+    mean loss (``model.loss``: CTC for a CTC model), in eval mode (no dropout or SpecAugment). Per-batch rather than
     per-utterance gradients: a batch's size times cheaper, and near a converged source the mean
     gradient is small, so this is the per-utterance Fisher divided by the batch size, a scale
     ``normalise_fisher`` removes. Returns ({parameter name: F, the parameter's shape, on CPU},
@@ -152,9 +145,9 @@ def estimate_fisher(
             break
         batch = dataset[cut_batch]
         model.zero_grad(set_to_none=True)
-        log_probs, lengths = model(batch["audio"].to(device), batch["audio_lengths"].to(device))
-        batch = {k: batch[k].to(device) for k in ("targets", "target_lengths")}
-        ctc_loss(log_probs, lengths, batch, vocab.blank_id).backward()
+        tensors = ("audio", "audio_lengths", "targets", "target_lengths")
+        loss, _ = model.loss({**batch, **{k: batch[k].to(device) for k in tensors}})
+        loss.backward()
         for name, param in model.named_parameters():
             if param.grad is not None:
                 fisher[name] += param.grad.detach().square()

@@ -1,8 +1,8 @@
-"""Initialise a target model from a source one: encoder by parameter name, head by token.
+"""Layer surgery: copying by parameter-name prefix, re-initialising and freezing layers.
 
 Partial loading by parameter-name prefix (icefall's ``load_model_params``) is the primitive;
-the head is the only part whose shape depends on the vocabulary, and it is rebuilt row by row
-from the token map, so vocabularies of any size transfer without a shape error.
+the parameters whose shape depends on the vocabulary are rebuilt row by row from the token map
+(``xasr.transfer.vocab_rows``), so vocabularies of any size transfer without a shape error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 from xasr.config import ModelConfig
 from xasr.errors import CheckpointError
 from xasr.models.ctc import CtcModel
-from xasr.transfer.vocab_map import TokenMap
 
 
 def check_same_architecture(source: ModelConfig, target: ModelConfig, source_name: str) -> None:
@@ -32,8 +31,9 @@ def check_same_architecture(source: ModelConfig, target: ModelConfig, source_nam
         )
 
 
-def copy_encoder(source: CtcModel, target: CtcModel, prefixes=("frontend.", "encoder.")) -> int:
-    """Copy every parameter under ``prefixes``; returns how many tensors were copied."""
+def copy_encoder(source: CtcModel, target: CtcModel, prefixes: tuple[str, ...]) -> int:
+    """Copy every parameter under ``prefixes`` (``target.transferable_prefixes()``: all that
+    does not depend on the vocabulary); returns how many tensors were copied."""
     source_state = source.state_dict()
     target_state = target.state_dict()
     copied = 0
@@ -49,25 +49,6 @@ def copy_encoder(source: CtcModel, target: CtcModel, prefixes=("frontend.", "enc
         tensor.copy_(source_state[name])
         copied += 1
     return copied
-
-
-@torch.no_grad()
-def transfer_head(source: CtcModel, target: CtcModel, token_map: TokenMap) -> None:
-    """Target rows (and biases) of copied/mapped tokens take their source rows.
-
-    A mapped token's bias is lowered by log(2) so it starts as a slightly less likely twin of
-    its source letter instead of tying with it.
-    """
-    for t, s in token_map.copied.items():
-        target.head.weight[t] = source.head.weight[s]
-        target.head.bias[t] = source.head.bias[s]
-    for t, s in token_map.mapped.items():
-        target.head.weight[t] = source.head.weight[s]
-        target.head.bias[t] = source.head.bias[s] - 0.6931
-    if token_map.new:
-        # New tokens start less likely than any known one, so early decoding keeps to letters the
-        # model already knows while the new rows learn.
-        target.head.bias[token_map.new] = source.head.bias.min()
 
 
 @torch.no_grad()
