@@ -2,8 +2,10 @@
 
 The model (default: the shipped en-small) is exported with ``xasr.export.onnx.export_onnx``;
 both sides then transcribe the same 8 utterances of 4-11 s (noise-like audio: the cost does not
-depend on what is said) as log-probabilities, interleaved repetition by repetition so that
-machine noise hits both alike:
+depend on what is said) as log-probabilities, interleaved repetition by repetition (the order
+alternating, and a pause before each run so that onnxruntime's threads, which spin a while
+when idle, do not eat into torch's turn) so that machine noise hits both alike. Both sides
+run with their defaults:
 
 * batch 1: each utterance alone; batched: one padded batch of all 8;
 * 1 thread, and all threads (``torch.set_num_threads`` / onnxruntime's intra-op threads).
@@ -70,7 +72,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/onnx-cpu.json")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    all_threads = os.cpu_count() or 1
+    all_threads = len(os.sched_getaffinity(0))  # the cores this process may use
     model, cfg, _ = load_model_dir(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -91,9 +93,14 @@ def main() -> None:
             for shape, groups in shapes.items():
                 run_torch(model, groups[:1]), run_onnx(session, groups[:1])  # warm-up
                 times = {"torch": [], "onnx": []}
-                for _ in range(args.repeats):
-                    times["torch"].append(run_torch(model, groups))
-                    times["onnx"].append(run_onnx(session, groups))
+                runs = {
+                    "torch": lambda groups=groups: run_torch(model, groups),
+                    "onnx": lambda groups=groups, session=session: run_onnx(session, groups),
+                }
+                for repeat in range(args.repeats):
+                    for side in ("torch", "onnx") if repeat % 2 == 0 else ("onnx", "torch"):
+                        time.sleep(0.2)  # onnxruntime's idle threads spin a while: let them stop
+                        times[side].append(runs[side]())
                 rtf = {k: statistics.median(v) / audio_seconds for k, v in times.items()}
                 ratios = [t / o for t, o in zip(times["torch"], times["onnx"])]
                 rows.append(

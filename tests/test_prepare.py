@@ -74,6 +74,25 @@ def test_commonvoice_mp3(tmp_path):
     assert len(kept) == 1 and report.resampled == {48_000: 1}
 
 
+def test_commonvoice_old_release_and_missing_clip(tmp_path):
+    """A release-7 table ("accent", no "variant") reads; a row whose clip is missing is
+    counted as dropped."""
+    lang = tmp_path / "cv-corpus-7.0" / "de"
+    lang.mkdir(parents=True)
+    columns = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent"]
+    lines = ["\t".join(columns)]
+    for i, sentence in enumerate(["Guten Tag.", "Danke schön!"]):
+        if i == 0:
+            write_audio(lang / "clips" / f"common_voice_de_{i}.mp3", 1.0, 48_000, fmt="MP3")
+        lines.append("\t".join(["c", f"common_voice_de_{i}.mp3", sentence, "2", "0", "", "", ""]))
+    (lang / "train.tsv").write_text("\n".join(lines) + "\n")
+    prepared = prepare_corpus("commonvoice", lang.parent, tmp_path / "out", lang="de")
+    assert texts(prepared.manifests["train"]) == ["guten tag"]
+    assert (
+        "dropped 1 (audio missing or unreadable (skipped by lhotse))" in prepared.summary["train"]
+    )
+
+
 def test_librispeech(tmp_path):
     chapter = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123"
     lines = ["84-121123-0000 GO DO YOU HEAR", "84-121123-0001 BUT IN LESS THAN FIVE MINUTES"]
@@ -102,6 +121,7 @@ def test_mls(tmp_path):
         (lang / split).mkdir()
         (lang / split / "transcripts.txt").write_text(f"{ident}\tuna frase de {split}\n")
         write_audio(lang / split / "audio" / "10087" / "10388" / f"{ident}.flac", 1.0)
+    (root / "mls_german_opus" / "train").mkdir(parents=True)  # half-extracted: not read
     prepared = prepare_corpus("mls", root, tmp_path / "out", lang="es", splits=["train", "test"])
     assert set(prepared.manifests) == {"train", "test"}
     assert texts(prepared.manifests["test"]) == ["una frase de test"]
@@ -121,6 +141,19 @@ def test_fleurs(tmp_path):
     prepared = prepare_corpus("fleurs", root, tmp_path / "out", lang="es_419")
     assert texts(prepared.manifests["dev"]) == ["la frase de dev"]
     assert read_manifest(prepared.manifests["dev"])[0].lang == "es"
+
+
+def test_fleurs_released_layout(tmp_path):
+    """As Google releases it: <lang>/audio/<split>/*.wav and <lang>/<split>.tsv."""
+    lang = tmp_path / "fleurs" / "es_419"
+    for split in ("train", "dev", "test"):
+        name = f"{split}_1.wav"
+        write_audio(lang / "audio" / split / name, 1.0)
+        raw = f"Otra frase de {split}."
+        (lang / f"{split}.tsv").write_text(f"7\t{name}\t{raw}\t{raw.lower()}\to t\t{RATE}\tMALE\n")
+    prepared = prepare_corpus("fleurs", lang.parent, tmp_path / "out", lang="es_419")
+    assert texts(prepared.manifests["test"]) == ["otra frase de test"]
+    assert "dropped" not in prepared.summary["test"]
 
 
 def test_voxpopuli_segments_become_files(tmp_path):
@@ -191,6 +224,20 @@ def test_hf_datasets_folder(tmp_path):
     assert [round(u.duration, 2) for u in utts] == [1.0, 0.8]
 
 
+def test_parquet_converter_layout_keeps_splits_apart(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _datasets_rows(tmp_path)
+    for split in ("validated", "other"):
+        (tmp_path / "conv" / "default" / split).mkdir(parents=True)
+        table = pa.table({"audio": rows["audio"], "text": [f"{split} a", f"{split} b"]})
+        pq.write_table(table, tmp_path / "conv" / "default" / split / "0000.parquet")
+    prepared = prepare_corpus("hf", tmp_path / "conv", tmp_path / "out", lang="es")
+    assert set(prepared.manifests) == {"validated", "other"}
+    assert texts(prepared.manifests["other"]) == ["other a", "other b"]
+
+
 def test_parquet_folder_and_wrong_column(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -224,6 +271,22 @@ def test_parquet_folder_and_wrong_column(tmp_path):
 )
 def test_transcript_rules(rules, text, expected):
     assert TranscriptNormaliser(rules)(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "expected"),
+    [
+        ("tr", "İstanbul IĞDIR", "istanbul ığdır"),  # dotted and dotless i
+        ("en", "İstanbul", "istanbul"),  # NFC again: no i + combining dot
+        ("cmn", "你好，世界。", "你好世界"),  # no word break where there was none
+        ("ca", "La col·lecció · bé", "la col·lecció bé"),
+        ("hi", "राम\u2019s", "राम's"),  # after a combining vowel sign, still inside the word
+        ("en", "soft\u00adhyphen zero\u200bwidth", "softhyphen zerowidth"),
+        ("en", "½ price", None),  # numbers beyond 0-9 are digits too
+    ],
+)
+def test_transcript_rules_by_language(lang, text, expected):
+    assert TranscriptNormaliser(TranscriptRules(), lang)(text) == expected
 
 
 def test_prepare_command_line(tmp_path, capsys):
@@ -270,6 +333,28 @@ def test_lhotse_cut_manifest_trains(corpus, tmp_path, make_cfg):
         progress=False,
     )
     assert result.steps == 4
+
+
+def test_cut_manifest_as_icefall_writes_it(corpus, tmp_path, monkeypatch):
+    """Paths relative to the working folder (lhotse's rule), "English" as the language; a
+    speed-perturbed cut is refused."""
+    from lhotse import CutSet, Recording, SupervisionSegment
+
+    monkeypatch.chdir(corpus.root)
+    row = corpus.en_rows[0]
+    recording = Recording.from_file(row["audio_filepath"], recording_id="r")  # relative
+    cut = recording.to_cut()
+    cut.supervisions = [
+        SupervisionSegment("s", "r", 0.0, cut.duration, text="x", language="English")
+    ]
+    (tmp_path / "data" / "manifests").mkdir(parents=True)
+    path = tmp_path / "data" / "manifests" / "cuts.jsonl.gz"
+    CutSet.from_cuts([cut]).to_file(path)
+    (utt,) = read_manifest(path)
+    assert utt.audio_filepath == corpus.root / row["audio_filepath"] and utt.lang == "en"
+    CutSet.from_cuts([cut.perturb_speed(0.9)]).to_file(path)
+    with pytest.raises(XasrError, match="applies Speed to its audio"):
+        read_manifest(path)
 
 
 def test_segment_cut_is_refused_with_the_way_out(corpus, tmp_path):

@@ -14,11 +14,15 @@ recordings, audio stored inside parquet or arrow files).
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import logging
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xasr.data.audio import SAMPLE_RATE, save_audio
@@ -64,6 +68,9 @@ class Request:
     audio_dir: Path
     audio_column: str = "audio"
     text_column: str = "text"
+    # rows of the corpus's own tables per split, where a reader knows them: lines lhotse's
+    # recipe skipped (audio missing or unreadable) are counted from the difference
+    source_rows: dict[str, int] = field(default_factory=dict)
 
     def keep(self, split: str) -> bool:
         return not self.splits or split in self.splits
@@ -110,9 +117,14 @@ def prepare_corpus(
         if not found:
             raise DataError(f"{corpus} in {corpus_dir}: no split found")
         manifests, kept, summary = {}, {}, {}
+        code = language_code(corpus, lang)
         for split, utterances in found.items():
-            normalise = TranscriptNormaliser(rules or TranscriptRules())
-            lines = _normalised(utterances(), normalise, _language_code(corpus, lang))
+            normalise = TranscriptNormaliser(rules or TranscriptRules(), code)
+            read = utterances()
+            if split in request.source_rows and request.source_rows[split] > len(read):
+                missing = request.source_rows[split] - len(read)
+                normalise.dropped["audio missing or unreadable (skipped by lhotse)"] += missing
+            lines = _normalised(read, normalise, code)
             manifests[split] = out / f"{split}.jsonl"
             write_manifest(manifests[split], lines)
             kept[split] = len(lines)
@@ -130,13 +142,20 @@ def _normalised(utterances, normalise, lang: str) -> list[Utterance]:
     return kept
 
 
-def _language_code(corpus: str, lang: str) -> str:
-    """The ``lang`` written: ISO 639-1 where the corpus names languages otherwise."""
-    if corpus == "fleurs":
-        return lang.split("_")[0]  # es_419 -> es
-    if corpus == "commonvoice":
-        return lang.split("-")[0]  # zh-CN -> zh
-    return lang
+# Corpus language codes whose first part is not the ISO 639-1 code xasr writes (Mandarin and
+# Cantonese as XLT-Synth names them: cmn, yue)
+LANGUAGE_CODES = {
+    "zh-CN": "cmn", "zh-TW": "cmn", "zh-HK": "yue", "cmn": "cmn", "yue": "yue",
+    "cmn_hans_cn": "cmn", "yue_hant_hk": "yue", "fil": "tl",
+}  # fmt: skip
+
+
+def language_code(corpus: str, lang: str) -> str:
+    """The ``lang`` written: es_419 -> es, pt-BR -> pt, zh-CN -> cmn, zh-HK -> yue."""
+    if lang in LANGUAGE_CODES:
+        return LANGUAGE_CODES[lang]
+    first = lang.replace("-", "_").split("_")[0]
+    return LANGUAGE_CODES.get(first, first)
 
 
 # --- lhotse recipes ------------------------------------------------------------------------
@@ -145,13 +164,16 @@ def _language_code(corpus: str, lang: str) -> str:
 def _lhotse_splits(
     recipe: Callable[[], dict], corpus: str, corpus_dir: Path
 ) -> dict[str, dict[str, object]]:
-    """Call a lhotse recipe, turning its failures (assertions, missing columns) into one line."""
+    """Call a lhotse recipe: its failures (assertions, missing columns, undecodable audio in
+    a worker) become one line, and what it prints goes to stderr, not into prepare's table."""
     try:
-        return recipe()
-    except (AssertionError, KeyError, ValueError, OSError, IndexError) as err:
+        with contextlib.redirect_stdout(sys.stderr):
+            return recipe()
+    except Exception as err:  # noqa: BLE001 - recipes raise anything, from their workers too
+        reason = (str(err).strip().splitlines() or [""])[0]
         raise DataError(
-            f"lhotse's {corpus} recipe cannot read {corpus_dir} ({type(err).__name__}: {err}); "
-            "check the folder's layout against the README"
+            f"lhotse's {corpus} recipe cannot read {corpus_dir} ({type(err).__name__}: "
+            f"{reason}); check the folder's layout against the README"
         ) from None
 
 
@@ -191,6 +213,11 @@ def _utterances_of(parts: dict, audio_dir: Path):
         )
 
 
+# The columns lhotse's Common Voice recipe reads; older releases lack some ("accents" was
+# "accent" up to release 7, "variant" came with release 13): added empty where missing.
+COMMONVOICE_COLUMNS = ("client_id", "path", "sentence", "age", "gender", "accents", "variant")
+
+
 def _commonvoice(req: Request):
     from lhotse.recipes import prepare_commonvoice
 
@@ -200,12 +227,42 @@ def _commonvoice(req: Request):
     splits = req.splits or [
         s for s in ("train", "dev", "test") if (lang_dir / f"{s}.tsv").is_file()
     ]
+    root = req.work / "commonvoice"
+    (root / req.lang).mkdir(parents=True)
+    (root / req.lang / "clips").symlink_to(lang_dir.resolve() / "clips")
+    for split in splits:
+        if (lang_dir / f"{split}.tsv").is_file():
+            req.source_rows[split] = _complete_tsv(
+                lang_dir / f"{split}.tsv", root / req.lang / f"{split}.tsv"
+            )
+    jobs = max(1, len(os.sched_getaffinity(0)))
     manifests = _lhotse_splits(
-        lambda: prepare_commonvoice(req.corpus_dir, req.work, languages=[req.lang], splits=splits),
+        lambda: prepare_commonvoice(
+            root, req.work, languages=[req.lang], splits=splits, num_jobs=jobs
+        ),
         "commonvoice",
         req.corpus_dir,
     )
     return _cut_reader(manifests.get(req.lang, {}), req)
+
+
+def _complete_tsv(source: Path, target: Path) -> int:
+    """Copy a Common Voice table with the columns lhotse reads added (empty) where this
+    release lacks them; returns its rows."""
+    with source.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    columns = list(rows[0].keys()) if rows else []
+    if "accent" in columns and "accents" not in columns:  # releases up to 7
+        for row in rows:
+            row["accents"] = row["accent"]
+    columns += [c for c in COMMONVOICE_COLUMNS if c not in columns]
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(
+            handle, columns, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", restval=""
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
 
 
 def _librispeech(req: Request):
@@ -227,25 +284,46 @@ def _mls(req: Request):
         raise DataError(f"mls: --lang {req.lang!r}; MLS has {', '.join(MLS_LANGUAGES)}")
     name = MLS_LANGUAGES[req.lang]
     opus = (req.corpus_dir / f"mls_{name}_opus").is_dir()
-    if not opus and not (req.corpus_dir / f"mls_{name}").is_dir():
+    folder = req.corpus_dir / (f"mls_{name}_opus" if opus else f"mls_{name}")
+    if not folder.is_dir():
         raise DataError(f"mls: no folder mls_{name} (or mls_{name}_opus) in {req.corpus_dir}")
-    manifests = _lhotse_splits(
-        lambda: prepare_mls(req.corpus_dir, req.work, opus=opus), "mls", req.corpus_dir
-    )
+    # The recipe reads every mls_* folder of its root: give it a root holding this one only.
+    root = req.work / "mls"
+    root.mkdir()
+    (root / folder.name).symlink_to(folder.resolve())
+    manifests = _lhotse_splits(lambda: prepare_mls(root, req.work, opus=opus), "mls", folder)
     return _cut_reader(manifests.get(name, {}), req)
 
 
 def _fleurs(req: Request):
+    """lhotse's layout (``<lang>/<split>/*.wav``, ``metadata/<lang>/<split>.tsv``, as
+    ``lhotse.download_fleurs`` writes it) or the released one (``<lang>/audio/<split>/*.wav``,
+    ``<lang>/<split>.tsv``), which is linked into lhotse's layout."""
     from lhotse.recipes import prepare_fleurs
 
     root, lang = req.corpus_dir, req.lang
-    if not (root / lang).is_dir() or not (root / "metadata" / lang).is_dir():
+    released = (root / lang / "audio").is_dir() and any((root / lang).glob("*.tsv"))
+    if released:
+        root = req.work / "fleurs"
+        (root / "metadata" / lang).mkdir(parents=True)
+        (root / lang).mkdir()
+        for split in ("train", "dev", "test"):
+            (root / lang / split).symlink_to((req.corpus_dir / lang / "audio" / split).resolve())
+            (root / "metadata" / lang / f"{split}.tsv").symlink_to(
+                (req.corpus_dir / lang / f"{split}.tsv").resolve()
+            )
+    elif not (root / lang).is_dir() or not (root / "metadata" / lang).is_dir():
         raise DataError(
-            f"fleurs: expected {root / lang}/{{train,dev,test}}/*.wav and "
-            f"{root / 'metadata' / lang}/{{train,dev,test}}.tsv"
+            f"fleurs: expected {root / lang}/audio/{{train,dev,test}}/*.wav with "
+            f"{root / lang}/{{train,dev,test}}.tsv (as released), or lhotse's layout "
+            f"{root / lang}/{{train,dev,test}}/*.wav with metadata/{lang}/{{train,dev,test}}.tsv"
         )
+    for split in ("train", "dev", "test"):
+        table = root / "metadata" / lang / f"{split}.tsv"
+        if table.is_file():
+            req.source_rows[split] = sum(1 for line in table.open(encoding="utf-8") if line.strip())
     manifests = _lhotse_splits(
-        lambda: prepare_fleurs(root, req.work, languages=[lang]), "fleurs", root
+        lambda: prepare_fleurs(root, req.work, languages=[lang]), "fleurs", req.corpus_dir
     )
     return _cut_reader(manifests.get(lang, {}), req)
 
@@ -254,13 +332,16 @@ def _voxpopuli(req: Request):
     from lhotse.recipes import prepare_voxpopuli
 
     table = f"asr_{req.lang}.tsv.gz"
-    if not (req.corpus_dir / table).is_file():
+    # in DIR, or where VoxPopuli's own get_asr_data script puts it
+    places = [req.corpus_dir / table, req.corpus_dir / "transcribed_data" / req.lang / table]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
         raise DataError(
             f"voxpopuli: {table} (VoxPopuli's annotations) must be in {req.corpus_dir}; "
             "lhotse's recipe would download it, and xasr does not download: fetch it "
             "elsewhere and copy it there"
         )
-    shutil.copy(req.corpus_dir / table, req.work / table)  # where the recipe looks first
+    shutil.copy(found, req.work / table)  # where the recipe looks before downloading
     manifests = _lhotse_splits(
         lambda: prepare_voxpopuli(req.corpus_dir, req.work, task="asr", lang=req.lang),
         "voxpopuli",

@@ -80,7 +80,9 @@ def _state_files(folder: Path) -> list[Path]:
 def _parquet_files(folder: Path) -> dict[str, list[Path]]:
     tables: dict[str, list[Path]] = {}
     for path in sorted(folder.rglob("*.parquet")):
-        if path.parent.name in SPLIT_NAMES:
+        # the converter's <config>/<split>/0000.parquet, a split folder, or the Hub's
+        # data/<split>-00000-of-00002.parquet
+        if path.parent.name in SPLIT_NAMES or path.stem.isdigit():
             split = path.parent.name
         else:
             split = path.stem.split("-")[0]

@@ -108,15 +108,44 @@ def _utterance_from_cut(row: dict, base: Path, where: str) -> Utterance:
             f"{where}: cut {cut.id} is a segment ({cut.start:.2f} s + {cut.duration:.2f} s) of "
             f"{source.source}; xasr reads whole files: `xasr prepare` writes segments as files"
         )
+    transforms = [t for t in (recording.transforms or []) if _transform_name(t) != "Resample"]
+    if transforms:  # speed or volume perturbation: the file alone is not what the cut holds
+        raise DataError(
+            f"{where}: cut {cut.id} applies {_transform_name(transforms[0])} to its audio; "
+            "xasr reads the files as they are: give it the cuts without perturbation"
+        )
     supervision = supervisions[0]
+    # lhotse resolves relative paths against the working folder, as the cuts were written
+    path = Path(source.source)
+    if not path.is_absolute() and not path.exists() and (base / path).exists():
+        path = base / path
     row = {
-        "audio_filepath": str(source.source),
+        "audio_filepath": str(path.absolute()),
         "text": supervision.text or "",
         "duration": cut.duration,
-        "lang": supervision.language,
+        "lang": _language_of(supervision.language),
         "id": cut.id,
     }
     return _utterance_from_row(row, base, where)
+
+
+def _transform_name(transform) -> str:
+    name = transform.get("name") if isinstance(transform, dict) else type(transform).__name__
+    return str(name)
+
+
+# lhotse's recipes name languages in words ("English" from LibriSpeech, "spanish" from MLS)
+_LANGUAGE_NAMES = {
+    "english": "en", "german": "de", "dutch": "nl", "french": "fr", "spanish": "es",
+    "italian": "it", "portuguese": "pt", "polish": "pl", "mandarin": "cmn", "cantonese": "yue",
+}  # fmt: skip
+
+
+def _language_of(language: str | None) -> str | None:
+    """A supervision's language as xasr's code ("English" -> en); codes stay as they are."""
+    if language is None:
+        return None
+    return _LANGUAGE_NAMES.get(language.lower(), language)
 
 
 def read_csv_manifest(path: Path) -> list[Utterance]:

@@ -18,6 +18,17 @@ from xasr import checks
 # Apostrophes of every kind become ', which stays inside words ("don't", "l'acqua").
 _APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u0060\u00b4\u2032\u201b"})
 _SPACES = re.compile(r"\s+")
+# Invisible characters that would enter the vocabulary: soft hyphen, zero-width space, word
+# joiner, byte-order mark (zero-width (non-)joiners stay: Persian and Indic spelling needs them)
+_INVISIBLE = str.maketrans(dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff")))
+
+# Per-language rules (codes as xasr writes them, ``xasr.data.corpora.language_code``):
+# dotted and dotless i lower-case apart in Turkish and Azerbaijani; scripts written without
+# spaces lose their punctuation without gaining a word break; Catalan keeps its middle dot
+# (col·lecció) between letters.
+DOTLESS_I_LANGUAGES = frozenset({"tr", "az"})
+UNSPACED_LANGUAGES = frozenset({"cmn", "yue", "zh", "ja", "th", "lo", "km", "my"})
+INNER_MARKS = {"ca": "'·"}  # marks kept between letters, by language ("'" everywhere)
 
 
 @dataclass(frozen=True)
@@ -39,23 +50,32 @@ class TranscriptRules:
 
 @dataclass
 class TranscriptNormaliser:
+    """``lang``: the transcripts' language (xasr's code), for the per-language rules above."""
+
     rules: TranscriptRules = TranscriptRules()
+    lang: str | None = None
     changed: Counter = field(default_factory=Counter)  # what -> utterances changed
     dropped: Counter = field(default_factory=Counter)  # why -> utterances dropped
 
     def __call__(self, text: str) -> str | None:
         """The normalised transcript, or None when the utterance is dropped (counted)."""
         out = unicodedata.normalize("NFC", text)
-        if self.rules.case == "lower" and out.lower() != out:
-            out = out.lower()
-            self.changed["lower-cased"] += 1
+        visible = out.translate(_INVISIBLE)
+        if visible != out:
+            out = visible
+            self.changed["invisible characters removed"] += 1
+        if self.rules.case == "lower":
+            lowered = _lower(out, self.lang)
+            if lowered != out:
+                out = lowered
+                self.changed["lower-cased"] += 1
         if self.rules.punctuation == "remove":
-            stripped = _remove_punctuation(out)
+            stripped = _remove_punctuation(out, self.lang)
             if _SPACES.sub(" ", stripped).strip() != _SPACES.sub(" ", out).strip():
                 self.changed["punctuation removed"] += 1
             out = stripped
         out = _SPACES.sub(" ", out).strip()
-        if self.rules.digits == "refuse" and any(c.isdigit() for c in out):
+        if self.rules.digits == "refuse" and any(c.isnumeric() for c in out):  # ½ and Ⅻ too
             self.dropped["digits"] += 1
             return None
         if not out:
@@ -69,16 +89,30 @@ class TranscriptNormaliser:
         return "; ".join(parts) or "nothing changed"
 
 
-def _remove_punctuation(text: str) -> str:
+def _lower(text: str, lang: str | None) -> str:
+    if lang in DOTLESS_I_LANGUAGES:
+        text = text.replace("I", "ı").replace("İ", "i")
+    # "İ".lower() is i + a combining dot above, which no precomposed letter absorbs
+    return unicodedata.normalize("NFC", text.lower().replace("i\u0307", "i"))
+
+
+def _is_letter(char: str) -> bool:
+    """A letter or a combining mark (a Devanagari vowel sign ends a word as a letter does)."""
+    return char.isalpha() or unicodedata.category(char)[0] == "M"
+
+
+def _remove_punctuation(text: str, lang: str | None) -> str:
     text = text.translate(_APOSTROPHES)
+    inner = INNER_MARKS.get(lang or "", "'")
+    gap = "" if lang in UNSPACED_LANGUAGES else " "
     chars = []
     for i, char in enumerate(text):
         category = unicodedata.category(char)
-        if char == "'":
-            inside = 0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha()
-            chars.append(char if inside else " ")
+        if char in inner:
+            between = 0 < i < len(text) - 1 and _is_letter(text[i - 1]) and _is_letter(text[i + 1])
+            chars.append(char if between else gap)
         elif category[0] in "PS":  # punctuation and symbols
-            chars.append(" ")
+            chars.append(gap)
         else:
             chars.append(char)
     return "".join(chars)
