@@ -13,7 +13,9 @@ import yaml
 from xasr.cli import main
 from xasr.data.manifest import Utterance, take_minutes
 from xasr.errors import XasrError
+from xasr.experiments import cell as cell_module
 from xasr.experiments import runner
+from xasr.transfer.finetune import TransferOptions
 
 TINY_RECIPE = {
     "max_steps": 6,
@@ -139,7 +141,7 @@ def test_a_recipe_base_carries_its_training_cap(tmp_path, en_model):
 
 
 def test_replay_without_a_source_is_an_error(tmp_path, en_model):
-    if "replay_fraction" not in {f for f in runner.TransferOptions.__dataclass_fields__}:
+    if "replay_fraction" not in {f for f in TransferOptions.__dataclass_fields__}:
         pytest.skip("TransferOptions has no replay_fraction yet")
     path = write_config(
         tmp_path / "replay.yaml",
@@ -184,13 +186,14 @@ def test_scratch_runs_once_per_architecture(tmp_path, en_model, de_target, capsy
 
 
 class Spy:
-    """Counts calls to a runner function; ``fail_at`` raises on that call (a crash)."""
+    """Counts calls to a function the cells call (``transfer``, ``evaluate``); ``fail_at``
+    raises on that call (a crash)."""
 
     def __init__(self, monkeypatch, name: str, fail_at: int | None = None):
         self.calls: list = []
-        self.real = getattr(runner, name)
+        self.real = getattr(cell_module, name)
         self.fail_at = fail_at
-        monkeypatch.setattr(runner, name, self)
+        monkeypatch.setattr(cell_module, name, self)
 
     def __call__(self, *args, **kwargs):
         self.calls.append(args[0])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xasr.train.curve import read_curve, validation_points
+
+if TYPE_CHECKING:  # experiments.config imports the demo, which imports this module
+    from xasr.experiments.config import Experiment, Target
 
 
 def cer_at_step(run_dir: Path, step: int) -> float | None:
@@ -82,3 +87,288 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# --- the experiment report (xasr experiment)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f} %"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    if len(values) > 1:
+        return statistics.mean(values), statistics.stdev(values)
+    return values[0], None
+
+
+def _label(exp: Experiment, row: dict) -> str:
+    """Row label in the tables: the strategy, prefixed by the base when there are several."""
+    if len(exp.bases) == 1:
+        return row["strategy"]
+    if row["scratch"]:
+        archs = {b.arch for b in exp.bases}
+        return row["strategy"] + (f" ({row['base']})" if len(archs) > 1 else "")
+    return f"{row['base']} / {row['strategy']}"
+
+
+def _group(exp: Experiment, rows: list[dict]) -> dict[str, dict[float, list[dict]]]:
+    """label -> minutes -> rows (over seeds), in the config's order."""
+    groups: dict[str, dict[float, list[dict]]] = {}
+    for row in rows:
+        groups.setdefault(_label(exp, row), {}).setdefault(row["minutes"], []).append(row)
+    return groups
+
+
+def _error_cell(rows: list[dict]) -> str:
+    cer, cer_std = _mean_std([r["test_cer"] for r in rows])
+    spread = f" ± {100 * cer_std:.1f}" if cer_std is not None else ""
+    return f"{_pct(cer)}{spread} (WER {_pct(statistics.mean(r['test_wer'] for r in rows))})"
+
+
+def _steps_cell(rows: list[dict]) -> str:
+    reached = [r["steps_to_threshold"] for r in rows if r["steps_to_threshold"] is not None]
+    if not reached:
+        return "never"
+    mean, std = _mean_std(reached)
+    text = f"{mean:.0f}" + (f" ± {std:.0f}" if std is not None else "")
+    return text + (f" ({len(reached)}/{len(rows)} seeds)" if len(reached) < len(rows) else "")
+
+
+def _describe(target: Target) -> str:
+    if target.synth is not None:
+        s = target.synth
+        topics = f", topics {', '.join(s['topics'])}" if s.get("topics") else ""
+        return (
+            f"XLT-Synth `{s['lang']}`{topics} ({s['conditions']}, seed {s['seed']}); "
+            f"dev {s['dev_utts']} and test {s['test_utts']} utterances in held-out voices"
+        )
+    m = target.manifests
+    return f"manifests: train `{m['train']}`, dev `{m['dev']}`, test `{m['test']}`"
+
+
+def write_report(
+    exp: Experiment, rows: list[dict], rank: dict | None, missing: list[str]
+) -> tuple[Path, str]:
+    """OUT/report.md and its plots (OUT/plots/); returns its path and the headline tables."""
+    plots = exp.out / "plots"
+    sizes = list(exp.minutes)
+    size_header = [f"{m:g} min" for m in sizes]
+    recipe = exp.recipe
+    parts = [
+        f"# Experiment `{exp.name}`",
+        "",
+        f"Config `{exp.config}`; {len(rows)} of {len(rows) + len(missing)} cells finished"
+        + (f" ({len(missing)} not run yet)" if missing else "")
+        + f". Bases: {', '.join(b.name for b in exp.bases)}; seeds: "
+        f"{', '.join(map(str, exp.seeds))}. One recipe for every cell: lr {recipe.lr}, "
+        f"{recipe.max_batch_seconds:g} s batches, validation every {recipe.val_every} steps, "
+        f"early stopping after {recipe.patience} validations without dev-CER improvement, "
+        f"cap {recipe.max_steps} steps"
+        + (f" / {recipe.max_minutes:g} min" if recipe.max_minutes else "")
+        + ". Strategies: "
+        + "; ".join(
+            f"`{st.name}`"
+            + (
+                " (" + ", ".join(f"{k}={v}" for k, v in {**st.options, **st.recipe}.items()) + ")"
+                if st.options or st.recipe
+                else ""
+            )
+            for st in exp.strategies
+        )
+        + ". Scratch runs once per target, size and seed for each architecture (it does not "
+        "depend on a base's weights). Test CER: mean ± standard deviation over seeds; WER: mean.",
+    ]
+    headline = []
+    for target in exp.targets:
+        target_rows = [r for r in rows if r["target"] == target.name]
+        parts += ["", f"## {target.name}", "", _describe(target), ""]
+        if not target_rows:
+            parts.append("No finished cells yet.")
+            continue
+        groups = _group(exp, target_rows)
+        table = markdown_table(
+            ["strategy", *size_header],
+            [
+                [label, *(_error_cell(by[m]) if m in by else "" for m in sizes)]
+                for label, by in groups.items()
+            ],
+        )
+        headline += [f"{target.name}: test CER (WER) by training minutes", table, ""]
+        error_png = plot_lines(
+            {
+                label: [
+                    (m, 100 * mean, None if std is None else 100 * std)
+                    for m in sizes
+                    if m in by
+                    for mean, std in [_mean_std([r["test_cer"] for r in by[m]])]
+                ]
+                for label, by in groups.items()
+            },
+            plots / f"{target.name}-error-vs-minutes.png",
+            f"{target.name}: test CER vs training data",
+            "training minutes (log scale)",
+            "test CER (%)",
+            logx=True,
+        )
+        largest = max(r["minutes"] for r in target_rows)
+        first_seed = min(r["seed"] for r in target_rows)
+        curve_png = plot_curves(
+            {
+                _label(exp, r): exp.out / r["cell"]
+                for r in target_rows
+                if r["minutes"] == largest and r["seed"] == first_seed
+            },
+            plots / f"{target.name}-curves-{largest:g}min.png",
+            f"{target.name}: dev CER while training ({largest:g} min, seed {first_seed})",
+        )
+        parts += [
+            "### Test CER (WER) by training minutes",
+            "",
+            table,
+            "",
+            f"![error vs data size](plots/{error_png.name})",
+            "",
+            f"### Learning curves ({largest:g} min, seed {first_seed})",
+            "",
+            f"![learning curves](plots/{curve_png.name})",
+            "",
+            f"### Steps to dev CER ≤ {_pct(exp.threshold_cer)}",
+            "",
+            "First validation step at or below the threshold (mean over the seeds that reach it).",
+            "",
+            markdown_table(
+                ["strategy", *size_header],
+                [
+                    [label, *(_steps_cell(by[m]) if m in by else "" for m in sizes)]
+                    for label, by in groups.items()
+                ],
+            ),
+        ]
+        forgetting_rows = [r for r in target_rows if "source_cer_before" in r]
+        if forgetting_rows:
+            parts += ["", *_forgetting_section(exp, forgetting_rows)]
+        if exp.rank_steps is not None and len(exp.bases) > 1:
+            parts += ["", *_rank_section(exp, target.name, target_rows, rank)]
+    capped = [r for r in rows if r["stopped_by"] != "early stopping"]
+    parts += ["", "## Convergence", ""]
+    if capped:
+        parts.append(
+            f"**Not converged:** {len(capped)} of {len(rows)} cells stopped by the cap (max "
+            "steps or minutes) rather than early stopping, so their dev CER might still have "
+            "improved: " + ", ".join(f"`{r['cell']}` ({r['stopped_by']})" for r in capped) + "."
+        )
+    else:
+        parts.append("Every finished cell stopped by early stopping.")
+    if missing:
+        parts += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
+    path = exp.out / "report.md"
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path, "\n".join(headline)
+
+
+def _forgetting_section(exp: Experiment, rows: list[dict]) -> list[str]:
+    def mean(rows: list[dict], key: str) -> float:
+        return statistics.mean(r[key] for r in rows)
+
+    table = markdown_table(
+        [
+            "strategy",
+            "minutes",
+            "source CER before",
+            "source CER after",
+            "change (points)",
+            "target CER before",
+            "target CER after",
+        ],
+        [
+            [
+                label,
+                f"{m:g}",
+                _pct(mean(by[m], "source_cer_before")),
+                _pct(mean(by[m], "source_cer_after")),
+                f"{100 * mean(by[m], 'source_cer_change'):+.1f}",
+                _pct(mean(by[m], "target_cer_before")),
+                _pct(mean(by[m], "target_cer_after")),
+            ]
+            for label, by in _group(exp, rows).items()
+            for m in exp.minutes
+            if m in by
+        ],
+    )
+    return [
+        "### Forgetting: the source test set before and after adaptation",
+        "",
+        (
+            "CER of the base (before) and of the adapted model (after) on source_data's test "
+            "set, and on the target's test set for comparison; mean over seeds."
+        ),
+        "",
+        table,
+    ]
+
+
+def _rank_section(exp: Experiment, target: str, rows: list[dict], rank: dict | None) -> list[str]:
+    title = f"### Quick source ranking ({exp.rank_steps} steps) vs the full runs"
+    if rank is None:
+        return [title, "", "Skipped: `xasr.experiments.rank.rank_sources` is not available."]
+    if target not in (rank or {}):
+        return [title, "", "Not run yet."]
+    strategies = [s.name for s in exp.strategies if not s.scratch]
+    strategy = "transfer" if "transfer" in strategies else (strategies or [None])[0]
+    largest = max(exp.minutes)
+    full = {}
+    for base in exp.bases:
+        cers = [
+            r["test_cer"]
+            for r in rows
+            if r["base"] == base.name and r["strategy"] == strategy and r["minutes"] == largest
+        ]
+        if cers:
+            full[base.name] = statistics.mean(cers)
+    full_rank = {name: i for i, name in enumerate(sorted(full, key=full.get), start=1)}
+    quick = rank[target]
+    table = markdown_table(
+        [
+            "base",
+            "quick rank",
+            "quick dev CER",
+            "slope",
+            f"full test CER ({strategy})",
+            "full rank",
+        ],
+        [
+            [
+                r["base"],
+                r["rank"],
+                _pct(r.get("dev_cer")),
+                r.get("slope"),
+                _pct(full.get(r["base"])),
+                full_rank.get(r["base"]),
+            ]
+            for r in sorted(quick, key=lambda r: r["rank"])
+        ],
+    )
+    lines = [
+        title,
+        "",
+        (
+            f"`rank_sources` at {largest:g} min, seed {exp.seeds[0]}; full runs: test CER of "
+            f"`{strategy}` at {largest:g} min (mean over seeds)."
+        ),
+        "",
+        table,
+    ]
+    both = [r for r in quick if r["base"] in full_rank]
+    if len(both) >= 2:
+        from scipy.stats import kendalltau, spearmanr
+
+        quick_ranks = [r["rank"] for r in both]
+        full_ranks = [full_rank[r["base"]] for r in both]
+        rho = spearmanr(quick_ranks, full_ranks).statistic
+        tau = kendalltau(quick_ranks, full_ranks).statistic
+        lines += [
+            "",
+            f"Agreement over {len(both)} bases: Spearman ρ {rho:.2f}, Kendall τ {tau:.2f}.",
+        ]
+    return lines

@@ -1,0 +1,245 @@
+"""One cell of an experiment: its data (synth or manifests, cut to N minutes), its transfer run
+(resumed when killed), its evaluation and forgetting figures, its results row."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from xasr.config import TrainConfig, from_dict
+from xasr.data.manifest import read_manifest, take_minutes, write_manifest
+from xasr.decode.evaluate import evaluate
+from xasr.errors import XasrError
+from xasr.experiments.config import (
+    RUNNER_OPTIONS,
+    SOURCE_DIR,
+    Cell,
+    Experiment,
+    Target,
+    manifests_to_fill,
+)
+from xasr.experiments.demo import EARLY_STEP
+from xasr.experiments.report import (
+    cer_at_step,
+    steps_to_cer,
+)
+from xasr.io import write_text
+from xasr.transfer.finetune import TransferOptions, transfer
+from xasr.transfer.forgetting import evaluate_before_after, evaluation_key
+
+
+@dataclass(frozen=True)
+class TargetData:
+    train: dict[float, Path]  # minutes -> prefix manifest
+    dev: Path | None
+    test: Path
+
+
+def prepare_data(exp: Experiment, target: Target, progress: bool) -> TargetData:
+    """Build (or reuse) a target's data and write its train prefixes, one per size."""
+    folder = exp.out / "data" / target.name
+    if target.synth is not None:
+        splits = _synth(target, folder, max(exp.minutes), progress)
+    else:
+        splits = dict(target.manifests)
+    utterances = read_manifest(splits["train"])
+    total = sum(u.duration or 0.0 for u in utterances) / 60
+    train = {}
+    for minutes in exp.minutes:
+        prefix = take_minutes(utterances, minutes)
+        if len(prefix) == len(utterances) and total < minutes:
+            raise XasrError(
+                f"target {target.name}: the train manifest {splits['train']} holds "
+                f"{total:.2f} minutes, less than train_minutes {minutes:g}"
+            )
+        path = folder / f"train-{minutes:g}min.jsonl"
+        write_manifest(path, prefix)
+        train[minutes] = path
+    return TargetData(train, splits["dev"], splits["test"])
+
+
+def prepare_source(exp: Experiment, progress: bool) -> TargetData:
+    """source_data: its train split (replay, EWC) and test split (forgetting)."""
+    source = exp.source_data
+    if source.synth is not None:
+        splits = _synth(source, exp.out / "data" / SOURCE_DIR, source.train_minutes, progress)
+    else:
+        splits = dict(source.manifests)
+    train = {0.0: splits["train"]} if "train" in splits else {}
+    return TargetData(train, splits.get("dev"), splits["test"])
+
+
+def _synth(target: Target, folder: Path, train_minutes: float, progress: bool) -> dict:
+    from xasr.data.synth import build_xlt_synth
+
+    params = dict(target.synth)
+    lang = params.pop("lang")
+    topics = params.pop("topics", None)
+    if topics is not None:
+        if "topics" not in inspect.signature(build_xlt_synth).parameters:
+            raise XasrError(
+                f"target {target.name}: topics needs build_xlt_synth(topics=...), "
+                "which this version of xasr lacks"
+            )
+        params["topics"] = tuple(topics)
+    return build_xlt_synth(
+        [lang], folder, train_minutes=train_minutes, progress=progress, **params
+    )[lang]
+
+
+def build_bases(exp: Experiment, progress: bool) -> None:
+    from xasr.experiments.base_model import build_base_model
+
+    for base in exp.bases:
+        if base.recipe is None:
+            continue
+        work = exp.out / "bases" / base.name
+        if (work / "figures.json").is_file():
+            continue
+        print(f"== base {base.name}: building from {base.recipe} ==", flush=True)
+        build_base_model(
+            base.recipe,
+            work,
+            publish=False,
+            progress=progress,
+            max_minutes=base.max_minutes,
+            train_overrides=dict(base.train),
+        )
+
+
+def cell_options(cell: Cell, source_train: Path | None) -> TransferOptions:
+    options = dict(cell.strategy.options)
+    for manifest in manifests_to_fill(options):
+        options[manifest] = str(source_train)
+    return TransferOptions(source=cell.source.model, **options)
+
+
+def cell_recipe(exp: Experiment, cell: Cell) -> TrainConfig:
+    return from_dict(
+        TrainConfig, {**asdict(exp.recipe), **cell.strategy.recipe, "seed": cell.seed}, cell.id
+    )
+
+
+def _check_spec(cell: Cell, spec: dict) -> None:
+    """A cell keeps the recipe and options it started with; a changed config is an error."""
+    path = cell.dir / "cell-spec.json"
+    if not path.is_file():
+        cell.dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(spec, indent=1))
+        return
+    old = json.loads(path.read_text())
+    # Keys present in both (a field added to xasr later is not a change); manifest paths and
+    # loader workers do not change what a cell measures.
+    changed = [
+        f"{part}.{k}"
+        for part in ("recipe", "options")
+        for k in sorted(set(old[part]) & set(spec[part]))
+        if not k.endswith("_manifest") and k != "num_workers" and old[part][k] != spec[part][k]
+    ]
+    if changed:
+        raise XasrError(
+            f"{cell.dir} was started with other settings ({', '.join(changed)}); delete that "
+            "directory to run it again with the new ones, or set another `out`"
+        )
+
+
+def run_cell(
+    exp: Experiment,
+    cell: Cell,
+    data: TargetData,
+    source: TargetData | None,
+    progress: bool,
+) -> dict:
+    """Train (or resume), evaluate and record one cell; a finished cell is only read."""
+    source_train = None
+    if source is not None and source.train:
+        source_train = next(iter(source.train.values()))
+    opts = cell_options(cell, source_train)
+    cfg = cell_recipe(exp, cell)
+    spec = {
+        "base": cell.base,
+        "options": {k: v for k, v in asdict(opts).items() if k not in RUNNER_OPTIONS},
+        "recipe": asdict(cfg),
+    }
+    _check_spec(cell, spec)
+    record_path = cell.dir / "cell.json"
+    changed = not record_path.is_file()
+    if not changed:
+        record = json.loads(record_path.read_text())
+    else:
+        if not (cell.dir / "result.json").is_file():
+            transfer(cell.dir, data.train[cell.minutes], data.dev, opts, cfg, progress=progress)
+        record = {
+            "train": json.loads((cell.dir / "result.json").read_text()),
+            "test": evaluate(cell.dir / "model", data.test, progress=False),
+        }
+    # Forgetting is measured for finished cells too when source_data was added later
+    # (evaluation only, never training again).
+    if source is not None and not cell.strategy.scratch and "forgetting" not in record:
+        # The adapted model's target score is record["test"]; the base's scores are shared by
+        # every cell of that base: neither is decoded again.
+        _EVALUATIONS[evaluation_key(cell.dir / "model", data.test)] = record["test"]
+        record["forgetting"] = forgetting(
+            cell.source.model, cell.dir / "model", {"source": source.test, "target": data.test}
+        )
+        changed = True
+    if changed:
+        write_text(record_path, json.dumps(record, indent=1, ensure_ascii=False))
+    return record
+
+
+# Evaluations made in this process, shared between cells (see forgetting()).
+
+
+_EVALUATIONS: dict[tuple[str, str], dict] = {}
+
+
+def clear_evaluations() -> None:
+    """Forget the decoded test sets: model files of a re-run cell may have changed since."""
+    _EVALUATIONS.clear()
+
+
+def forgetting(source_model: str, adapted: Path, tests: dict[str, Path]) -> dict:
+    """CER/WER of the base and of the adapted model on each test set, and the changes."""
+    results = evaluate_before_after(source_model, adapted, tests, known=_EVALUATIONS)
+    return {
+        name: {
+            "cer_before": r["before"]["cer"],
+            "cer_after": r["after"]["cer"],
+            "cer_change": r["cer_change"],
+            "wer_before": r["before"]["wer"],
+            "wer_after": r["after"]["wer"],
+            "wer_change": r["wer_change"],
+        }
+        for name, r in results.items()
+    }
+
+
+def cell_row(exp: Experiment, cell: Cell, record: dict) -> dict:
+    """One results row; curve-derived fields are read from the run's metrics at report time."""
+    trained, test = record["train"], record["test"]
+    row = {
+        "target": cell.target,
+        "base": cell.base,
+        "minutes": cell.minutes,
+        "seed": cell.seed,
+        "strategy": cell.strategy.name,
+        "test_cer": test["cer"],
+        "test_wer": test["wer"],
+        "best_dev_cer": trained["best_dev_cer"],
+        "steps": trained["steps"],
+        "best_step": trained["best_step"],
+        "stopped_by": trained["stopped_by"],
+        "train_seconds": trained["seconds"],
+        "steps_to_threshold": steps_to_cer(cell.dir, exp.threshold_cer),
+        f"dev_cer_at_step_{EARLY_STEP}": cer_at_step(cell.dir, EARLY_STEP),
+        "bases": " ".join(cell.bases),
+        "scratch": cell.strategy.scratch,
+        "cell": str(cell.dir.relative_to(exp.out)),
+    }
+    for name, f in (record.get("forgetting") or {}).items():
+        if name in ("source", "target"):
+            row.update({f"{name}_{k}": v for k, v in f.items()})
+    return row

@@ -1,0 +1,402 @@
+"""An experiment config (YAML) as frozen dataclasses: bases, targets, sizes, seeds, strategies,
+the shared recipe; every key checked, errors naming the key and where."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from xasr.config import MODEL_SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
+from xasr.errors import XasrError
+from xasr.experiments.demo import DEMO_RECIPE
+from xasr.models.build import model_config, read_model_config, resolve_model
+from xasr.transfer.finetune import TransferOptions
+
+CONFIG_KEYS = (
+    "name",
+    "out",
+    "bases",
+    "targets",
+    "synth",
+    "train_minutes",
+    "seeds",
+    "strategies",
+    "recipe",
+    "source_data",
+    "threshold_cer",
+    "rank_sources",
+)
+
+
+SYNTH_DEFAULTS = {"dev_utts": 100, "test_utts": 200, "conditions": "noisy", "seed": 0}
+
+
+SYNTH_TARGET_KEYS = ("lang", "topics", *SYNTH_DEFAULTS)
+
+
+REAL_TARGET_KEYS = ("train", "dev", "test")
+
+
+BASE_KEYS = ("model", "recipe", "name", "max_minutes", "train")
+
+
+RANK_KEYS = ("steps",)
+
+
+DEFAULT_BASES = ["en-small"]
+
+
+DEFAULT_STRATEGIES = {"transfer": {}, "scratch": {"scratch": True}}
+
+
+DEFAULT_THRESHOLD_CER = 0.3
+
+
+RUNNER_OPTIONS = ("source", "expect")  # TransferOptions fields the runner sets itself
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+SOURCE_DIR = "_source"  # OUT/data/_source: source_data (names of targets start alphanumeric)
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    model: str  # what transfer() gets as its source: a model directory or a shipped name
+    recipe: Path | None = None  # built with build_base_model into OUT/bases/<name> when set
+    arch: str = ""  # scratch runs are shared by bases with the same tag
+    max_minutes: float | None = None  # caps a recipe base's training (e.g. on a CPU)
+    train: tuple = ()  # (key, value) pairs of TrainConfig replacing the recipe's for this build
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    synth: dict | None = None  # {lang, topics?, dev_utts, test_utts, conditions, seed}
+    manifests: dict | None = None  # {train, dev, test}; source_data: {train?, test}
+    train_minutes: float | None = None  # source_data only
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    options: dict  # TransferOptions keyword arguments
+    recipe: dict  # TrainConfig keys overriding the experiment's recipe for this strategy
+
+    @property
+    def scratch(self) -> bool:
+        return bool(self.options.get("scratch"))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    config: Path
+    out: Path
+    bases: tuple[Base, ...]
+    targets: tuple[Target, ...]
+    minutes: tuple[float, ...]
+    seeds: tuple[int, ...]
+    strategies: tuple[Strategy, ...]
+    recipe: TrainConfig
+    source_data: Target | None = None
+    threshold_cer: float = DEFAULT_THRESHOLD_CER
+    rank_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    base: str  # a base's name, or arch-<tag> for a scratch cell
+    minutes: float
+    seed: int
+    strategy: Strategy
+    source: Base  # the base handed to transfer() (for scratch: the first of its architecture)
+    bases: tuple[str, ...]  # the bases this cell stands for
+    dir: Path = field(compare=False)
+
+    @property
+    def id(self) -> str:
+        return "/".join(self.dir.parts[-5:])
+
+    def state(self) -> tuple[str, str]:
+        """("done" | "partial" | "todo", detail)."""
+        if (self.dir / "cell.json").is_file():
+            return "done", ""
+        if (self.dir / "result.json").is_file():
+            return "partial", "trained; evaluation only"
+        if (self.dir / "checkpoints" / "last.ckpt").is_file():
+            return "partial", "resumes from checkpoints/last.ckpt"
+        return "todo", ""
+
+
+def load_experiment(path: str | Path, out: str | Path | None = None) -> Experiment:
+    """Read and check an experiment config; every mistake is an XasrError naming the key."""
+    path = Path(path)
+    data = load_yaml(path)
+    where = str(path)
+    _check_keys(data, CONFIG_KEYS, where)
+    for key in ("name", "targets", "train_minutes"):
+        if key not in data:
+            raise XasrError(f"{where}: missing key {key!r}")
+    name = _name(data["name"], f"{where}: name")
+    out = Path(out or data.get("out") or Path("runs") / "experiments" / name)
+
+    minutes = _number_list(data["train_minutes"], f"{where}: train_minutes", positive=True)
+    seeds = _number_list(data.get("seeds", [0]), f"{where}: seeds", integer=True)
+    synth = {**SYNTH_DEFAULTS, **_mapping(data.get("synth", {}), f"{where}: synth")}
+    _check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
+
+    recipe = _recipe(data.get("recipe", {}), f"{where}: recipe")
+    targets_data = _mapping(data["targets"], f"{where}: targets")
+    if not targets_data:
+        raise XasrError(f"{where}: targets is empty")
+    targets = tuple(
+        _target(_name(tname, f"{where}: targets"), spec, synth, f"{where}: targets.{tname}")
+        for tname, spec in targets_data.items()
+    )
+    source_data = None
+    if data.get("source_data") is not None:
+        source_data = _target(
+            SOURCE_DIR, data["source_data"], synth, f"{where}: source_data", source=True
+        )
+    strategies_data = _mapping(data.get("strategies", DEFAULT_STRATEGIES), f"{where}: strategies")
+    if not strategies_data:
+        raise XasrError(f"{where}: strategies is empty")
+    strategies = tuple(
+        _strategy(_name(sname, f"{where}: strategies"), spec, recipe, source_data, where)
+        for sname, spec in strategies_data.items()
+    )
+    bases_data = data.get("bases", DEFAULT_BASES)
+    if not isinstance(bases_data, list) or not bases_data:
+        raise XasrError(f"{where}: bases must be a non-empty list")
+    bases = tuple(_base(entry, out, f"{where}: bases[{i}]") for i, entry in enumerate(bases_data))
+    duplicate = _duplicate([b.name for b in bases])
+    if duplicate:
+        raise XasrError(
+            f"{where}: two bases are called {duplicate!r}; name one: {{model: ..., name: ...}}"
+        )
+    threshold = data.get("threshold_cer", DEFAULT_THRESHOLD_CER)
+    if not _is_number(threshold) or threshold <= 0:
+        raise XasrError(f"{where}: threshold_cer must be a positive number, got {threshold!r}")
+    rank_steps = None
+    if data.get("rank_sources") is not None:
+        rank = _mapping(data["rank_sources"], f"{where}: rank_sources")
+        _check_keys(rank, RANK_KEYS, f"{where}: rank_sources")
+        rank_steps = rank.get("steps", 200)
+        if not isinstance(rank_steps, int) or isinstance(rank_steps, bool) or rank_steps <= 0:
+            raise XasrError(f"{where}: rank_sources.steps must be a positive integer")
+    return Experiment(
+        name=name,
+        config=path,
+        out=out,
+        bases=bases,
+        targets=targets,
+        minutes=tuple(sorted(minutes)),
+        seeds=tuple(seeds),
+        strategies=strategies,
+        recipe=recipe,
+        source_data=source_data,
+        threshold_cer=float(threshold),
+        rank_steps=rank_steps,
+    )
+
+
+def _check_keys(data: dict, allowed, where: str) -> None:
+    unknown = sorted(set(data) - set(allowed), key=str)
+    if unknown:
+        raise XasrError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _mapping(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise XasrError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _name(value, where: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise XasrError(
+            f"{where}: {value!r} is not a usable name (letters, digits, '.', '_', '+', '-'; "
+            "it becomes a directory name)"
+        )
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number_list(value, where: str, positive: bool = False, integer: bool = False) -> list:
+    values = value if isinstance(value, list) else [value]
+    kind = "integer" if integer else "number"
+    for v in values:
+        if not _is_number(v) or (integer and not isinstance(v, int)) or (positive and v <= 0):
+            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(v, str) else ""
+            raise XasrError(
+                f"{where}: expected a list of {'positive ' if positive else ''}{kind}s, "
+                f"got {v!r}{hint}"
+            )
+    if not values:
+        raise XasrError(f"{where}: empty list")
+    duplicate = _duplicate(values)
+    if duplicate is not None:
+        raise XasrError(f"{where}: {duplicate!r} appears twice")
+    return values
+
+
+def _duplicate(values):
+    seen = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None
+
+
+def _train_keys(data: dict, where: str) -> None:
+    """TrainConfig values of the wrong type (YAML turns 1e-3 into a string) fail here, named."""
+    defaults = TrainConfig()
+    for key, value in data.items():
+        default = getattr(defaults, key, None)
+        if _is_number(default) and not _is_number(value):
+            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
+            raise XasrError(f"{where}.{key}: expected a number, got {value!r}{hint}")
+
+
+def _recipe(data, where: str) -> TrainConfig:
+    data = _mapping(data, where)
+    if "seed" in data:
+        raise XasrError(f"{where}: seed is set per cell; list the seeds under `seeds:`")
+    _train_keys(data, where)
+    return from_dict(TrainConfig, {**asdict(DEMO_RECIPE), **data}, where)
+
+
+def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> Target:
+    spec = _mapping(spec, where)
+    if "lang" in spec:
+        allowed = SYNTH_TARGET_KEYS + (("train_minutes",) if source else ())
+        _check_keys(spec, allowed, where)
+        params = {**synth, **{k: v for k, v in spec.items() if k != "train_minutes"}}
+        if params.get("topics") is not None:
+            topics = params["topics"]
+            if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+                raise XasrError(f"{where}: topics must be a list of fortune file names")
+            params["topics"] = tuple(topics)
+        minutes = None
+        if source:
+            minutes = spec.get("train_minutes", 10)
+            if not _is_number(minutes) or minutes < 0:
+                raise XasrError(f"{where}: train_minutes must be a number of minutes")
+        return Target(name, synth=params, train_minutes=minutes)
+    required = ("test",) if source else REAL_TARGET_KEYS
+    allowed = ("train", "test") if source else REAL_TARGET_KEYS
+    _check_keys(spec, allowed, where)
+    missing = [k for k in required if k not in spec]
+    if missing:
+        raise XasrError(
+            f"{where}: give either `lang:` (an XLT-Synth target) or the manifests "
+            f"{', '.join(allowed)}; missing {', '.join(missing)}"
+        )
+    return Target(name, manifests={k: Path(str(v)) for k, v in spec.items()})
+
+
+def _strategy(
+    name: str, spec, recipe: TrainConfig, source_data: Target | None, where: str
+) -> Strategy:
+    where = f"{where}: strategies.{name}"
+    spec = _mapping(spec or {}, where)
+    option_keys = {f.name for f in fields(TransferOptions)} - set(RUNNER_OPTIONS)
+    train_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
+    unknown = sorted(set(spec) - option_keys - train_keys)
+    if unknown:
+        raise XasrError(
+            f"{where} (strategy {name!r}): unknown key(s) {', '.join(map(str, unknown))}; "
+            f"TransferOptions keys: {', '.join(sorted(option_keys))}; or TrainConfig keys "
+            "overriding the recipe for this strategy"
+        )
+    options = {k: v for k, v in spec.items() if k in option_keys}
+    overrides = {k: v for k, v in spec.items() if k not in option_keys}
+    _train_keys(overrides, where)
+    from_dict(TrainConfig, {**asdict(recipe), **overrides}, where)
+    train_split = source_data is not None and (
+        source_data.synth is not None or "train" in (source_data.manifests or {})
+    )
+    to_fill = manifests_to_fill(options)
+    for manifest in to_fill:
+        if not train_split:
+            raise XasrError(
+                f"{where} (strategy {name!r}): {manifest} is needed (replay_fraction or "
+                "ewc_weight); name it, or give a `source_data:` with a train split to fill it from"
+            )
+    try:  # range checks, with the manifests source_data will fill
+        TransferOptions(source="check", **options, **dict.fromkeys(to_fill, "source_data"))
+    except (TypeError, XasrError) as err:
+        raise XasrError(f"{where} (strategy {name!r}): {err}") from None
+    return Strategy(name, options, overrides)
+
+
+def manifests_to_fill(options: dict) -> list[str]:
+    """The source manifests a strategy uses but does not name: replay_manifest for replay,
+    fisher_manifest for EWC (which otherwise falls back to replay_manifest)."""
+    missing = []
+    if options.get("replay_fraction") and not options.get("replay_manifest"):
+        missing.append("replay_manifest")
+    if options.get("ewc_weight") and not (
+        options.get("fisher_manifest") or options.get("replay_manifest")
+    ):
+        missing.append("fisher_manifest")
+    return missing
+
+
+def _base(entry, out: Path, where: str) -> Base:
+    if isinstance(entry, str):
+        entry = {"model": entry}
+    entry = _mapping(entry, where)
+    _check_keys(entry, BASE_KEYS, where)
+    if ("model" in entry) == ("recipe" in entry):
+        raise XasrError(f"{where}: give exactly one of model (a directory or name) and recipe")
+    if "recipe" in entry:
+        recipe_path = Path(str(entry["recipe"]))
+        recipe = load_yaml(recipe_path)
+        name = _name(entry.get("name") or recipe.get("name"), f"{where}: name")
+        size = recipe.get("size")
+        if size is None:
+            raise XasrError(f"{recipe_path}: missing key 'size'")
+        vocab_kind = (recipe.get("train") or {}).get("vocab", "char")
+        model = out / "bases" / name / "run" / "model"
+        max_minutes = entry.get("max_minutes")
+        if max_minutes is not None and not isinstance(max_minutes, (int, float)):
+            raise XasrError(f"{where}: max_minutes must be a number, got {max_minutes!r}")
+        train = _mapping(entry.get("train", {}), f"{where}: train")
+        from_dict(TrainConfig, {**(recipe.get("train") or {}), **train}, f"{where}: train")
+        arch = arch_tag(model_config(size), vocab_kind)
+        return Base(name, str(model), recipe_path, arch, max_minutes, tuple(sorted(train.items())))
+    model = str(entry["model"])
+    directory = resolve_model(model)
+    default_name = Path(model).name
+    if default_name == "model":  # a run directory's model: name it after the run
+        default_name = Path(model).resolve().parent.name
+    name = _name(entry.get("name") or default_name, f"{where}: name")
+    model_cfg, _ = read_model_config(directory)
+    vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    return Base(name, model, None, arch_tag(model_cfg, vocab.get("kind", "char")))
+
+
+def arch_tag(cfg: ModelConfig, vocab_kind: str = "char") -> str:
+    """A short name for an architecture + vocabulary kind: a size name where one matches."""
+    names = [name for name, size in MODEL_SIZES.items() if size == cfg]
+    if names:
+        tag = names[0]
+    else:
+        digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:6]
+        tag = f"d{cfg.d_model}x{cfg.n_layers}-{digest}"
+    return tag + ("-sp" if vocab_kind == "sentencepiece" else "")
