@@ -6,9 +6,20 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from xasr.config import TRAIN_FLAGS, TrainConfig, from_dict, load_yaml, replace
+from xasr.config import (
+    ACCELERATORS,
+    ON_UNKNOWN,
+    PRECISIONS,
+    TRAIN_FLAGS,
+    VOCAB_KINDS,
+    TrainConfig,
+    from_dict,
+    load_yaml,
+    replace,
+)
 from xasr.errors import Interrupted, XasrError
 from xasr.io import describe_os_error
 
@@ -21,32 +32,43 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_train_options(parser: argparse.ArgumentParser) -> None:
+# Help for the TrainConfig keys that have a flag; the flags themselves, their types and their
+# choices come from xasr.config (TRAIN_FLAGS and the dataclass), so a new key is one entry there.
+TRAIN_HELP = {
+    "max_minutes": "wall-clock budget",
+    "max_batch_seconds": "audio seconds per batch and device",
+    "val_every": "validate every N steps",
+    "patience": "validations without improvement",
+    "devices": "processes/GPUs; >1 runs DDP (gloo on CPU)",
+    "precision": ", ".join(PRECISIONS),
+    "num_workers": "data loader workers",
+    "vocab_size": "sentencepiece vocabulary size",
+    "on_unknown": "training characters outside the vocabulary",
+    "spec_augment": "train without SpecAugment",
+    "freeze_layers": "freeze front end + bottom K layers",
+    "freeze_steps": "... for the first S steps only",
+}
+TRAIN_CHOICES = {"accelerator": ACCELERATORS, "vocab": VOCAB_KINDS, "on_unknown": ON_UNKNOWN}
+TRANSFER_ONLY = ("freeze_layers", "freeze_steps")  # train() starts from scratch: nothing to freeze
+
+
+def add_train_options(parser: argparse.ArgumentParser, transfer: bool = False) -> None:
+    """The TrainConfig flags (``xasr.config.TRAIN_FLAGS``), --config, --skip-bad, --no-progress;
+    unset flags stay None, so --config and the defaults fill them (``train_config``)."""
     group = parser.add_argument_group("training recipe (defaults: TrainConfig; --config YAML)")
     group.add_argument("--config", help="YAML file of TrainConfig keys (unknown keys rejected)")
-    group.add_argument("--max-steps", type=int)
-    group.add_argument("--max-minutes", type=float, help="wall-clock budget")
-    group.add_argument("--lr", type=float)
-    group.add_argument("--warmup-steps", type=int)
-    group.add_argument(
-        "--batch-seconds",
-        type=float,
-        dest="max_batch_seconds",
-        help="audio seconds per batch and device",
-    )
-    group.add_argument("--val-every", type=int, help="validate every N steps")
-    group.add_argument("--patience", type=int, help="validations without improvement")
-    group.add_argument("--seed", type=int)
-    group.add_argument("--devices", type=int, help="processes/GPUs; >1 runs DDP (gloo on CPU)")
-    group.add_argument("--accelerator", choices=["auto", "cpu", "gpu"])
-    group.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
-    group.add_argument("--workers", type=int, dest="num_workers", help="data loader workers")
-    group.add_argument("--vocab", choices=["char", "sentencepiece"])
-    group.add_argument("--vocab-size", type=int, help="sentencepiece vocabulary size")
-    group.add_argument(
-        "--on-unknown", choices=["error", "unk"], help="training characters outside the vocabulary"
-    )
-    group.add_argument("--no-spec-augment", action="store_false", dest="spec_augment", default=None)
+    types = {f.name: str(f.type) for f in fields(TrainConfig)}
+    for key, flag in TRAIN_FLAGS.items():
+        if key in TRANSFER_ONLY and not transfer:
+            continue
+        common = {"dest": key, "default": None, "help": TRAIN_HELP.get(key)}
+        if types[key] == "bool":  # on by default: the flag turns it off
+            group.add_argument(flag, action="store_false", **common)
+        elif key in TRAIN_CHOICES:
+            group.add_argument(flag, choices=TRAIN_CHOICES[key], **common)
+        else:
+            kind = int if types[key].startswith("int") else float if "float" in types[key] else str
+            group.add_argument(flag, type=kind, **common)
     parser.add_argument(
         "--skip-bad",
         action="store_true",
@@ -369,8 +391,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", action="store_true", help="same architecture, random start")
     p.add_argument("--reinit-head", action="store_true", help="random output layer")
     p.add_argument("--drop-layers", type=int, default=0, help="re-initialise the top N layers")
-    p.add_argument("--freeze-layers", type=int, help="freeze front end + bottom K layers")
-    p.add_argument("--freeze-steps", type=int, help="... for the first S steps only")
     p.add_argument("--token-map", help="file of 'TARGET SOURCE' token pairs, e.g. 'ß s'")
     p.add_argument("--size", help="require this architecture (error if the source differs)")
     forget = p.add_argument_group("adapting without forgetting (README)")
@@ -384,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--fisher-batches", type=int, default=20, metavar="N")
     forget.add_argument("--source-test", metavar="M", help="after training: CER before/after")
     forget.add_argument("--target-test", metavar="M", help="... and on the target's test set")
-    add_train_options(p)
+    add_train_options(p, transfer=True)
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest")

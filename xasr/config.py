@@ -109,14 +109,16 @@ class TrainConfig:
         for name in ("freq_masks", "freq_mask_width", "time_masks", "freeze_layers"):
             checks.integer(n(name), getattr(self, name), at_least=0)
         checks.number(n("time_mask_fraction"), self.time_mask_fraction, at_least=0, below=1)
-        checks.one_of(n("vocab"), self.vocab, ("char", "sentencepiece"))
+        checks.one_of(n("vocab"), self.vocab, VOCAB_KINDS)
         checks.integer(n("vocab_size"), self.vocab_size, at_least=2)
         if self.freeze_steps is not None:
             checks.integer(n("freeze_steps"), self.freeze_steps, at_least=1)
-        checks.one_of(n("on_unknown"), self.on_unknown, ("error", "unk"))
+        checks.one_of(n("on_unknown"), self.on_unknown, ON_UNKNOWN)
 
 
 ACCELERATORS = ("auto", "cpu", "gpu")
+VOCAB_KINDS = ("char", "sentencepiece")
+ON_UNKNOWN = ("error", "unk")  # characters outside the vocabulary: stop, or map to <unk>
 # The Lightning precisions xasr trains with ("auto": bf16-mixed on CUDA, 32-true on CPU);
 # 16-mixed only on CUDA (xasr.device.training_machine).
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
