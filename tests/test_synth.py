@@ -16,7 +16,11 @@ from xasr.data.synth import (
     SYNTH_LANGUAGES,
     TRAIN_VARIANTS,
     available_sentences,
+    build,
     build_xlt_synth,
+    plan,
+    render,
+    sentences,
     topics_of,
 )
 from xasr.errors import DataError
@@ -143,15 +147,15 @@ def test_every_voice_exists_and_speaks():
         for voice in lang.espeak_voices:
             assert voice in known, f"{lang.code}: espeak-ng has no voice {voice}"
     for code in ("en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc"):
-        speaker = synth._Voice(SYNTH_LANGUAGES[code].espeak_voices[0], HELDOUT_VARIANTS[0], 170, 50)
-        assert len(synth._speak("the car is near our house", speaker)) > 16000 // 2
+        speaker = plan.Voice(SYNTH_LANGUAGES[code].espeak_voices[0], HELDOUT_VARIANTS[0], 170, 50)
+        assert len(render._speak("the car is near our house", speaker)) > 16000 // 2
 
 
 def _pools(code, topics=None, seed=0, dev=20, test=30):
     params = {"seed": seed, "dev_utts": dev, "test_utts": test}
     if topics is not None:
         params["topics"] = topics
-    return synth._sentence_pools(code, params)
+    return build._sentence_pools(code, params)
 
 
 def test_topics_of_counts_usable_sentences():
@@ -187,7 +191,7 @@ def test_topic_build(tmp_path):
     assert info["params"]["topics"] == ["debian", "linux"]  # sorted, deduplicated
     again = build_xlt_synth(["en"], tmp_path, topics=["debian", "linux"], **options)
     assert again == manifests  # the same selection in another order is up to date
-    plain = synth._params("en", 1, 2, 3, 0, "noisy")
+    plain = build._params("en", 1, 2, 3, 0, "noisy")
     assert "topics" not in plain  # builds without topics keep their old parameters
 
 
@@ -216,12 +220,12 @@ def test_too_few_sentences(tmp_path):
 
 
 def test_missing_espeak(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
         build_xlt_synth(["es"], tmp_path, **TINY)
 
 
 def test_missing_fortunes(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth, "FORTUNE_ROOT", tmp_path)
+    monkeypatch.setattr(sentences, "FORTUNE_ROOT", tmp_path)
     with pytest.raises(DataError, match="apt-get install .*fortunes-es"):
         available_sentences("es")
