@@ -121,30 +121,32 @@ def test_resume_after_kill(xasr, corpus, tmp_path, subprocess_env):
 
 def test_ddp_on_cpu(xasr, corpus, tmp_path, subprocess_env):
     run = tmp_path / "run"
-    output = run_to_end(
-        train_command(
-            xasr,
-            corpus,
-            run,
-            "--devices",
-            "2",
-            "--accelerator",
-            "cpu",
-            "--max-steps",
-            "10",
-            "--val-every",
-            "5",
-        ),
-        subprocess_env,
-        tmp_path / "ddp.log",
-        timeout=300,
+    command = train_command(
+        xasr,
+        corpus,
+        run,
+        "--devices",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--max-steps",
+        "10",
+        "--val-every",
+        "5",
     )
+    # a dev set of two languages, so the per-language counts are reduced across ranks too
+    command[command.index("--valid") + 1] = str(corpus.mixed)
+    output = run_to_end(command, subprocess_env, tmp_path / "ddp.log", timeout=300)
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 10
     assert json.loads((run / "result.json").read_text())["steps"] == 10
     assert "Traceback" not in output
+    with (run / "metrics.csv").open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["val_cer"]]
+    assert [int(r["step"]) for r in rows] == [5, 10]
+    assert all(0 <= float(r["val_cer_en"]) <= 1.5 and 0 <= float(r["val_cer_de"]) for r in rows)
 
 
 def test_last_checkpoint_follows_every_validation(corpus, tmp_path, make_cfg):
@@ -312,3 +314,23 @@ def test_read_curve_of_a_fresh_run(tmp_path):
     assert read_curve(tmp_path) == []
     write_attempt(tmp_path, 0, [])
     assert read_curve(tmp_path) == []
+
+
+def test_validation_logs_each_language(corpus, tmp_path, make_cfg):
+    """A dev set of two languages: val_cer_<lang> beside val_cer, each what evaluate() reports
+    for that language with the same weights."""
+    from xasr.config import MODEL_SIZES
+    from xasr.decode.evaluate import evaluate
+    from xasr.train.curve import read_curve
+    from xasr.train.loop import train
+
+    run = tmp_path / "run"
+    cfg = make_cfg(max_steps=4, val_every=4)
+    train(run, corpus.en_train, corpus.mixed, cfg, MODEL_SIZES["tiny"], progress=False)
+    (row,) = [r for r in read_curve(run) if "val_cer" in r]
+    assert {"val_cer_en", "val_cer_de", "val_wer_en", "val_wer_de"} <= row.keys()
+    with (run / "metrics.csv").open() as handle:
+        assert "val_cer_de" in handle.readline()
+    by_language = evaluate(run / "model", corpus.mixed, progress=False)["by_language"]
+    for lang in ("en", "de"):
+        assert row[f"val_cer_{lang}"] == pytest.approx(by_language[lang]["cer"], abs=0.02)

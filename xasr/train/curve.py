@@ -33,7 +33,8 @@ def next_attempt(run_dir: Path) -> str:
 
 
 def read_curve(run_dir: str | Path) -> list[dict]:
-    """Rows {"step": int, "train_loss"?, "train_penalty"?, "val_cer"?, "val_wer"?: float} by step."""
+    """Rows {"step": int, "train_loss"?, "train_penalty"?, "val_cer"?, "val_wer"?,
+    "val_cer_<lang>"?, "val_wer_<lang>"?: float} by step."""
     attempts = sorted(
         (Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
         key=lambda p: int(p.parent.name.split("-")[1]),
@@ -54,6 +55,8 @@ def write_curve(run_dir: str | Path) -> Path:
     keys = ["step", "train_loss", "val_cer", "val_wer"]
     if any("train_penalty" in row for row in rows):  # transfer --l2sp / --ewc
         keys.insert(2, "train_penalty")
+    # a dev set of several languages: each one's CER and WER (CtcTask.val_langs)
+    keys += sorted({k for row in rows for k in row if k.startswith(("val_cer_", "val_wer_"))})
     path = Path(run_dir) / "metrics.csv"
 
     def write(tmp: Path) -> None:

@@ -230,7 +230,8 @@ def train(
     check_alphabet(valid_utts, vocab, "unk", "valid")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
-    task = CtcTask(model, vocab, cfg, frozen_until, penalty)
+    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
+    task = CtcTask(model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ())
     replay_cuts = to_cuts(replay_utts, prefix=REPLAY_PREFIX) if replay_utts else None
     data = CutsData(
         to_cuts(train_utts), to_cuts(valid_utts), vocab, cfg, replay_cuts, replay_fraction

@@ -17,7 +17,7 @@ from torch import nn
 from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
 from xasr.decode.greedy import GreedyCtc
-from xasr.decode.metrics import ErrorCounts, error_counts
+from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
 from xasr.models.ctc import CtcModel
 
 
@@ -40,6 +40,10 @@ class CtcTask(L.LightningModule):
     saved in (and restored from) Lightning's checkpoints, never in the exported model directory.
     The parameters it names in ``penalty.anchored`` get no AdamW weight decay: decay pulls
     toward 0, the penalty toward its reference weights, and the two would fight.
+
+    ``val_langs``: the languages of the dev set when it has several; validation then also logs
+    ``val_cer_<lang>`` and ``val_wer_<lang>`` (the list is fixed up front, so every DDP rank
+    reduces the same tensor, whatever languages its own batches held).
     """
 
     def __init__(
@@ -49,14 +53,17 @@ class CtcTask(L.LightningModule):
         cfg: TrainConfig,
         frozen_until: frozenset[str] = frozenset(),
         penalty: nn.Module | None = None,
+        val_langs: tuple[str, ...] = (),
     ):
         super().__init__()
+        self.val_langs = val_langs
         self.frozen_until = frozen_until
         self.model = model
         self.penalty = penalty
         self.vocab = vocab
         self.cfg = cfg
         self._val_counts = ErrorCounts()
+        self._val_by_lang: dict[str, ErrorCounts] = {}
         self._decode = GreedyCtc(vocab)  # validation decodes greedily: fast, and comparable
         self._augment = (
             partial(
@@ -94,22 +101,34 @@ class CtcTask(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_counts = ErrorCounts()
+        self._val_by_lang = {lang: ErrorCounts() for lang in self.val_langs}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"])
         hyps = self._decode(log_probs, lengths)
         self._val_counts += error_counts(batch["texts"], hyps)
+        if self.val_langs:
+            by_lang = error_counts_by_language(batch["texts"], hyps, batch["langs"])
+            for lang, counts in by_lang.items():
+                if lang in self._val_by_lang:
+                    self._val_by_lang[lang] += counts
 
     def on_validation_epoch_end(self) -> None:
         # Sum edit counts over ranks before dividing: a mean of per-rank rates would be biased.
-        counts = torch.tensor(self._val_counts.as_tuple(), dtype=torch.float64, device=self.device)
+        # One tensor: the whole set's counts, then each language's.
+        parts = [self._val_counts, *(self._val_by_lang[lang] for lang in self.val_langs)]
+        counts = torch.tensor(
+            [p.as_tuple() for p in parts], dtype=torch.float64, device=self.device
+        )
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        total = ErrorCounts(*(int(c) for c in counts.tolist()))
-        self.log(
-            "step", float(self.global_step), sync_dist=False, rank_zero_only=False
-        )  # updates so far
-        self.log("val_cer", total.cer, prog_bar=True, sync_dist=False, rank_zero_only=False)
-        self.log("val_wer", total.wer, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        total, *by_lang = (ErrorCounts(*(int(c) for c in row)) for row in counts.tolist())
+        log = partial(self.log, sync_dist=False, rank_zero_only=False)
+        log("step", float(self.global_step))  # updates so far
+        log("val_cer", total.cer, prog_bar=True)
+        log("val_wer", total.wer, prog_bar=True)
+        for lang, counts in zip(self.val_langs, by_lang):
+            log(f"val_cer_{lang}", counts.cer)
+            log(f"val_wer_{lang}", counts.wer)
 
     def configure_optimizers(self):
         optimizer = make_adamw(
