@@ -41,9 +41,12 @@ loop.train(run, train_manifest, valid_manifest, TrainConfig(**json.loads(cfg)),
 
 
 def run_training(run, corpus, cfg, kill_at: int = -1, sig: str = "SIGKILL"):
+    # a file, not -c: under DDP Lightning starts the other ranks by running it again
+    script = run.parent / "train_script.py"
+    script.write_text(TRAIN_SCRIPT)
     args = [str(run), str(corpus.en_train), str(corpus.en_dev), json.dumps(asdict(cfg))]
     return subprocess.run(
-        [sys.executable, "-c", TRAIN_SCRIPT, *args, str(kill_at), sig],
+        [sys.executable, str(script), *args, str(kill_at), sig],
         capture_output=True,
         text=True,
         timeout=600,
@@ -56,19 +59,26 @@ def final_weights(run) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("sig", "workers", "val_every", "kill_at"),
+    ("sig", "workers", "val_every", "kill_at", "devices"),
     [
-        ("SIGKILL", 2, 3, 11),  # checkpoint at step 9: inside an epoch (4 batches each)
-        ("SIGINT", 0, 3, 11),
-        ("SIGKILL", 0, 4, 6),  # checkpoint at step 4: the last batch of the first epoch
+        ("SIGKILL", 2, 3, 11, 1),  # checkpoint at step 9: inside an epoch (4 batches each)
+        ("SIGINT", 0, 3, 11, 1),
+        ("SIGKILL", 0, 4, 6, 1),  # checkpoint at step 4: the last batch of the first epoch
+        ("SIGKILL", 0, 3, 11, 2),  # DDP on CPU (gloo): each rank restores its own state
     ],
 )
 def test_killed_run_resumes_to_identical_weights(
-    corpus, tmp_path, make_cfg, sig, workers, val_every, kill_at
+    corpus, tmp_path, make_cfg, sig, workers, val_every, kill_at, devices
 ):
     # 3 s batches: several batches per epoch; with data loader workers (the command line's
     # default) and without.
-    cfg = make_cfg(max_steps=14, val_every=val_every, max_batch_seconds=3.0, num_workers=workers)
+    cfg = make_cfg(
+        max_steps=14,
+        val_every=val_every,
+        max_batch_seconds=3.0,
+        num_workers=workers,
+        devices=devices,
+    )
     whole = run_training(tmp_path / "whole", corpus, cfg)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
@@ -77,7 +87,9 @@ def test_killed_run_resumes_to_identical_weights(
     assert not (tmp_path / "killed" / "result.json").exists()
     state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == kill_at // val_every * val_every
-    assert state["CutsData"]["batches"] == {3: 1, 4: 4}[val_every]  # batches into the epoch
+    if devices == 1:  # under DDP each rank has half the batches
+        assert state["CutsData"]["batches"] == {3: 1, 4: 4}[val_every]  # batches into the epoch
+    assert len(state["callbacks"]["RandomState"]["ranks"]) == devices
     resumed = run_training(tmp_path / "killed", corpus, cfg)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 

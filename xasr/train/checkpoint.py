@@ -109,22 +109,21 @@ class RandomState(L.Callback):
     of the resumed run, not when the checkpoint is read: building the model and starting the
     data loader in between draw from the generators too, which an uninterrupted run did at
     other times. Saved as plain tensors and lists (Lightning loads checkpoints weights-only).
-    Under DDP the checkpoint holds rank 0's state, and every rank restores it.
+    Under DDP every rank's state is gathered into rank 0's checkpoint (Lightning asks every
+    rank for its callbacks' states at the same moment), and each rank restores its own; a run
+    resumed with another number of ranks restores rank 0's everywhere.
     """
 
     def __init__(self):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state()  # this rank's device only
-        return state
+        local = _generator_states()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, local)
+            return {"ranks": ranks}
+        return {"ranks": [local]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._pending = state_dict
@@ -132,11 +131,30 @@ class RandomState(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
         if self._pending is None:
             return
-        state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
-        kind, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        version, internal, gauss_next = state["python"]
-        random.setstate((version, tuple(internal), gauss_next))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])
+        saved, self._pending = self._pending, None
+        ranks = saved.get("ranks", [saved])  # checkpoints before per-rank states held one
+        same_world = len(ranks) == trainer.world_size
+        _set_generator_states(ranks[trainer.global_rank if same_world else 0])
+
+
+def _generator_states() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    python = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [python[0], list(python[1]), python[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this rank's device only
+    return state
+
+
+def _set_generator_states(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

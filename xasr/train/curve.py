@@ -43,9 +43,11 @@ def read_curve(run_dir: str | Path) -> list[dict]:
     for path in attempts:
         with path.open(newline="") as handle:
             new = [_parse(row) for row in csv.DictReader(handle)]
-        if new:
-            first_step = min(row["step"] for row in new)
-            rows = [row for row in rows if row["step"] < first_step]
+        # Where this attempt took over: its first row of the curve itself (epoch-level rows
+        # such as audio_seconds carry Lightning's own step count, which can lie earlier).
+        curve = [row["step"] for row in new if row.keys() & {"train_loss", "val_cer"}]
+        if curve:
+            rows = [row for row in rows if row["step"] < min(curve)]
         rows.extend(new)
     return sorted(rows, key=lambda row: row["step"])
 
