@@ -6,7 +6,12 @@ class XasrError(Exception):
 
 
 class DataError(XasrError):
-    """A manifest, audio file or transcript that cannot be used."""
+    """A manifest, audio file or transcript that cannot be used; ``reason``, where given, is
+    the short name ``--skip-bad`` counts it under ("does not exist", "not finite", ...)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 class Interrupted(XasrError):

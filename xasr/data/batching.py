@@ -77,37 +77,46 @@ def check_utterances(
     """
     report = CheckReport()
     kept = []
+    first_silent = None
     for utt in utterances:
         try:
             info = _audio_info(utt)
             if not utt.text.strip():
                 raise DataError(
                     f"{utt.source}: empty transcript for {utt.audio_filepath}; "
-                    "remove the line or pass --skip-bad to drop such lines"
+                    "remove the line or pass --skip-bad to drop such lines",
+                    reason="empty transcript",
                 )
             silent, duration = _check_samples(utt, info)
             if silent and skip_bad:
-                raise DataError(f"{utt.source}: audio file {utt.audio_filepath} is silent")
+                raise DataError(
+                    f"{utt.source}: audio file {utt.audio_filepath} is silent", reason="silent"
+                )
         except DataError as err:
             if not skip_bad:
                 raise
-            report.skipped[_reason(err)] += 1
+            report.skipped[err.reason or "other"] += 1
             log.warning("skipping %s", err)
             continue
-        if silent:
+        if silent:  # one warning for them all, below: a large corpus may hold many
             report.silent += 1
-            log.warning(
-                "%s: audio file %s is silent (peak below %g); kept (--skip-bad drops such files)",
-                utt.source,
-                utt.audio_filepath,
-                SILENCE_PEAK,
-            )
+            first_silent = first_silent or utt
+            log.debug("%s: audio file %s is silent", utt.source, utt.audio_filepath)
         if info.samplerate != SAMPLE_RATE:
             report.resampled[info.samplerate] += 1
         if info.channels > 1:
             report.downmixed += 1
         kept.append(Utterance(**{**utt.__dict__, "duration": duration}))  # the decoded length
     report.kept = len(kept)
+    if report.silent:
+        log.warning(
+            "%d silent audio files (peak below %g) kept, the first %s: audio file %s is silent; "
+            "--skip-bad drops them",
+            report.silent,
+            SILENCE_PEAK,
+            first_silent.source,
+            first_silent.audio_filepath,
+        )
     if not kept:
         manifest = utterances[0].source.rsplit(":", 1)[0] if utterances else "the manifest"
         raise DataError(f"{manifest}: no usable utterances ({report.summary()})")
@@ -118,17 +127,21 @@ def _audio_info(utt: Utterance):
     if not utt.audio_filepath.is_file():
         raise DataError(
             f"{utt.source}: audio file {utt.audio_filepath} does not exist; "
-            "fix the path (relative paths resolve against the manifest's folder)"
+            "fix the path (relative paths resolve against the manifest's folder)",
+            reason="does not exist",
         )
     try:
         info = sf.info(str(utt.audio_filepath))
     except (sf.LibsndfileError, RuntimeError) as err:
         raise DataError(
             f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
-            "re-encode it as WAV or FLAC"
+            "re-encode it as WAV or FLAC",
+            reason="cannot decode",
         ) from None
     if info.frames == 0:
-        raise DataError(f"{utt.source}: audio file {utt.audio_filepath} is empty (0 samples)")
+        raise DataError(
+            f"{utt.source}: audio file {utt.audio_filepath} is empty (0 samples)", reason="is empty"
+        )
     return info
 
 
@@ -147,12 +160,14 @@ def _check_samples(utt: Utterance, info) -> tuple[bool, float]:
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise DataError(
             f"{utt.source}: cannot decode audio file {utt.audio_filepath} ({err}); "
-            "re-encode it as WAV or FLAC"
+            "re-encode it as WAV or FLAC",
+            reason="cannot decode",
         ) from None
     if bad:
         raise DataError(
             f"{utt.source}: audio file {utt.audio_filepath} has {bad} samples that are not "
-            "finite (NaN or infinity); re-export it, or pass --skip-bad to drop such lines"
+            "finite (NaN or infinity); re-export it, or pass --skip-bad to drop such lines",
+            reason="not finite",
         )
     decoded = frames / info.samplerate
     if utt.duration is not None:
@@ -161,28 +176,10 @@ def _check_samples(utt: Utterance, info) -> tuple[bool, float]:
             raise DataError(
                 f"{utt.source}: the manifest says {utt.duration:.2f} s but audio file "
                 f"{utt.audio_filepath} is {decoded:.2f} s long; the line may point at the wrong "
-                "file: fix it, or pass --skip-bad to drop such lines"
+                "file: fix it, or pass --skip-bad to drop such lines",
+                reason="duration differs",
             )
     return peak < SILENCE_PEAK, decoded
-
-
-# (words of the message, the reason counted in the report), in the order they are tried:
-# "cannot decode" first, as libsndfile's own message for some corrupt files says "File does not
-# exist or is not a regular file", which would count them as missing.
-SKIP_REASONS = (
-    ("cannot decode", "cannot decode"),
-    ("not finite", "not finite"),
-    ("the manifest says", "duration differs"),
-    ("empty transcript", "empty transcript"),
-    ("is silent", "silent"),
-    ("is empty", "is empty"),
-    ("does not exist", "does not exist"),
-)
-
-
-def _reason(err: DataError) -> str:
-    text = str(err)
-    return next((reason for words, reason in SKIP_REASONS if words in text), "other")
 
 
 REPLAY_PREFIX = "replay-"
