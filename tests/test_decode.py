@@ -9,7 +9,8 @@ import torch
 
 from xasr.data.manifest import read_manifest
 from xasr.data.vocab import CharVocab
-from xasr.decode.evaluate import duration_batches, evaluate, transcribe_paths
+from xasr.decode.batches import duration_batches
+from xasr.decode.evaluate import evaluate, transcribe_paths
 from xasr.decode.greedy import greedy_ids, greedy_texts
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
 from xasr.models.build import build_model, load_model_dir

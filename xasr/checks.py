@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from xasr.errors import XasrError
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """An int or float, not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -33,7 +34,7 @@ def number(
     at_most: float | None = None,
 ) -> None:
     """``value`` is a finite int or float within the given open/closed bounds."""
-    if not _is_number(value) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise XasrError(f"{name} must be a finite number, got {value!r}")
     if above is not None and not value > above:
         raise XasrError(f"{name} must be greater than {above:g}, got {value:g}")

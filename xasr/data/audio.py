@@ -38,8 +38,13 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, where: str = ""
             f"{prefix}audio file {path} is empty (0 samples); remove it from the manifest"
         )
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if file_rate != sample_rate:
-        audio = soxr.resample(audio, file_rate, sample_rate, quality="HQ").astype(np.float32)
+    return resample(audio, file_rate, sample_rate)
+
+
+def resample(audio: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` (soxr, high quality); unchanged if already there."""
+    if rate != sample_rate:
+        audio = soxr.resample(audio, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

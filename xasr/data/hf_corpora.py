@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
-from xasr.data.audio import SAMPLE_RATE, audio_duration, save_audio
+from xasr.data.audio import SAMPLE_RATE, audio_duration, resample, save_audio
 from xasr.data.manifest import Utterance
 from xasr.errors import DataError
 
@@ -157,8 +156,7 @@ def _audio_file(value, folder: Path, audio_dir: Path, name: str, where: str) -> 
 
 
 def _write(audio: np.ndarray, rate: int, path: Path) -> Path:
-    if rate != SAMPLE_RATE:
-        audio = soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    audio = resample(audio, rate)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_audio(path, audio)
     return path.resolve()

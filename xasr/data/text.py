@@ -37,7 +37,7 @@ _SINGLE_LETTER_WORDS = {
 }
 _ASCII_VOWELS = set("aeiouy")
 
-_APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u0060\u00b4\u2032\u201b"})
+APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u0060\u00b4\u2032\u201b"})
 # Punctuation (Unicode category P*) that espeak-ng reads aloud or that marks non-prose
 # (emails, paths, hashtags, markup): the sentence is dropped instead of silently cleaned.
 _SPOKEN_PUNCTUATION = set("%&@#*/\\_§¶†‡•‰‱")
@@ -82,7 +82,7 @@ def normalize_text(text: str, lang: str) -> str | None:
     spell or expand ("mr", "st", "j").
     """
     _check_lang(lang)
-    text = unicodedata.normalize("NFC", text).lower().translate(_APOSTROPHES)
+    text = unicodedata.normalize("NFC", text).lower().translate(APOSTROPHES)
     if lang == "zh":
         return _normalize_chinese(text)
     if lang == "it":

@@ -14,9 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from xasr import checks
+from xasr.data.text import APOSTROPHES
 
-# Apostrophes of every kind become ', which stays inside words ("don't", "l'acqua").
-_APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u0060\u00b4\u2032\u201b"})
 _SPACES = re.compile(r"\s+")
 # Invisible characters that would enter the vocabulary: soft hyphen, zero-width space, word
 # joiner, byte-order mark (zero-width (non-)joiners stay: Persian and Indic spelling needs them)
@@ -102,7 +101,7 @@ def _is_letter(char: str) -> bool:
 
 
 def _remove_punctuation(text: str, lang: str | None) -> str:
-    text = text.translate(_APOSTROPHES)
+    text = text.translate(APOSTROPHES)  # every kind of apostrophe becomes '
     inner = INNER_MARKS.get(lang or "", "'")
     gap = "" if lang in UNSPACED_LANGUAGES else " "
     chars = []

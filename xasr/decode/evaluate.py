@@ -14,6 +14,7 @@ from tqdm import tqdm
 from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
+from xasr.decode.batches import duration_batches
 from xasr.decode.greedy import GreedyCtc
 from xasr.decode.lm import BeamSearchOptions
 from xasr.decode.metrics import error_counts, error_counts_by_language
@@ -23,19 +24,6 @@ from xasr.io import output_file, write_text
 from xasr.models.build import load_model_dir
 
 log = logging.getLogger(__name__)
-
-
-def duration_batches(durations: list[float], max_batch_seconds: float) -> list[list[int]]:
-    """Indices grouped so that sorted-by-length batches hold at most ``max_batch_seconds``
-    of padded audio (longest x count)."""
-    order = sorted(range(len(durations)), key=lambda i: durations[i])
-    batches, current = [], []
-    for i in order:
-        if current and durations[i] * (len(current) + 1) > max_batch_seconds:
-            batches.append(current)
-            current = []
-        current.append(i)
-    return batches + ([current] if current else [])
 
 
 @torch.inference_mode()

@@ -9,6 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from xasr.checks import is_number as _is_number
 from xasr.config import MODEL_SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
 from xasr.errors import XasrError
 from xasr.experiments.demo import DEMO_RECIPE
@@ -229,10 +230,6 @@ def _name(value, where: str) -> str:
             "it becomes a directory name)"
         )
     return value
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _number_list(value, where: str, positive: bool = False, integer: bool = False) -> list:

@@ -15,6 +15,7 @@ import numpy as np
 
 from xasr.data.audio import load_audio
 from xasr.data.vocab import vocab_from_json
+from xasr.decode.batches import duration_batches
 from xasr.errors import XasrError
 
 MAX_BATCH_SECONDS = 200.0  # padded audio per run, as transcribe_paths batches
@@ -63,21 +64,13 @@ class OnnxRecognizer:
     def transcribe(self, paths: list, decoder=None) -> list[str]:
         """Texts of audio files, in order; ``decoder``: an ``LmDecoder`` (or None: greedy)."""
         audios = [load_audio(p, self.sample_rate) for p in paths]
-        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
         texts = [""] * len(audios)
-        start = 0
-        while start < len(order):  # batches of similar length under the padded-audio budget
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(audios[order[end]]) <= (
-                MAX_BATCH_SECONDS * self.sample_rate
-            ):
-                end += 1
-            batch = order[start:end]
+        seconds = [len(a) / self.sample_rate for a in audios]
+        for batch in duration_batches(seconds, MAX_BATCH_SECONDS):
             outputs = self.log_probs([audios[i] for i in batch])
             decoded = (
                 decoder.decode_arrays(outputs) if decoder else [self.greedy(o) for o in outputs]
             )
             for i, text in zip(batch, decoded):
                 texts[i] = text
-            start = end
         return texts
