@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +13,6 @@ from safetensors.torch import load_file
 from torch import nn
 
 from xasr.cli import main
-from xasr.data.batching import REPLAY_PREFIX, check_utterances, make_loader, make_sampler, to_cuts
-from xasr.data.manifest import Utterance, read_manifest
-from xasr.data.vocab import CharVocab
 from xasr.errors import XasrError
 from xasr.models.build import build_model, load_model_dir
 from xasr.transfer import finetune
@@ -31,81 +26,6 @@ from xasr.transfer.forgetting import (
 )
 from xasr.transfer.plan import TransferPlan
 from xasr.transfer.vocab_map import TokenMap
-
-# --- replay -----------------------------------------------------------------------------------
-
-
-def fake_cuts(n: int, low: float, high: float, seed: int, prefix: str = ""):
-    """Cuts of durations uniform in [low, high] s; no audio is read by the sampler."""
-    rng = random.Random(seed)
-    utts = [
-        Utterance(Path(f"/nowhere/{prefix}{i}.wav"), "a", rng.uniform(low, high), id=str(i))
-        for i in range(n)
-    ]
-    return to_cuts(utts, prefix=prefix)
-
-
-@pytest.mark.parametrize("fraction", [0.2, 0.5])
-def test_replay_mixes_the_asked_share_of_seconds(fraction):
-    target = fake_cuts(40, 1.0, 3.0, seed=0)
-    # replay utterances 3x longer: a share of utterances would be far off a share of seconds
-    replay = fake_cuts(25, 3.0, 9.0, seed=1, prefix=REPLAY_PREFIX)
-    sampler = make_sampler(
-        target, 30.0, shuffle=True, seed=0, replay=replay, replay_fraction=fraction
-    )
-    seconds, utterances, replayed = Counter(), Counter(), set()
-    for epoch in range(150):
-        sampler.set_epoch(epoch)  # as Lightning does at every epoch start
-        seen = []
-        for batch in sampler:
-            for cut in batch:
-                is_replay = cut.id.startswith(REPLAY_PREFIX)
-                seconds[is_replay] += cut.duration
-                utterances[is_replay] += 1
-                if is_replay:
-                    replayed.add(cut.id.split("_repeat")[0])
-                else:
-                    seen.append(cut.id)
-        assert sorted(seen) == sorted(target.ids)  # an epoch is one pass over the target
-    share = seconds[True] / (seconds[True] + seconds[False])
-    assert share == pytest.approx(fraction, abs=0.025)
-    assert utterances[True] / sum(utterances.values()) < fraction - 0.05
-    assert replayed == set(replay.ids)  # re-shuffled each epoch: all of the source gets replayed
-
-
-def test_replay_loader_mixes_real_audio(corpus):
-    target = check_utterances(read_manifest(corpus.de_train))[0]
-    replay = check_utterances(read_manifest(corpus.en_train))[0]
-    vocab = CharVocab.from_texts(u.text for u in target + replay)
-    loader = make_loader(
-        to_cuts(target),
-        vocab,
-        30.0,
-        shuffle=True,
-        seed=0,
-        replay=to_cuts(replay, prefix=REPLAY_PREFIX),
-        replay_fraction=0.5,
-    )
-    loader.sampler.set_epoch(0)
-    langs = Counter(lang for batch in loader for lang in batch["langs"])
-    assert langs["de"] == len(target) and langs["en"] > 0
-
-
-def test_replay_sampler_is_reproducible():
-    def first_epoch():
-        sampler = make_sampler(
-            fake_cuts(20, 1, 3, 0),
-            10.0,
-            shuffle=True,
-            seed=3,
-            replay=fake_cuts(20, 1, 3, 1, REPLAY_PREFIX),
-            replay_fraction=0.5,
-        )
-        sampler.set_epoch(0)
-        return [[cut.id for cut in batch] for batch in sampler]
-
-    assert first_epoch() == first_epoch()
-
 
 # --- L2-SP and EWC on a toy model ------------------------------------------------------------
 

@@ -134,8 +134,11 @@ def test_ddp_on_cpu(xasr, corpus, tmp_path, subprocess_env):
         "--val-every",
         "5",
     )
-    # a dev set of two languages, so the per-language counts are reduced across ranks too
-    command[command.index("--valid") + 1] = str(corpus.mixed)
+    # two training sources in batches of one language, two dev sets: the per-language counts
+    # are reduced across ranks, and every rank must train on the same language at a step
+    command[command.index("--valid") + 1] = str(corpus.de_dev)
+    command += ["--valid", str(corpus.en_dev), "--train", str(corpus.de_train)]
+    command += ["--source-batches", "language", "--monitor", "macro"]
     output = run_to_end(command, subprocess_env, tmp_path / "ddp.log", timeout=300)
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -147,6 +150,12 @@ def test_ddp_on_cpu(xasr, corpus, tmp_path, subprocess_env):
         rows = [r for r in csv.DictReader(handle) if r["val_cer"]]
     assert [int(r["step"]) for r in rows] == [5, 10]
     assert all(0 <= float(r["val_cer_en"]) <= 1.5 and 0 <= float(r["val_cer_de"]) for r in rows)
+    for r in rows:
+        macro = (float(r["val_cer_en"]) + float(r["val_cer_de"])) / 2
+        assert float(r["val_cer_macro"]) == pytest.approx(macro)
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["monitor"] == "val_cer_macro"
+    assert [s["share"] for s in saved["sources"]] == pytest.approx([0.5, 0.5], abs=0.2)
 
 
 def test_last_checkpoint_follows_every_validation(corpus, tmp_path, make_cfg):
@@ -314,6 +323,37 @@ def test_read_curve_of_a_fresh_run(tmp_path):
     assert read_curve(tmp_path) == []
     write_attempt(tmp_path, 0, [])
     assert read_curve(tmp_path) == []
+
+
+def test_several_sources_train_end_to_end(corpus, tmp_path, make_cfg):
+    """Two weighted sources and two dev sets; early stopping and the best model follow the
+    monitored language; a monitor the dev data lacks is a one-line error before training."""
+    from xasr.config import MODEL_SIZES
+    from xasr.data.sources import Source
+    from xasr.errors import XasrError
+    from xasr.train.curve import read_curve
+    from xasr.train.loop import train
+
+    sources = [Source(str(corpus.en_train), 3.0), Source(str(corpus.de_train), 1.0)]
+    cfg = make_cfg(max_steps=4, val_every=2, mixing="weights", monitor="de")
+    with pytest.raises(XasrError, match="'it': the dev data's languages are de, en"):
+        train(
+            tmp_path / "bad",
+            sources,
+            [corpus.en_dev, corpus.de_dev],
+            make_cfg(monitor="it"),
+            MODEL_SIZES["tiny"],
+            progress=False,
+        )
+    run = tmp_path / "run"
+    result = train(
+        run, sources, [corpus.en_dev, corpus.de_dev], cfg, MODEL_SIZES["tiny"], progress=False
+    )
+    rows = [r for r in read_curve(run) if "val_cer" in r]
+    assert result.best_dev_cer == pytest.approx(min(r["val_cer_de"] for r in rows))
+    meta = json.loads((run / "model" / "config.json").read_text())
+    assert [s["share"] for s in meta["sources"]] == [0.75, 0.25]
+    assert meta["valid_manifests"] == [str(corpus.en_dev), str(corpus.de_dev)]
 
 
 def test_validation_logs_each_language(corpus, tmp_path, make_cfg):

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from xasr.config import (
     ACCELERATORS,
+    MIXINGS,
     ON_UNKNOWN,
     PRECISIONS,
+    SOURCE_BATCHES,
     TRAIN_FLAGS,
     VOCAB_KINDS,
     TrainConfig,
@@ -47,8 +49,18 @@ TRAIN_HELP = {
     "spec_augment": "train without SpecAugment",
     "freeze_layers": "freeze front end + bottom K layers",
     "freeze_steps": "... for the first S steps only",
+    "mixing": "how several --train manifests share the audio (README)",
+    "temperature": "T of --mixing temperature: shares as seconds^(1/T)",
+    "source_batches": "mixed, or batches of one source each",
+    "monitor": "dev CER early stopping watches: all, macro or a language",
 }
-TRAIN_CHOICES = {"accelerator": ACCELERATORS, "vocab": VOCAB_KINDS, "on_unknown": ON_UNKNOWN}
+TRAIN_CHOICES = {
+    "accelerator": ACCELERATORS,
+    "vocab": VOCAB_KINDS,
+    "on_unknown": ON_UNKNOWN,
+    "mixing": MIXINGS,
+    "source_batches": SOURCE_BATCHES,
+}
 TRANSFER_ONLY = ("freeze_layers", "freeze_steps")  # train() starts from scratch: nothing to freeze
 
 
@@ -77,12 +89,45 @@ def add_train_options(parser: argparse.ArgumentParser, transfer: bool = False) -
     parser.add_argument("--no-progress", action="store_true")
 
 
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--train (repeatable: several sources, --weights), --valid (repeatable)."""
+    parser.add_argument(
+        "--train",
+        required=True,
+        action="append",
+        help="training manifest (.jsonl or .csv); repeat for several sources (--mixing)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one weight per --train manifest (with --mixing weights)",
+    )
+    parser.add_argument(
+        "--valid",
+        required=True,
+        action="append",
+        help="validation manifest; repeat for several (validated per language)",
+    )
+
+
+def training_sources(args: argparse.Namespace) -> list:
+    from xasr.data.sources import as_sources
+
+    if args.weights is not None and (args.mixing or "weights") != "weights":
+        raise XasrError(f"--weights needs --mixing weights, not {args.mixing}")
+    return as_sources(args.train, args.weights)
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     base = (
         from_dict(TrainConfig, load_yaml(args.config), args.config)
         if args.config
         else TrainConfig()
     )
+    if getattr(args, "weights", None) is not None and args.mixing is None:
+        args.mixing = "weights"  # weights given: they are what mixes the sources
     return replace(base, **{k: getattr(args, k, None) for k in TRAIN_FLAGS})
 
 
@@ -140,7 +185,7 @@ def cmd_train(args) -> None:
 
     result = train(
         args.out,
-        args.train,
+        training_sources(args),
         args.valid,
         train_config(args),
         model_config(args.size),
@@ -184,7 +229,7 @@ def cmd_transfer(args) -> None:
             raise XasrError(f"--{name}-test {path} does not exist or is not a file")
     result = transfer(
         args.out,
-        args.train,
+        training_sources(args),
         args.valid,
         opts,
         train_config(args),
@@ -376,8 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a CTC model from scratch")
-    p.add_argument("--train", required=True, help="training manifest (.jsonl or .csv)")
-    p.add_argument("--valid", required=True, help="validation manifest")
+    add_data_options(p)
     p.add_argument("--out", required=True, help="run directory (re-run to resume)")
     p.add_argument("--size", default="small", help="small, medium")
     add_train_options(p)
@@ -385,8 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transfer", help="fine-tune a model into a new language or domain")
     p.add_argument("--from", dest="source", help="model directory or shipped name (en-small)")
-    p.add_argument("--train", required=True)
-    p.add_argument("--valid", required=True)
+    add_data_options(p)
     p.add_argument("--out", required=True, help="run directory (re-run to resume)")
     p.add_argument("--scratch", action="store_true", help="same architecture, random start")
     p.add_argument("--reinit-head", action="store_true", help="random output layer")

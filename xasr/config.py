@@ -85,6 +85,16 @@ class TrainConfig:
     freeze_layers: int = 0  # freeze the front end and the bottom K encoder layers
     freeze_steps: int | None = None  # ... for the first S steps only (None: throughout)
     on_unknown: str = "error"  # characters outside the vocabulary: "error" or "unk"
+    # Several training manifests (xasr.data.sources): each one's share of the audio seconds
+    # by "temperature" (n^(1/T) of its seconds; T = 1: as much as it has), fixed "weights"
+    # (--weights), or "balanced" (one batch of each per step); batches "mixed" or of one
+    # "language" (source) each.
+    mixing: str = "temperature"
+    temperature: float = 1.0
+    source_batches: str = "mixed"
+    # The dev CER that early stopping and the best model watch: "all" (every dev utterance
+    # pooled), "macro" (the mean of the languages' CERs) or a language code.
+    monitor: str = "all"
 
     def __post_init__(self):
         """Every value in range before any work, the message naming key and flag."""
@@ -114,9 +124,21 @@ class TrainConfig:
         if self.freeze_steps is not None:
             checks.integer(n("freeze_steps"), self.freeze_steps, at_least=1)
         checks.one_of(n("on_unknown"), self.on_unknown, ON_UNKNOWN)
+        checks.one_of(n("mixing"), self.mixing, MIXINGS)
+        checks.number(n("temperature"), self.temperature, above=0)
+        checks.one_of(n("source_batches"), self.source_batches, SOURCE_BATCHES)
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise XasrError(f"{n('monitor')} must be all, macro or a language code")
+
+    @property
+    def monitor_key(self) -> str:
+        """The logged metric early stopping watches: val_cer, val_cer_macro, val_cer_<lang>."""
+        return "val_cer" if self.monitor == "all" else f"val_cer_{self.monitor}"
 
 
 ACCELERATORS = ("auto", "cpu", "gpu")
+MIXINGS = ("temperature", "weights", "balanced")  # xasr.data.sources
+SOURCE_BATCHES = ("mixed", "language")
 VOCAB_KINDS = ("char", "sentencepiece")
 ON_UNKNOWN = ("error", "unk")  # characters outside the vocabulary: stop, or map to <unk>
 # The Lightning precisions xasr trains with ("auto": bf16-mixed on CUDA, 32-true on CPU);
@@ -144,6 +166,10 @@ TRAIN_FLAGS = {
     "spec_augment": "--no-spec-augment",
     "freeze_layers": "--freeze-layers",
     "freeze_steps": "--freeze-steps",
+    "mixing": "--mixing",
+    "temperature": "--temperature",
+    "source_batches": "--source-batches",
+    "monitor": "--monitor",
 }
 
 

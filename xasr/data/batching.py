@@ -3,15 +3,13 @@
 lhotse's ``DynamicBucketingSampler`` groups utterances of similar duration (less padding) under a
 total-duration budget per batch, and in DDP hands every rank the same number of batches.
 
-Replay (adapting without forgetting): ``ReplayMixSampler`` interleaves source-language utterances
-with the target ones through lhotse's ``CutSet.mux`` so that a fraction of the training audio
-seconds is replay, exactly in expectation (``replay_probability``).
+Several training sources (languages, or a target and replayed source-language speech) are mixed
+by ``xasr.data.sources``.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,10 +19,10 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
-from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
 from xasr.data.audio import SAMPLE_RATE, load_audio
 from xasr.data.manifest import Utterance
+from xasr.data.sources import sources_sampler
 from xasr.data.vocab import Vocab
 from xasr.errors import DataError
 
@@ -182,14 +180,16 @@ def _check_samples(utt: Utterance, info) -> tuple[bool, float]:
     return peak < SILENCE_PEAK, decoded
 
 
-REPLAY_PREFIX = "replay-"
+def source_prefix(index: int) -> str:
+    """The start of the cut ids of the ``index``-th training source (none for the first): keeps
+    the ids of several sources apart, and says which source a cut came from."""
+    return f"src{index}-" if index else ""
 
 
 def to_cuts(utterances: list[Utterance], prefix: str = "") -> CutSet:
     """One lhotse cut per utterance; the language and manifest line travel as data.
 
-    ``prefix`` starts every cut id (``REPLAY_PREFIX`` marks replay cuts, and keeps their ids
-    apart from the target's).
+    ``prefix`` starts every cut id (``source_prefix``).
     """
     cuts = []
     for i, utt in enumerate(utterances):
@@ -226,96 +226,30 @@ def to_cuts(utterances: list[Utterance], prefix: str = "") -> CutSet:
 
 
 def make_sampler(
-    cuts: CutSet,
+    cuts: CutSet | list[CutSet],
     max_batch_seconds: float,
     shuffle: bool,
     seed: int,
     world_size: int = 1,
     rank: int = 0,
-    replay: CutSet | None = None,
-    replay_fraction: float = 0.0,
-) -> DynamicBucketingSampler | SimpleCutSampler:
-    """Duration-bucketed batches of ``cuts``; with ``replay``, a ``ReplayMixSampler``."""
-    for part in (cuts, replay or []):
-        longest = max((cut.duration for cut in part), default=0.0)
-        if longest > max_batch_seconds:
-            raise DataError(
-                f"an utterance of {longest:.1f} s is longer than the batch budget of "
-                f"{max_batch_seconds} s; raise --batch-seconds (max_batch_seconds) or cut "
-                "the audio"
-            )
-    common = {
-        "max_duration": max_batch_seconds,
-        "shuffle": shuffle,
-        "seed": seed,
-        "num_buckets": min(10, max(2, len(cuts) // 20)),
-        "world_size": world_size,
-        "rank": rank,
-        "drop_last": False,
-    }
-    if replay is not None:
-        return ReplayMixSampler(cuts, replay, replay_fraction, **common)
-    if len(cuts) < common["num_buckets"]:
-        # lhotse's bucketing needs at least two cuts (one per bucket): a one-utterance set
-        # (a smoke test, a single enrolment recording) gets plain batches.
-        del common["num_buckets"]
-        return SimpleCutSampler(cuts, **common)
-    return DynamicBucketingSampler(cuts, **common)
-
-
-def replay_probability(target: CutSet, replay: CutSet, fraction: float) -> float:
-    """The chance that an utterance of the mixed stream is a replay one, so that replay makes up
-    ``fraction`` of the audio seconds in expectation.
-
-    Each utterance is replay with probability p, independently, so with mean durations m_t and
-    m_r the expected replay share of the seconds is p m_r / (p m_r + (1 - p) m_t); this solves
-    that for p. (Weighting by utterances alone would over-replay when source utterances are
-    longer than target ones.)
-    """
-    if not 0.0 < fraction < 1.0:
-        raise DataError(f"replay fraction must be in (0, 1), got {fraction}")
-    mean_target = sum(c.duration for c in target) / len(target)
-    mean_replay = sum(c.duration for c in replay) / len(replay)
-    return fraction * mean_target / (fraction * mean_target + (1 - fraction) * mean_replay)
-
-
-def mix_replay(target: CutSet, replay: CutSet, fraction: float, seed: int) -> CutSet:
-    """One epoch of training cuts (lazy): every target cut once, interleaved at random with
-    replay cuts (``replay_probability``); the epoch ends with the target.
-
-    Both sets are shuffled with ``seed`` first, and replay repeats when it runs out, so each
-    epoch replays a different slice of a large source set rather than always its first part.
-    """
-    rng = random.Random(seed)
-    p = replay_probability(target, replay, fraction)
-    return CutSet.mux(
-        target.shuffle(rng),
-        replay.shuffle(rng).repeat(),
-        weights=[1.0 - p, p],
-        stop_early=True,  # stop when the target runs out: replay is infinite
-        seed=seed,
+    shares: list[float] | None = None,
+    mixing: str = "temperature",
+    batches: str = "mixed",
+):
+    """Duration-bucketed batches of ``cuts``, or of several sources mixed by their ``shares``
+    of the audio seconds (``xasr.data.sources.sources_sampler``)."""
+    sources = list(cuts) if isinstance(cuts, (list, tuple)) else [cuts]
+    return sources_sampler(
+        sources,
+        shares or [1.0 / len(sources)] * len(sources),
+        max_batch_seconds,
+        shuffle,
+        seed,
+        world_size,
+        rank,
+        mixing,
+        batches,
     )
-
-
-class ReplayMixSampler(DynamicBucketingSampler):
-    """``DynamicBucketingSampler`` over ``mix_replay(target, replay, fraction, seed + epoch)``.
-
-    One bucketing sampler over the mixed stream, rather than lhotse's ``ZipSampler`` of two
-    samplers with split budgets: a split budget packs each part to a different fill (a 7 s
-    budget of 3 s utterances holds 6 s), so the share would drift from ``fraction``. Here the
-    replay share of the seconds over an epoch is ``fraction`` in expectation; a single batch's
-    share varies, as batches group utterances of similar duration from both sets. Lightning
-    calls ``set_epoch`` at every epoch start (also after a resume), which re-mixes.
-    """
-
-    def __init__(self, target: CutSet, replay: CutSet, fraction: float, seed: int = 0, **kwargs):
-        self._mix = (target, replay, fraction)
-        self._base_seed = seed
-        super().__init__(mix_replay(target, replay, fraction, seed), seed=seed, **kwargs)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.cuts = (mix_replay(*self._mix, self._base_seed + epoch),)
 
 
 class ResumableSampler(torch.utils.data.Sampler):
@@ -391,7 +325,7 @@ def _pad(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def make_loader(
-    cuts: CutSet,
+    cuts: CutSet | list[CutSet],
     vocab: Vocab,
     max_batch_seconds: float,
     shuffle: bool,
@@ -400,17 +334,18 @@ def make_loader(
     world_size: int = 1,
     rank: int = 0,
     on_unknown: str = "error",
-    replay: CutSet | None = None,
-    replay_fraction: float = 0.0,
+    shares: list[float] | None = None,
+    mixing: str = "temperature",
+    batches: str = "mixed",
 ) -> torch.utils.data.DataLoader:
-    """Padded batches (``AsrDataset``) of ``cuts``, mixed with ``replay`` cuts when given.
+    """Padded batches (``AsrDataset``) of ``cuts`` (or of several sources: ``make_sampler``).
 
     The loader's sampler is a ``ResumableSampler``: ``loader.sampler.resume(epoch, batches)``
     continues an epoch where a killed run left it.
     """
     sampler = ResumableSampler(
         make_sampler(
-            cuts, max_batch_seconds, shuffle, seed, world_size, rank, replay, replay_fraction
+            cuts, max_batch_seconds, shuffle, seed, world_size, rank, shares, mixing, batches
         )
     )
     return torch.utils.data.DataLoader(
@@ -449,17 +384,14 @@ def count_unknown_chars(utterances: list[Utterance], vocab: Vocab) -> Counter:
 
 
 __all__ = [
-    "REPLAY_PREFIX",
     "AsrDataset",
     "CheckReport",
-    "ReplayMixSampler",
     "ResumableSampler",
     "check_utterances",
     "count_unknown_chars",
     "load_batch_audio",
     "make_loader",
     "make_sampler",
-    "mix_replay",
-    "replay_probability",
+    "source_prefix",
     "to_cuts",
 ]

@@ -56,8 +56,9 @@ class ExportBestModel(L.Callback):
     `transfer --from` read; Lightning's .ckpt files are only for resuming.
     """
 
-    def __init__(self, directory: Path, model_cfg, vocab, meta: dict):
+    def __init__(self, directory: Path, model_cfg, vocab, meta: dict, monitor: str = "val_cer"):
         self.directory = Path(directory)
+        self.monitor = monitor
         self.model_cfg = model_cfg
         self.vocab = vocab
         self.meta = meta
@@ -67,13 +68,15 @@ class ExportBestModel(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        cer = float(trainer.callback_metrics["val_cer"])
+        cer = float(trainer.callback_metrics[self.monitor])
         if cer < self.best:
             self.best, self.best_step = cer, trainer.global_step
             if trainer.is_global_zero:
                 meta = {
                     **self.meta,
-                    "dev_cer": cer,
+                    "dev_cer": float(trainer.callback_metrics["val_cer"]),
+                    "monitor": self.monitor,
+                    "monitored_cer": cer,
                     "step": trainer.global_step,
                     "dev_wer": float(trainer.callback_metrics.get("val_wer", float("nan"))),
                 }

@@ -28,13 +28,14 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from xasr.config import ModelConfig, TrainConfig
 from xasr.data.batching import (
-    REPLAY_PREFIX,
     check_utterances,
     count_unknown_chars,
     make_loader,
+    source_prefix,
     to_cuts,
 )
 from xasr.data.manifest import Utterance, read_manifest
+from xasr.data.sources import as_sources, source_shares
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
 from xasr.device import training_machine
 from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
@@ -72,8 +73,9 @@ class TrainResult:
 class CutsData(L.LightningDataModule):
     """Builds the loaders once Lightning knows this process's rank and the world size.
 
-    ``replay_cuts`` (source-language cuts) are mixed into training batches only, as
-    ``replay_fraction`` of the audio seconds; validation stays on the target dev set.
+    ``train_cuts``: one CutSet per training source, mixed by their ``shares`` of the audio
+    seconds as ``cfg.mixing``/``cfg.source_batches`` say (``xasr.data.sources``); validation
+    reads ``valid_cuts`` (every dev set together).
 
     Its state, saved in every checkpoint, is where the training data stands (the epoch and how
     many of its batches were trained on), so that a resumed run continues the epoch with the
@@ -82,16 +84,15 @@ class CutsData(L.LightningDataModule):
 
     def __init__(
         self,
-        train_cuts,
+        train_cuts: list,
         valid_cuts,
         vocab: Vocab,
         cfg: TrainConfig,
-        replay_cuts=None,
-        replay_fraction: float = 0.0,
+        shares: list[float] | None = None,
     ):
         super().__init__()
         self.train_cuts, self.valid_cuts, self.vocab, self.cfg = train_cuts, valid_cuts, vocab, cfg
-        self.replay_cuts, self.replay_fraction = replay_cuts, replay_fraction
+        self.shares = shares
         self._resume_at: tuple[int, int] | None = None
 
     def state_dict(self) -> dict:
@@ -106,7 +107,7 @@ class CutsData(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
-    def _loader(self, cuts, shuffle: bool, on_unknown: str, replay=None):
+    def _loader(self, cuts, shuffle: bool, on_unknown: str, shares=None):
         return make_loader(
             cuts,
             self.vocab,
@@ -117,13 +118,14 @@ class CutsData(L.LightningDataModule):
             world_size=self.trainer.world_size,
             rank=self.trainer.global_rank,
             on_unknown=on_unknown,
-            replay=replay,
-            replay_fraction=self.replay_fraction,
+            shares=shares,
+            mixing=self.cfg.mixing,
+            batches=self.cfg.source_batches,
         )
 
     def train_dataloader(self):
         loader = self._loader(
-            self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown, replay=self.replay_cuts
+            self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown, shares=self.shares
         )
         if self._resume_at is not None:  # restored from a checkpoint before this is called
             loader.sampler.resume(*self._resume_at)
@@ -181,21 +183,10 @@ def load_split(path: str | Path, skip_bad: bool, name: str) -> list[Utterance]:
     return utterances
 
 
-def load_replay(manifest: str | Path | None, fraction: float, skip_bad: bool) -> list[Utterance]:
-    """The checked replay utterances ([] without a manifest); the fraction must be in (0, 1)."""
-    if manifest is None:
-        if fraction:
-            raise XasrError(f"a replay fraction ({fraction}) needs a replay manifest")
-        return []
-    if not 0.0 < fraction < 1.0:
-        raise XasrError(f"replay fraction must be in (0, 1), got {fraction}")
-    return load_split(manifest, skip_bad, "replay")
-
-
 def train(
     run_dir: str | Path,
-    train_manifest: str | Path,
-    valid_manifest: str | Path,
+    train_manifest,
+    valid_manifest,
     cfg: TrainConfig,
     model_cfg: ModelConfig,
     vocab: Vocab | None = None,
@@ -204,44 +195,64 @@ def train(
     meta: dict | None = None,
     skip_bad: bool = False,
     progress: bool = True,
-    replay_manifest: str | Path | None = None,
-    replay_fraction: float = 0.0,
     penalty: torch.nn.Module | None = None,
 ) -> TrainResult:
-    """Train (or resume) a CTC model until dev CER stops improving or a budget runs out.
+    """Train (or resume) a model until the dev CER stops improving or a budget runs out.
 
-    ``init_model`` is the starting point (a transferred model); None trains from scratch with
-    ``model_cfg``. ``vocab`` None builds one from the training transcripts (and the replay
-    ones). ``replay_manifest``: source-language utterances mixed into every training epoch as
-    ``replay_fraction`` (0 < f < 1) of the training audio seconds, exactly in expectation
-    (``xasr.data.batching.ReplayMixSampler``); they pass the same checks as training
-    utterances (audio, transcript, vocabulary with ``cfg.on_unknown``). ``penalty``: added to
-    the loss (``CtcTask``).
+    ``train_manifest``: a manifest, or a list of manifests or ``Source``s (with weights):
+    several sources are mixed by ``cfg.mixing`` (``xasr.data.sources``); all pass the same
+    checks (audio, transcript, vocabulary with ``cfg.on_unknown``). ``valid_manifest``: one dev
+    manifest or several, validated together and per language; ``cfg.monitor`` picks what early
+    stopping watches. ``init_model`` is the starting point (a transferred model); None trains
+    from scratch with ``model_cfg``. ``vocab`` None builds one from the training transcripts.
+    ``penalty``: added to the loss (``CtcTask``).
     """
     torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
     run_dir = output_dir(run_dir)
     training_machine(cfg)  # a GPU asked for where there is none: before reading any data
-    train_utts = load_split(train_manifest, skip_bad, "train")
-    valid_utts = load_split(valid_manifest, skip_bad, "valid")
-    replay_utts = load_replay(replay_manifest, replay_fraction, skip_bad)
-    vocab = prepare_vocab(run_dir, train_utts + replay_utts, cfg, vocab)
-    check_alphabet(train_utts, vocab, cfg.on_unknown, "train")
-    check_alphabet(replay_utts, vocab, cfg.on_unknown, "replay")
+    sources = as_sources(train_manifest)
+    valid_manifests = as_manifests(valid_manifest)
+    train_sets = [
+        load_split(s.manifest, skip_bad, "train" if len(sources) == 1 else f"train[{i + 1}]")
+        for i, s in enumerate(sources)
+    ]
+    valid_utts = [u for m in valid_manifests for u in load_split(m, skip_bad, "valid")]
+    vocab = prepare_vocab(run_dir, [u for part in train_sets for u in part], cfg, vocab)
+    for source, utterances in zip(sources, train_sets):
+        check_alphabet(utterances, vocab, cfg.on_unknown, f"train {source.manifest}")
     check_alphabet(valid_utts, vocab, "unk", "valid")
+    shares = source_shares(
+        [sum(u.duration for u in part) for part in train_sets],
+        cfg.mixing,
+        [s.weight for s in sources],
+        cfg.temperature,
+    )
+    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
+    check_monitor(cfg, langs)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
-    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
     task = CtcTask(model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ())
-    replay_cuts = to_cuts(replay_utts, prefix=REPLAY_PREFIX) if replay_utts else None
-    data = CutsData(
-        to_cuts(train_utts), to_cuts(valid_utts), vocab, cfg, replay_cuts, replay_fraction
-    )
-    meta = {**(meta or {}), "train": asdict(cfg), "train_manifest": str(train_manifest)}
-    if replay_utts:
-        meta.update(replay_manifest=str(replay_manifest), replay_fraction=replay_fraction)
-    export = ExportBestModel(run_dir / "model", model_cfg, vocab, meta)
+    train_cuts = [to_cuts(part, prefix=source_prefix(i)) for i, part in enumerate(train_sets)]
+    data = CutsData(train_cuts, to_cuts(valid_utts), vocab, cfg, shares)
+    meta = {
+        **(meta or {}),
+        "train": asdict(cfg),
+        "train_manifest": sources[0].manifest if len(sources) == 1 else None,
+        "valid_manifests": valid_manifests,
+    }
+    if len(sources) > 1:
+        meta["sources"] = [
+            {"manifest": s.manifest, "weight": s.weight, "share": share}
+            for s, share in zip(sources, shares)
+        ]
+        log.info(
+            "training sources (%s): %s",
+            cfg.mixing,
+            ", ".join(f"{s.manifest} {share:.1%}" for s, share in zip(sources, shares)),
+        )
+    export = ExportBestModel(run_dir / "model", model_cfg, vocab, meta, cfg.monitor_key)
     early = EarlyStopping(
-        "val_cer",
+        cfg.monitor_key,
         min_delta=cfg.min_delta,
         patience=cfg.patience,
         mode="min",
@@ -287,6 +298,28 @@ def train(
     return result
 
 
+def as_manifests(manifests) -> list[str]:
+    if isinstance(manifests, (list, tuple)):
+        return [str(m) for m in manifests]
+    return [str(manifests)]
+
+
+def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
+    """``cfg.monitor`` names a dev-set language (or all / macro)."""
+    if cfg.monitor in ("all", "macro") and not (cfg.monitor == "macro" and len(langs) < 2):
+        return
+    if cfg.monitor == "macro":
+        raise XasrError(
+            f"monitor (--monitor) macro averages the dev languages' CERs, and the dev data has "
+            f"one language ({langs[0]}); use all"
+        )
+    if cfg.monitor not in langs or len(langs) < 2:
+        raise XasrError(
+            f"monitor (--monitor) {cfg.monitor!r}: the dev data's languages are "
+            f"{', '.join(langs)}; use all, macro or one of those (with several)"
+        )
+
+
 def check_checkpoint(path: Path, task: CtcTask) -> None:
     """``CheckpointError`` before Lightning fails on a last.ckpt: one that cannot be read (a
     file damaged or replaced from outside: xasr's own writes are atomic), or one whose weights
@@ -325,7 +358,7 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
     checkpoint = LastAtEveryValidation(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor="val_cer",
+        monitor=cfg.monitor_key,
         mode="min",
         save_top_k=1,
         save_last=True,

@@ -42,8 +42,9 @@ class CtcTask(L.LightningModule):
     toward 0, the penalty toward its reference weights, and the two would fight.
 
     ``val_langs``: the languages of the dev set when it has several; validation then also logs
-    ``val_cer_<lang>`` and ``val_wer_<lang>`` (the list is fixed up front, so every DDP rank
-    reduces the same tensor, whatever languages its own batches held).
+    ``val_cer_<lang>``, ``val_wer_<lang>`` and their macro average ``val_cer_macro`` (the list
+    is fixed up front, so every DDP rank reduces the same tensor, whatever languages its own
+    batches held).
     """
 
     def __init__(
@@ -129,6 +130,8 @@ class CtcTask(L.LightningModule):
         for lang, counts in zip(self.val_langs, by_lang):
             log(f"val_cer_{lang}", counts.cer)
             log(f"val_wer_{lang}", counts.wer)
+        if by_lang:  # each language weighs alike, however much dev speech it has
+            log("val_cer_macro", sum(c.cer for c in by_lang) / len(by_lang))
 
     def configure_optimizers(self):
         optimizer = make_adamw(

@@ -18,6 +18,7 @@ Adapting without forgetting (``xasr.transfer.forgetting``), on top of any transf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from xasr import checks
 from xasr.config import ModelConfig, TrainConfig
 from xasr.data.batching import check_utterances, to_cuts
 from xasr.data.manifest import read_manifest
+from xasr.data.sources import Source, as_sources
 from xasr.data.vocab import CharVocab, SentencePieceVocab, load_vocab
 from xasr.device import training_machine
 from xasr.errors import XasrError
@@ -119,7 +121,8 @@ def target_vocab(train_manifest, cfg: TrainConfig, source_vocab, replay_manifest
     trained on too, so their characters must be in the target vocabulary.
     """
     # Text only: train() checks the audio of every line once, right after this.
-    manifests = [train_manifest, *([replay_manifest] if replay_manifest else [])]
+    manifests = [s.manifest for s in as_sources(train_manifest)]
+    manifests += [replay_manifest] if replay_manifest else []
     texts = [utt.text for m in manifests for utt in read_manifest(m) if utt.text.strip()]
     if source_vocab is not None and source_vocab.kind == "sentencepiece":
         return SentencePieceVocab.train(texts, cfg.vocab_size)
@@ -196,9 +199,10 @@ def transfer(
         report["penalty"] = penalty.describe() if penalty is not None else None
     if not resuming:
         write_text(run_dir / "transfer.json", json.dumps(report, indent=1, ensure_ascii=False))
+    sources, cfg = with_replay(as_sources(train_manifest), opts, cfg)
     return train(
         run_dir,
-        train_manifest,
+        sources,
         valid_manifest,
         cfg,
         source_cfg,
@@ -208,10 +212,24 @@ def transfer(
         meta={"transfer": report},
         skip_bad=skip_bad,
         progress=progress,
-        replay_manifest=opts.replay_manifest,
-        replay_fraction=opts.replay_fraction,
         penalty=penalty,
     )
+
+
+def with_replay(sources: list[Source], opts: TransferOptions, cfg: TrainConfig):
+    """Replay as training from two sources: the target with weight 1 - f and the replayed
+    source-language manifest with weight f, by fixed weights, batches mixed (the replay share
+    of the training audio seconds is f in expectation). Returns (sources, recipe)."""
+    if opts.replay_manifest is None:
+        return sources, cfg
+    if len(sources) > 1:
+        raise XasrError(
+            "--replay mixes one target manifest with source-language speech; with several "
+            "--train manifests, add the replay manifest as one more --train with --weights"
+        )
+    f = opts.replay_fraction
+    sources = [Source(sources[0].manifest, 1.0 - f), Source(str(opts.replay_manifest), f)]
+    return sources, dataclasses.replace(cfg, mixing="weights", source_batches="mixed")
 
 
 # Options that shape what a resumed run keeps doing, with their command-line flags: the
