@@ -389,3 +389,47 @@ def test_rank_sources_hook_runs_once_per_target_and_is_cached(
     assert calls == [("train-0.07min.jsonl", 7, 0)]  # the largest size, the first seed
     assert [r["base"] for r in first["de"]] == ["b2", en_model.parent.name]
     assert runner.run_rank(exp, data, progress=False) == first and len(calls) == 1
+
+
+def test_multilingual_config_errors_and_table(tmp_path):
+    from xasr.experiments.multilingual import multilingual_table, run_multilingual
+
+    config = tmp_path / "m.yaml"
+    config.write_text("kind: multilingual\nname: m\nlanguages: {en: 1}\n")
+    with pytest.raises(XasrError, match="two or more codes"):
+        run_multilingual(config, tmp_path / "out", progress=False)
+    config.write_text("kind: multilingual\nname: m\nlanguages: {en: 1, es: 1}\nbogus: 1\n")
+    with pytest.raises(XasrError, match="unknown key.*bogus"):
+        run_multilingual(config, tmp_path / "out", progress=False)
+
+    def run(test, steps=100):
+        return {
+            "steps": steps,
+            "best_step": steps - 50,
+            "stopped_by": "early stopping",
+            "minutes": 1.0,
+            "test": {k: {"cer": v, "wer": 2 * v} for k, v in test.items()},
+        }
+
+    recipe = {
+        "mixing": "temperature",
+        "temperature": 2.0,
+        "source_batches": "mixed",
+        "monitor": "macro",
+    }
+    table = multilingual_table(
+        {
+            "name": "m",
+            "size": "tiny",
+            "languages": {"en": 20, "es": 4},
+            "joint_recipe": recipe,
+            "runs": {
+                "alone-en": run({"en": 0.2}),
+                "alone-es": run({"es": 0.5}),
+                "joint": run({"en": 0.25, "es": 0.4}, 300),
+            },
+        }
+    )
+    assert "| en | 20 | 20.0% | 25.0% | +5.0 pts |" in table
+    assert "| es | 4 | 50.0% | 40.0% | -10.0 pts |" in table
+    assert "best step 250 of 300" in table

@@ -375,6 +375,11 @@ def cmd_rank_sources(args) -> None:
 def cmd_experiment(args) -> None:
     from xasr.experiments.runner import run_experiment
 
+    if load_yaml(args.config).get("kind") == "multilingual":
+        from xasr.experiments.multilingual import run_multilingual
+
+        run_multilingual(args.config, out=args.out, progress=not args.no_progress)
+        return
     run_experiment(
         args.config,
         out=args.out,

@@ -52,6 +52,8 @@ MODEL_SIZES: dict[str, ModelConfig] = {
     "small": ModelConfig(d_model=144, n_layers=8, n_heads=4),
     # about 19M parameters
     "medium": ModelConfig(d_model=256, n_layers=12, n_heads=4, conv_kernel=31),
+    # about 1.0M parameters: experiments that must early-stop on 2 CPU cores
+    "xsmall": ModelConfig(d_model=96, n_layers=4, n_heads=4, subsampling_channels=64),
     "tiny": ModelConfig(d_model=64, n_layers=2, n_heads=2, subsampling_channels=32),  # tests
 }
 
