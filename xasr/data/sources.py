@@ -24,6 +24,7 @@ source language with weight f, mixed batches.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,6 +34,12 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler, ZipSampler
 from xasr import checks
 from xasr.config import MIXINGS, SOURCE_BATCHES
 from xasr.errors import DataError
+
+# xasr's cut sets are manifests read into memory on purpose (checked line by line first); lhotse
+# warns that an eager set gains nothing from its lazy sampler, on every sampler built.
+warnings.filterwarnings(
+    "ignore", message="You are using DynamicBucketingSampler with an eagerly read CutSet"
+)
 
 
 @dataclass(frozen=True)
