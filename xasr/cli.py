@@ -378,6 +378,8 @@ def cmd_experiment(args) -> None:
     if load_yaml(args.config).get("kind") == "multilingual":
         from xasr.experiments.multilingual import run_multilingual
 
+        if args.dry_run or args.only_report:
+            raise XasrError("--dry-run/--only-report: not yet for kind: multilingual experiments")
         run_multilingual(args.config, out=args.out, progress=not args.no_progress)
         return
     run_experiment(

@@ -149,6 +149,9 @@ class MixedSourcesSampler(DynamicBucketingSampler):
         self.cuts = (mix_sources(*self._mix, self._base_seed + epoch),)
 
 
+RESTART_EPOCHS = 1 << 30  # epoch numbers of repeated passes start here
+
+
 class OneSourcePerBatchSampler:
     """Batches of one source each: the source of each batch drawn by its share (or in turn,
     ``in_turn``), with one bucketing sampler per source underneath.
@@ -199,8 +202,9 @@ class OneSourcePerBatchSampler:
             if batch is None:
                 if i == 0:
                     return
-                restarts[i] += 1  # a fresh order for each pass over a repeating source
-                self.samplers[i].set_epoch(self.epoch * 1000 + restarts[i])
+                restarts[i] += 1  # a fresh order for each pass over a repeating source,
+                # from seeds no plain epoch uses (epoch 0's second pass is not epoch 1's first)
+                self.samplers[i].set_epoch(RESTART_EPOCHS + self.epoch * 10_000 + restarts[i])
                 streams[i] = iter(self.samplers[i])
                 batch = next(streams[i], None)
                 if batch is None:

@@ -12,6 +12,7 @@ table: per-language test CER alone and joint, and what joint training bought or 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +35,8 @@ def run_multilingual(config: str | Path, out: str | Path | None = None, progress
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise XasrError(f"{config}: unknown key(s) {', '.join(unknown)}; allowed: {KEYS}")
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise XasrError(f"{config}: missing key 'name'")
     languages = data.get("languages") or {}
     if not isinstance(languages, dict) or len(languages) < 2:
         raise XasrError(f"{config}: languages must map two or more codes to train minutes")
@@ -50,8 +53,9 @@ def run_multilingual(config: str | Path, out: str | Path | None = None, progress
         )[lang]
         for lang, minutes in languages.items()
     }
+    alone = dataclasses.replace(recipe, monitor="all")  # one dev language: nothing else
     runs = {
-        f"alone-{lang}": ([splits[lang]["train"]], [splits[lang]["dev"]], recipe)
+        f"alone-{lang}": ([splits[lang]["train"]], [splits[lang]["dev"]], alone)
         for lang in languages
     }
     runs["joint"] = (

@@ -313,10 +313,15 @@ def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
             f"monitor (--monitor) macro averages the dev languages' CERs, and the dev data has "
             f"one language ({langs[0]}); use all"
         )
-    if cfg.monitor not in langs or len(langs) < 2:
+    if len(langs) < 2:
+        raise XasrError(
+            f"monitor (--monitor) {cfg.monitor!r}: the dev data has one language "
+            f"({langs[0]}); use all"
+        )
+    if cfg.monitor not in langs:
         raise XasrError(
             f"monitor (--monitor) {cfg.monitor!r}: the dev data's languages are "
-            f"{', '.join(langs)}; use all, macro or one of those (with several)"
+            f"{', '.join(langs)}; use all, macro or one of those"
         )
 
 
