@@ -356,6 +356,25 @@ def test_several_sources_train_end_to_end(corpus, tmp_path, make_cfg):
     assert meta["valid_manifests"] == [str(corpus.en_dev), str(corpus.de_dev)]
 
 
+def test_a_resume_keeps_the_data_it_started_with(corpus, tmp_path, make_cfg):
+    from xasr.config import MODEL_SIZES
+    from xasr.errors import XasrError
+    from xasr.train.loop import train
+
+    run = tmp_path / "run"
+    cfg = make_cfg(max_steps=2, val_every=2)
+    train(run, corpus.en_train, corpus.en_dev, cfg, MODEL_SIZES["tiny"], progress=False)
+    with pytest.raises(XasrError, match="started with other --train"):
+        train(
+            run,
+            [corpus.en_train, corpus.en_dev],
+            corpus.en_dev,
+            make_cfg(max_steps=4, val_every=2),
+            MODEL_SIZES["tiny"],
+            progress=False,
+        )
+
+
 def test_validation_logs_each_language(corpus, tmp_path, make_cfg):
     """A dev set of two languages: val_cer_<lang> beside val_cer, each what evaluate() reports
     for that language with the same weights."""

@@ -7,6 +7,8 @@ A run directory holds everything about one training run::
     RUN/checkpoints/last.ckpt Lightning's full state at the last validation: resume point
     RUN/logs/attempt-K/       Lightning's CSV log of each attempt (a resume starts a new one)
     RUN/metrics.csv           the merged learning curve (train loss, dev CER/WER by step)
+    RUN/data.json             its training sources, dev sets, mixing and monitor (a resume
+                              must keep them)
     RUN/result.json           summary once training ends
 
 Running the same command again on a RUN with ``checkpoints/last.ckpt`` resumes from it.
@@ -26,7 +28,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from xasr.config import ModelConfig, TrainConfig
+from xasr.config import TRAIN_FLAGS, ModelConfig, TrainConfig
 from xasr.data.batching import (
     check_utterances,
     count_unknown_chars,
@@ -229,6 +231,7 @@ def train(
     )
     langs = sorted({utt.lang or "unknown" for utt in valid_utts})
     check_monitor(cfg, langs)
+    check_same_data(run_dir, sources, valid_manifests, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
     task = CtcTask(model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ())
@@ -323,6 +326,34 @@ def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
             f"monitor (--monitor) {cfg.monitor!r}: the dev data's languages are "
             f"{', '.join(langs)}; use all, macro or one of those"
         )
+
+
+DATA_FILE = "data.json"  # what a run trains and validates on, checked when it resumes
+
+
+def check_same_data(run_dir: Path, sources, valid_manifests: list[str], cfg: TrainConfig) -> None:
+    """Record (first start) or compare (resume) the run's sources, dev sets, mixing and
+    monitor: a resumed run must go on with the data and metric it started with (the
+    checkpoint's data position and best-model state mean nothing for others)."""
+    spec = {
+        "train": [[str(Path(s.manifest).resolve()), s.weight] for s in sources],
+        "valid": [str(Path(m).resolve()) for m in valid_manifests],
+        **{k: getattr(cfg, k) for k in ("mixing", "temperature", "source_batches", "monitor")},
+    }
+    path = run_dir / DATA_FILE
+    resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    if resuming and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in spec.items():
+            if saved.get(key) != json.loads(json.dumps(value)):
+                flag = TRAIN_FLAGS.get(key, f"--{key}")
+                raise XasrError(
+                    f"{run_dir} was started with other {flag} ({saved.get(key)}, now {value}); "
+                    "resume it with the same data and options, or train into a new --out"
+                )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(spec, indent=1))
 
 
 def check_checkpoint(path: Path, task: CtcTask) -> None:
