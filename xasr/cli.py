@@ -126,9 +126,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         if args.config
         else TrainConfig()
     )
-    if getattr(args, "weights", None) is not None and args.mixing is None:
-        args.mixing = "weights"  # weights given: they are what mixes the sources
-    return replace(base, **{k: getattr(args, k, None) for k in TRAIN_FLAGS})
+    given = {k: getattr(args, k, None) for k in TRAIN_FLAGS}
+    if getattr(args, "weights", None) is not None and given["mixing"] is None:
+        given["mixing"] = "weights"  # weights given: they are what mixes the sources
+    return replace(base, **given)
 
 
 def cmd_synth(args) -> None:

@@ -171,14 +171,12 @@ class OneSourcePerBatchSampler:
         samplers: list,
         shares: list[float],
         seed: int,
+        batch_seconds: list[float],
         in_turn: bool = False,
-        batch_seconds: list[float] | None = None,
     ):
-        """``batch_seconds``: each source's mean batch seconds (default: measured on
-        ``samplers``); under DDP measured with one rank's sampler settings on every rank, so
-        that all ranks draw alike."""
+        """``batch_seconds``: each source's mean batch seconds (``mean_batch_seconds``),
+        measured with one process's sampler settings so that every DDP rank draws alike."""
         self.samplers, self.seed, self.in_turn = samplers, seed, in_turn
-        batch_seconds = batch_seconds or [mean_batch_seconds(s) for s in samplers]
         raw = [share / b for share, b in zip(shares, batch_seconds)]
         self.draw_weights = [r / sum(raw) for r in raw]
         self.epoch = 0
@@ -232,12 +230,17 @@ def check_longest(sources: list[CutSet], max_batch_seconds: float, how: str = ""
             )
 
 
+def num_buckets(n_cuts: int) -> int:
+    """Duration buckets for a set of ``n_cuts``: 2 to 10, about 20 cuts each."""
+    return min(10, max(2, n_cuts // 20))
+
+
 def bucketing_sampler(
     cuts: CutSet, repeat: bool = False, **common
 ) -> DynamicBucketingSampler | SimpleCutSampler:
     """lhotse's duration-bucketing sampler, or plain batches for a set too small to bucket;
     ``repeat``: over the cuts repeated without end."""
-    common = {"num_buckets": min(10, max(2, len(cuts) // 20)), **common}
+    common = {"num_buckets": num_buckets(len(cuts)), **common}
     too_few = len(cuts) < common["num_buckets"]
     if repeat:
         cuts = cuts.repeat()
@@ -280,8 +283,8 @@ def sources_sampler(
             [bucketing_sampler(cuts, **common) for cuts in sources],
             shares,
             seed,
+            [mean_batch_seconds(bucketing_sampler(c, **alone)) for c in sources],
             in_turn=mixing == "balanced",
-            batch_seconds=[mean_batch_seconds(bucketing_sampler(c, **alone)) for c in sources],
         )
     if mixing == "balanced":
         # One sub-batch of each source per step, each with its part of the budget; the others
@@ -292,5 +295,4 @@ def sources_sampler(
         samplers += [bucketing_sampler(cuts, repeat=True, **part) for cuts in sources[1:]]
         return ZipSampler(*samplers, merge_batches=True)
     # Buckets as for the first source alone (an epoch is one pass over it).
-    num_buckets = min(10, max(2, len(sources[0]) // 20))
-    return MixedSourcesSampler(sources, shares, num_buckets=num_buckets, **common)
+    return MixedSourcesSampler(sources, shares, num_buckets=num_buckets(len(sources[0])), **common)

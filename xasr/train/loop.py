@@ -213,7 +213,7 @@ def train(
     run_dir = output_dir(run_dir)
     training_machine(cfg)  # a GPU asked for where there is none: before reading any data
     sources = as_sources(train_manifest)
-    valid_manifests = as_manifests(valid_manifest)
+    valid_manifests = [s.manifest for s in as_sources(valid_manifest)]
     train_sets = [
         load_split(s.manifest, skip_bad, "train" if len(sources) == 1 else f"train[{i + 1}]")
         for i, s in enumerate(sources)
@@ -301,27 +301,16 @@ def train(
     return result
 
 
-def as_manifests(manifests) -> list[str]:
-    if isinstance(manifests, (list, tuple)):
-        return [str(m) for m in manifests]
-    return [str(manifests)]
-
-
 def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
     """``cfg.monitor`` names a dev-set language (or all / macro)."""
-    if cfg.monitor in ("all", "macro") and not (cfg.monitor == "macro" and len(langs) < 2):
+    if cfg.monitor == "all":
         return
-    if cfg.monitor == "macro":
-        raise XasrError(
-            f"monitor (--monitor) macro averages the dev languages' CERs, and the dev data has "
-            f"one language ({langs[0]}); use all"
-        )
     if len(langs) < 2:
         raise XasrError(
             f"monitor (--monitor) {cfg.monitor!r}: the dev data has one language "
             f"({langs[0]}); use all"
         )
-    if cfg.monitor not in langs:
+    if cfg.monitor != "macro" and cfg.monitor not in langs:
         raise XasrError(
             f"monitor (--monitor) {cfg.monitor!r}: the dev data's languages are "
             f"{', '.join(langs)}; use all, macro or one of those"

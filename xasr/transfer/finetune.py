@@ -150,6 +150,7 @@ def transfer(
     if resuming:
         check_resumed_options(run_dir, opts)
     opts.check_files()
+    sources, cfg = with_replay(as_sources(train_manifest), opts, cfg)  # before any work
     if opts.source is None:
         if not opts.scratch or opts.expect is None:
             raise ValueError("a source model is required unless training from scratch with a size")
@@ -199,7 +200,6 @@ def transfer(
         report["penalty"] = penalty.describe() if penalty is not None else None
     if not resuming:
         write_text(run_dir / "transfer.json", json.dumps(report, indent=1, ensure_ascii=False))
-    sources, cfg = with_replay(as_sources(train_manifest), opts, cfg)
     return train(
         run_dir,
         sources,
