@@ -1,5 +1,6 @@
-"""Evaluate a model on a manifest and transcribe files: greedy CTC (or beam search with an
-n-gram LM, ``xasr.decode.lm``), batched by duration."""
+"""Evaluate a model on a manifest and transcribe files with a decoding strategy
+(``xasr.decode.strategy``: the model's default, or e.g. a CTC beam search with an n-gram LM,
+``xasr.decode.lm``), batched by duration."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
 from xasr.decode.batches import duration_batches
-from xasr.decode.greedy import GreedyCtc
 from xasr.decode.lm import BeamSearchOptions
 from xasr.decode.metrics import error_counts, error_counts_by_language
 from xasr.device import torch_device
@@ -39,10 +39,11 @@ def transcribe_paths(
     decoder=None,
     stats: dict | None = None,
 ) -> list[str]:
-    """``decoder(log_probs, lengths) -> texts`` (default greedy). ``stats``, if given, receives
-    audio_seconds, decode_seconds (the search alone) and total_seconds."""
+    """``decoder``: a decoding strategy (default: the model's, ``model.default_decoder``).
+    ``stats``, if given, receives audio_seconds, decode_seconds (the search alone: everything
+    after the encoder, ``strategy.search``) and total_seconds."""
     started = time.perf_counter()
-    decode = decoder or GreedyCtc(vocab)
+    decoder = decoder or model.default_decoder(vocab)
     audio_seconds = decode_seconds = 0.0
     device = torch_device(device)
     model = model.to(device).eval()
@@ -58,10 +59,10 @@ def transcribe_paths(
         audio, lengths = load_batch_audio(
             [paths[i] for i in batch], [where[i] for i in batch] if where else None
         )
-        log_probs, frames = model(audio.to(device), lengths.to(device))
+        state = decoder.encode(model, audio.to(device), lengths.to(device))
         audio_seconds += lengths.sum().item() / SAMPLE_RATE
         decode_started = time.perf_counter()
-        for i, text in zip(batch, decode(log_probs, frames)):
+        for i, text in zip(batch, decoder.search(model, state)):
             texts[i] = text
         decode_seconds += time.perf_counter() - decode_started
     if stats is not None:
@@ -101,7 +102,7 @@ def evaluate(
     if output:
         output_file(output, "--json")
     model, _, vocab = load_model_dir(model_dir)
-    decoder = GreedyCtc(vocab)
+    decoder = model.default_decoder(vocab)
     if lm is not None:
         from xasr.decode.lm import LmDecoder
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from xasr.decode.strategy import CtcStrategy
+
 
 def greedy_ids(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[list[int]]:
     """log_probs : Tensor, shape = (batch, frames, vocab) -> token ids per utterance.
@@ -24,17 +26,16 @@ def greedy_texts(log_probs: Tensor, lengths: Tensor, vocab) -> list[str]:
     return [vocab.decode(ids) for ids in greedy_ids(log_probs, lengths, vocab.blank_id)]
 
 
-class GreedyCtc:
-    """The best-path decoding strategy: ``decoder(log_probs, lengths) -> texts`` (as
-    ``xasr.decode.lm.LmDecoder``, the beam search with an LM, is called); ``info()`` names it
-    in results."""
+class GreedyCtc(CtcStrategy):
+    """The best-path decoding strategy (``xasr.decode.strategy``) of any model with CTC
+    log-probabilities; ``info()`` names it in results."""
 
     name = "greedy"
 
     def __init__(self, vocab):
         self.vocab = vocab
 
-    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
+    def decode_log_probs(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
         return greedy_texts(log_probs, lengths, self.vocab)
 
     def info(self) -> dict:

@@ -29,6 +29,7 @@ import numpy as np
 
 from xasr import checks
 from xasr.data.vocab import SPACE, Vocab
+from xasr.decode.strategy import CtcStrategy
 from xasr.errors import DataError, XasrError
 from xasr.io import output_file
 
@@ -280,10 +281,11 @@ class BeamSearchOptions:
         checks.number("--word-bonus", self.word_bonus)
 
 
-class LmDecoder:
-    """CTC prefix beam search with an n-gram LM (pyctcdecode + KenLM) for one vocabulary.
+class LmDecoder(CtcStrategy):
+    """CTC prefix beam search with an n-gram LM (pyctcdecode + KenLM) for one vocabulary: a
+    decoding strategy (``xasr.decode.strategy``) of any model with CTC log-probabilities.
 
-    ``decoder(log_probs, lengths)`` decodes a batch (as ``greedy_texts`` does);
+    ``decode_log_probs(log_probs, lengths)`` decodes a batch (as ``greedy_texts`` does);
     ``decode_one(log_probs)`` one (frames, vocab) array. ``<unk>`` is never emitted.
     """
 
@@ -348,6 +350,6 @@ class LmDecoder:
     def decode_arrays(self, arrays: Iterable[np.ndarray]) -> list[str]:
         return [self.decode_one(a) for a in arrays]
 
-    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
+    def decode_log_probs(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
         log_probs, lengths = log_probs.float().cpu().numpy(), lengths.cpu().tolist()
         return self.decode_arrays(log_probs[i, :n] for i, n in enumerate(lengths))

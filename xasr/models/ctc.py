@@ -1,8 +1,10 @@
 """The CTC model: features, front end, encoder, linear head. A vocabulary change is a head swap.
 
-The model protocol every training, transfer and decoding path relies on (and that a second
-model family implements the same way): ``encode(audio, lengths)``, ``loss(batch)`` and
-``vocab_params()``; ``forward`` gives what the decoders read.
+The model protocol every training, transfer and decoding path relies on (and that the attention
+encoder-decoder, ``xasr.models.aed``, implements the same way): ``encode(audio, lengths)``,
+``ctc_log_probs(states)``, ``loss(batch)``, ``default_decoder(vocab)``, ``vocab_params()``,
+``transferable_prefixes()`` and ``encoder.layers`` (layer surgery). ``forward`` gives the CTC
+log-probabilities of audio (what the ONNX export computes).
 """
 
 from __future__ import annotations
@@ -52,9 +54,20 @@ class CtcModel(nn.Module):
         x, lengths = self.frontend(feats, lengths)
         return self.encoder(x, lengths)
 
+    def ctc_log_probs(self, states: Tensor) -> Tensor:
+        """Encoder states (batch, frames, d_model) -> CTC log-probabilities (batch, frames,
+        vocab), in fp32."""
+        return F.log_softmax(self.head(states).float(), dim=-1)
+
     def forward(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
         x, lengths = self.encode(audio, lengths, augment)
-        return F.log_softmax(self.head(x).float(), dim=-1), lengths
+        return self.ctc_log_probs(x), lengths
+
+    def default_decoder(self, vocab):
+        """The strategy validation and ``evaluate`` use: greedy CTC."""
+        from xasr.decode.greedy import GreedyCtc
+
+        return GreedyCtc(vocab)
 
     def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of an ``AsrDataset`` batch and its parts ({"ctc": ...})."""

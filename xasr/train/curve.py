@@ -57,7 +57,7 @@ def write_curve(run_dir: str | Path) -> Path:
     keys = ["step", "train_loss", "val_cer", "val_wer"]
     if any("train_penalty" in row for row in rows):  # transfer --l2sp / --ewc
         keys.insert(2, "train_penalty")
-    # a dev set of several languages: each one's CER and WER (CtcTask.val_langs)
+    # a dev set of several languages: each one's CER and WER (AsrTask.val_langs)
     keys += sorted({k for row in rows for k in row if k.startswith(("val_cer_", "val_wer_"))})
     path = Path(run_dir) / "metrics.csv"
 

@@ -52,7 +52,7 @@ from xasr.train.checkpoint import (
     ValidateAtLastStep,
 )
 from xasr.train.curve import LOG_DIR, CurveLogger, next_attempt, write_curve
-from xasr.train.module import CtcTask
+from xasr.train.module import AsrTask
 from xasr.train.progress import StepProgressBar
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def train(
     manifest or several, validated together and per language; ``cfg.monitor`` picks what early
     stopping watches. ``init_model`` is the starting point (a transferred model); None trains
     from scratch with ``model_cfg``. ``vocab`` None builds one from the training transcripts.
-    ``penalty``: added to the loss (``CtcTask``).
+    ``penalty``: added to the loss (``AsrTask``).
     """
     torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
     run_dir = output_dir(run_dir)
@@ -234,7 +234,7 @@ def train(
     check_same_data(run_dir, sources, valid_manifests, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
-    task = CtcTask(model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ())
+    task = AsrTask(model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ())
     train_cuts = [to_cuts(part, prefix=source_prefix(i)) for i, part in enumerate(train_sets)]
     data = CutsData(train_cuts, to_cuts(valid_utts), vocab, cfg, shares)
     meta = {
@@ -345,7 +345,7 @@ def check_same_data(run_dir: Path, sources, valid_manifests: list[str], cfg: Tra
     write_text(path, json.dumps(spec, indent=1))
 
 
-def check_checkpoint(path: Path, task: CtcTask) -> None:
+def check_checkpoint(path: Path, task: AsrTask) -> None:
     """``CheckpointError`` before Lightning fails on a last.ckpt: one that cannot be read (a
     file damaged or replaced from outside: xasr's own writes are atomic), or one whose weights
     or optimizer groups do not fit this run (the same RUN resumed with another --size,

@@ -16,9 +16,8 @@ from torch import nn
 
 from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
-from xasr.decode.greedy import GreedyCtc
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
-from xasr.models.ctc import CtcModel
+from xasr.decode.strategy import decode
 
 
 def make_adamw(
@@ -31,11 +30,14 @@ def make_adamw(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
-class CtcTask(L.LightningModule):
-    """``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps.
+class AsrTask(L.LightningModule):
+    """Training and validation of any model of the protocol (``xasr.models.ctc``): the loss is
+    the model's own, validation decodes with the model's default strategy.
 
-    ``penalty``: None, or a module whose ``forward(model)`` returns a scalar added to the CTC
-    loss (logged as ``train_penalty``; ``train_loss`` stays the CTC loss, so curves compare
+    ``frozen_until``: names of parameters held still for the first ``cfg.freeze_steps`` steps.
+
+    ``penalty``: None, or a module whose ``forward(model)`` returns a scalar added to the
+    model's loss (logged as ``train_penalty``; ``train_loss`` stays the model's loss, so curves compare
     across strategies). Being a submodule, its buffers follow the model to the device and are
     saved in (and restored from) Lightning's checkpoints, never in the exported model directory.
     The parameters it names in ``penalty.anchored`` get no AdamW weight decay: decay pulls
@@ -49,7 +51,7 @@ class CtcTask(L.LightningModule):
 
     def __init__(
         self,
-        model: CtcModel,
+        model: nn.Module,
         vocab,
         cfg: TrainConfig,
         frozen_until: frozenset[str] = frozenset(),
@@ -65,7 +67,8 @@ class CtcTask(L.LightningModule):
         self.cfg = cfg
         self._val_counts = ErrorCounts()
         self._val_by_lang: dict[str, ErrorCounts] = {}
-        self._decode = GreedyCtc(vocab)  # validation decodes greedily: fast, and comparable
+        # Validation decodes with the model's default (greedy) strategy: fast, and comparable.
+        self._decoder = model.default_decoder(vocab)
         self._augment = (
             partial(
                 spec_augment,
@@ -105,8 +108,7 @@ class CtcTask(L.LightningModule):
         self._val_by_lang = {lang: ErrorCounts() for lang in self.val_langs}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        log_probs, lengths = self.model(batch["audio"], batch["audio_lengths"])
-        hyps = self._decode(log_probs, lengths)
+        hyps = decode(self._decoder, self.model, batch["audio"], batch["audio_lengths"])
         self._val_counts += error_counts(batch["texts"], hyps)
         if self.val_langs:
             by_lang = error_counts_by_language(batch["texts"], hyps, batch["langs"])

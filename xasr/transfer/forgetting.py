@@ -44,7 +44,7 @@ class AnchorPenalty(nn.Module):
     ``reference``: {parameter name: w*}, ``coefficient``: {parameter name: c}, each of the
     parameter's shape (a 0 coefficient leaves that weight free, e.g. a new head row). Both are
     buffers, so they move with the model's device and live in Lightning checkpoints only.
-    ``anchored``: the names, for ``CtcTask`` to turn their weight decay off.
+    ``anchored``: the names, for ``AsrTask`` to turn their weight decay off.
     """
 
     def __init__(self, reference: dict[str, Tensor], coefficient: dict[str, Tensor]):
