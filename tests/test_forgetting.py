@@ -122,7 +122,9 @@ def test_target_layout_places_shared_head_rows(en_model):
 
     def plan(rows: dict) -> TransferPlan:
         token_map = TokenMap(copied=rows) if rows else None
-        return TransferPlan(token_map, ("frontend.", "encoder."), (1,), frozenset())
+        copied = tuple(n for n, _ in target.named_parameters() if not n.startswith("head."))
+        rows = ("head.weight", "head.bias")
+        return TransferPlan(token_map, copied, rows, (1,), frozenset())
 
     params = dict(source.named_parameters())
     laid = to_target_layout(params, target, plan({0: 0, 3: 7}))

@@ -91,7 +91,9 @@ def test_lm_turns_teh_into_the(the_lm):
     assert greedy == ["teh cat"]
     decoder = LmDecoder(vocab, the_lm, beam_width=16, lm_weight=0.5, word_bonus=1.0)
     assert decoder.decode_one(log_probs) == "the cat"
-    batch = decoder.decode_log_probs(torch.from_numpy(log_probs)[None], torch.tensor([len(log_probs)]))
+    batch = decoder.decode_log_probs(
+        torch.from_numpy(log_probs)[None], torch.tensor([len(log_probs)])
+    )
     assert batch == ["the cat"]
     assert decoder.info()["name"] == "ctc-beam-lm"
 

@@ -105,8 +105,17 @@ def initialised(source, vocab, seed=0, **opts):
     torch.manual_seed(seed)
     model = build_model(src_cfg, len(vocab))
     opts = TransferOptions(source="en", **opts)
+    shapes = {n: tuple(p.shape) for n, p in src_model.named_parameters()}
     plan = plan_transfer(
-        model, vocab, src_vocab, False, opts.reinit_head, opts.drop_layers, 0, opts.token_map_file
+        model,
+        vocab,
+        src_vocab,
+        False,
+        opts.reinit_head,
+        opts.drop_layers,
+        0,
+        opts.token_map_file,
+        source_shapes=shapes,
     )
     report = initialise_from_source(model, src_model, plan, (src_vocab, vocab), src_cfg, seed)
     return model, report
@@ -134,7 +143,7 @@ def test_head_transfer_copies_rows_and_encoder(source, german_vocab):
     model, report = initialised(source, german_vocab)
     assert_same(state(model, "frontend."), state(src_model, "frontend."))
     assert_same(state(model, "encoder."), state(src_model, "encoder."))
-    assert report["encoder_tensors_copied"] == len(state(src_model, "frontend.")) + len(
+    assert report["tensors_copied"] == len(state(src_model, "frontend.")) + len(
         state(src_model, "encoder.")
     )
     tokens = report["tokens"]
@@ -158,7 +167,7 @@ def test_head_transfer_copies_rows_and_encoder(source, german_vocab):
     fresh = build_model(source[1], len(german_vocab))
     assert torch.equal(model.head.weight[new], fresh.head.weight[new])
     assert report["vocab_params"] == ["head.weight", "head.bias"]
-    assert report["copied_modules"] == ["frontend.", "encoder."]
+    assert report["init_modules"] == {"copied": ["frontend", "encoder"], "vocab_rows": ["head"]}
 
 
 def test_reinit_head_keeps_encoder_only(source, german_vocab):

@@ -89,6 +89,23 @@ def add_train_options(parser: argparse.ArgumentParser, transfer: bool = False) -
     parser.add_argument("--no-progress", action="store_true")
 
 
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``xasr.decode.options.DecodingOptions`` (evaluate, transcribe)."""
+    g = parser.add_argument_group("decoding (README: Decoding)")
+    g.add_argument(
+        "--decoder",
+        choices=["default", "ctc", "attention", "joint"],
+        default="default",
+        help="default: the model's own (greedy CTC, or greedy attention for --arch aed)",
+    )
+    g.add_argument("--lm", help="KenLM n-gram model (xasr build-lm): CTC beam search with it")
+    g.add_argument("--beam-width", type=int, help="default 32 with --lm, 4 for attention/joint")
+    g.add_argument("--lm-weight", type=float, default=0.5, help="with --lm: alpha")
+    g.add_argument("--word-bonus", type=float, default=1.0, help="with --lm: beta, per word")
+    g.add_argument("--length-penalty", type=float, default=1.0, help="attention: score/len^P")
+    g.add_argument("--ctc-weight", type=float, default=0.3, help="joint: the CTC score's weight")
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """--train (repeatable: several sources, --weights), --valid (repeatable)."""
     parser.add_argument(
@@ -189,15 +206,29 @@ def cmd_train(args) -> None:
         training_sources(args),
         args.valid,
         train_config(args),
-        model_config(args.size),
+        model_config(args.size, args.arch),
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
     )
     print(json.dumps(result.to_json(), indent=1))
 
 
+def requested_architecture(args):
+    """``--arch``/``--size`` of a transfer: None (the source's), or the named config; a
+    --size alone names a size of the source's family."""
+    from xasr.config import ARCH_FLAGS
+    from xasr.models.build import model_config, read_model_config, resolve_model
+
+    if args.arch is None and args.size is None:
+        return None
+    arch = args.arch
+    if arch is None and args.source is not None:
+        family = read_model_config(resolve_model(args.source))[0].architecture
+        arch = next(flag for flag, name in ARCH_FLAGS.items() if name == family)
+    return model_config(args.size or "small", arch or "ctc")
+
+
 def cmd_transfer(args) -> None:
-    from xasr.models.build import model_config
     from xasr.transfer.finetune import TransferOptions, transfer
 
     if args.source is None and not args.scratch:
@@ -210,7 +241,7 @@ def cmd_transfer(args) -> None:
         reinit_head=args.reinit_head,
         drop_layers=args.drop_layers,
         token_map_file=args.token_map,
-        expect=model_config(args.size) if args.size else None,
+        expect=requested_architecture(args),
         replay_manifest=args.replay,
         replay_fraction=args.replay_fraction or 0.0,
         l2sp_weight=args.l2sp or 0.0,
@@ -262,10 +293,7 @@ def cmd_evaluate(args) -> None:
         output=args.json,
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
-        lm=args.lm,
-        beam_width=args.beam_width,
-        lm_weight=args.lm_weight,
-        word_bonus=args.word_bonus,
+        decoding=decoding_options(args),
     )
     print(json.dumps(result, indent=1, ensure_ascii=False))
 
@@ -291,13 +319,18 @@ def cmd_transcribe(args) -> None:
         print(f"{path}\t{text}")
 
 
-def _lm_decoder(args, vocab):
-    """The LM beam search of ``--lm`` for ``vocab``, or None (greedy)."""
-    if not args.lm:
-        return None
-    from xasr.decode.lm import LmDecoder
+def decoding_options(args):
+    from xasr.decode.options import DecodingOptions
 
-    return LmDecoder(vocab, args.lm, args.beam_width, args.lm_weight, args.word_bonus)
+    return DecodingOptions(
+        decoder=args.decoder,
+        lm=args.lm,
+        beam_width=args.beam_width,
+        lm_weight=args.lm_weight,
+        word_bonus=args.word_bonus,
+        length_penalty=args.length_penalty,
+        ctc_weight=args.ctc_weight,
+    )
 
 
 def transcribe_onnx(args) -> list[str]:
@@ -306,8 +339,11 @@ def transcribe_onnx(args) -> list[str]:
 
     if args.device not in (None, "cpu"):
         raise XasrError("--onnx runs on the CPU (onnxruntime's CPU provider); drop --device")
+    decoding = decoding_options(args)
+    if decoding.decoder in ("attention", "joint"):
+        raise XasrError("--onnx models are CTC models: --decoder default or ctc")
     recognizer = OnnxRecognizer(args.onnx)
-    return recognizer.transcribe(args.files, _lm_decoder(args, recognizer.vocab))
+    return recognizer.transcribe(args.files, decoding.ctc_strategy(recognizer.vocab))
 
 
 def transcribe_torch(args) -> list[str]:
@@ -319,7 +355,7 @@ def transcribe_torch(args) -> list[str]:
     device = torch_device(args.device)
     model, _, vocab = load_model_dir(args.model)
     durations = [audio_duration(path) for path in args.files]
-    decoder = _lm_decoder(args, vocab)
+    decoder = decoding_options(args).strategy(model, vocab)
     return transcribe_paths(model, vocab, args.files, durations, device=device, decoder=decoder)
 
 
@@ -428,10 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text", help="hf: the transcript column")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train a CTC model from scratch")
+    p = sub.add_parser("train", help="train a model from scratch")
     add_data_options(p)
     p.add_argument("--out", required=True, help="run directory (re-run to resume)")
-    p.add_argument("--size", default="small", help="small, medium")
+    p.add_argument("--arch", choices=["ctc", "aed"], default="ctc", help="aed: encoder-decoder")
+    p.add_argument("--size", default="small", help="small, medium, xsmall, tiny")
     add_train_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -444,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-layers", type=int, default=0, help="re-initialise the top N layers")
     p.add_argument("--token-map", help="file of 'TARGET SOURCE' token pairs, e.g. 'ß s'")
     p.add_argument("--size", help="require this architecture (error if the source differs)")
+    p.add_argument(
+        "--arch",
+        choices=["ctc", "aed"],
+        help="the target's family: another than the source's takes what matches (--size, "
+        "default small)",
+    )
     forget = p.add_argument_group("adapting without forgetting (README)")
     forget.add_argument("--replay", metavar="M", help="source-language manifest to replay")
     forget.add_argument(
@@ -465,10 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--lm", help="KenLM n-gram model (xasr build-lm): beam search instead of greedy")
-    p.add_argument("--beam-width", type=int, default=32, help="with --lm")
-    p.add_argument("--lm-weight", type=float, default=0.5, help="with --lm: alpha")
-    p.add_argument("--word-bonus", type=float, default=1.0, help="with --lm: beta, per word")
+    add_decoding_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("build-lm", help="train a KenLM n-gram LM (lmplz) for evaluate --lm")
@@ -491,10 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="model directory, run directory or shipped name")
     source.add_argument("--onnx", help="an `xasr export` ONNX file: onnxruntime, no torch")
     p.add_argument("--device")
-    p.add_argument("--lm", help="KenLM n-gram model: beam search instead of greedy")
-    p.add_argument("--beam-width", type=int, default=32, help="with --lm")
-    p.add_argument("--lm-weight", type=float, default=0.5, help="with --lm: alpha")
-    p.add_argument("--word-bonus", type=float, default=1.0, help="with --lm: beta, per word")
+    add_decoding_options(p)
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_transcribe)
 

@@ -59,6 +59,75 @@ MODEL_SIZES: dict[str, ModelConfig] = {
 
 
 @dataclass(frozen=True)
+class AedConfig:
+    """An attention encoder-decoder (``xasr.models.aed``): VGG front end (or the CTC model's
+    convolutional one), Conformer or Transformer encoder, Transformer decoder, and a CTC branch
+    on the encoder weighted by ``ctc_weight`` in the loss (0: none). The vocabulary gains one
+    start/end token, owned by the model (vocab.json is unchanged)."""
+
+    architecture: str = "aed"
+    n_mels: int = 80
+    frontend: str = "vgg"  # "vgg" (two VGG blocks) or "conv2d" (the CTC model's: it copies)
+    vgg_channels: int = 32  # the first VGG block's channels; the second has twice as many
+    subsampling_channels: int = 128  # the conv2d front end's channels
+    encoder: str = "conformer"  # "conformer" (copies from a CTC model) or "transformer"
+    d_model: int = 144
+    n_layers: int = 8  # encoder layers
+    n_heads: int = 4
+    ff_mult: int = 4
+    conv_kernel: int = 15  # conformer encoder only
+    decoder_layers: int = 4
+    ctc_weight: float = 0.3  # loss = w * CTC + (1 - w) * attention
+    label_smoothing: float = 0.1
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+
+    def __post_init__(self):
+        checks.one_of("architecture", self.architecture, ("aed",))
+        checks.one_of("frontend", self.frontend, ("vgg", "conv2d"))
+        checks.one_of("encoder", self.encoder, ("conformer", "transformer"))
+        for name in ("n_mels", "d_model", "n_layers", "n_heads", "ff_mult", "conv_kernel"):
+            checks.integer(name, getattr(self, name), at_least=1)
+        for name in ("vgg_channels", "subsampling_channels", "decoder_layers"):
+            checks.integer(name, getattr(self, name), at_least=1)
+        checks.number("ctc_weight", self.ctc_weight, at_least=0, below=1)
+        checks.number("label_smoothing", self.label_smoothing, at_least=0, below=1)
+        checks.number("dropout", self.dropout, at_least=0, below=1)
+        checks.number("attention_dropout", self.attention_dropout, at_least=0, below=1)
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise XasrError(
+                f"d_model {self.d_model} / n_heads {self.n_heads} must be an even integer "
+                "(rotary position embedding)"
+            )
+        if self.conv_kernel % 2 == 0:
+            raise XasrError(f"conv_kernel must be odd, got {self.conv_kernel}")
+
+
+# Named AED sizes: the encoders are those of the CTC sizes of the same name, so a CTC model's
+# encoder stack copies into them (``xasr transfer --arch aed``).
+AED_SIZES: dict[str, AedConfig] = {
+    "small": AedConfig(d_model=144, n_layers=8, n_heads=4, decoder_layers=4),
+    "medium": AedConfig(d_model=256, n_layers=12, n_heads=4, conv_kernel=31, decoder_layers=6),
+    "xsmall": AedConfig(
+        d_model=96, n_layers=4, subsampling_channels=64, vgg_channels=16, decoder_layers=2
+    ),
+    "tiny": AedConfig(
+        d_model=64,
+        n_layers=2,
+        n_heads=2,
+        subsampling_channels=32,
+        vgg_channels=8,
+        decoder_layers=1,
+    ),
+}
+
+# One config dataclass per architecture; a model directory's config.json names its own.
+ARCHITECTURES: dict[str, type] = {"conformer-ctc": ModelConfig, "aed": AedConfig}
+SIZES: dict[str, dict] = {"conformer-ctc": MODEL_SIZES, "aed": AED_SIZES}
+ARCH_FLAGS = {"ctc": "conformer-ctc", "aed": "aed"}  # --arch values
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The training recipe; the same recipe runs transfer and scratch for a fair comparison."""
 

@@ -16,10 +16,9 @@ from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
 from xasr.decode.batches import duration_batches
-from xasr.decode.lm import BeamSearchOptions
 from xasr.decode.metrics import error_counts, error_counts_by_language
+from xasr.decode.options import DecodingOptions
 from xasr.device import torch_device
-from xasr.errors import XasrError
 from xasr.io import output_file, write_text
 from xasr.models.build import load_model_dir
 
@@ -81,13 +80,11 @@ def evaluate(
     output: str | Path | None = None,
     skip_bad: bool = False,
     progress: bool = True,
-    lm: str | Path | None = None,
-    beam_width: int = 32,
-    lm_weight: float = 0.5,
-    word_bonus: float = 1.0,
+    decoding: DecodingOptions | None = None,
 ) -> dict:
-    """WER/CER (and per language when the manifest mixes languages) of greedy decoding, or with
-    ``lm`` of a CTC beam search with that KenLM n-gram model (``xasr.decode.lm.LmDecoder``).
+    """WER/CER (and per language when the manifest mixes languages) of the model's default
+    decoding, or of what ``decoding`` asks for (``xasr.decode.options``: e.g. a CTC beam search
+    with a KenLM n-gram model, attention beam search, joint CTC/attention).
 
     Returns {"wer", "cer", "mer", counts..., "by_language": {lang: {...}}, "model", "manifest",
     "decoder": {"name", ...its parameters}, "decode_rtf"} (decode_rtf: seconds of search per
@@ -95,18 +92,10 @@ def evaluate(
     it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].
     """
     device = torch_device(device)
-    if lm is not None:
-        BeamSearchOptions(beam_width, lm_weight, word_bonus)  # checked before any work
-        if not Path(lm).is_file():
-            raise XasrError(f"--lm {lm} does not exist; `xasr build-lm` makes one")
     if output:
         output_file(output, "--json")
     model, _, vocab = load_model_dir(model_dir)
-    decoder = model.default_decoder(vocab)
-    if lm is not None:
-        from xasr.decode.lm import LmDecoder
-
-        decoder = LmDecoder(vocab, lm, beam_width, lm_weight, word_bonus)
+    decoder = (decoding or DecodingOptions()).strategy(model, vocab)
     stats = {}
     utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
     hyps = transcribe_paths(

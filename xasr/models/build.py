@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xasr import __version__
-from xasr.config import MODEL_SIZES, ModelConfig, from_dict
+from xasr.config import ARCH_FLAGS, ARCHITECTURES, SIZES, AedConfig, ModelConfig, from_dict
 from xasr.data.features import LogMel
 from xasr.data.vocab import VOCAB_FILE, Vocab, load_vocab, vocab_text
 from xasr.errors import CheckpointError, XasrError
@@ -27,15 +27,24 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def model_config(size: str) -> ModelConfig:
-    if size not in MODEL_SIZES:
-        raise XasrError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
-    return MODEL_SIZES[size]
+def model_config(size: str, arch: str = "ctc") -> ModelConfig | AedConfig:
+    """The named size of an architecture (``--arch``: ctc or aed)."""
+    if arch not in ARCH_FLAGS:
+        raise XasrError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_FLAGS)}")
+    sizes = SIZES[ARCH_FLAGS[arch]]
+    if size not in sizes:
+        raise XasrError(
+            f"unknown model size {size!r} for --arch {arch}; choose one of {', '.join(sizes)}"
+        )
+    return sizes[size]
 
 
-def build_model(cfg: ModelConfig, vocab_size: int) -> CtcModel:
-    if cfg.architecture != "conformer-ctc":
-        raise XasrError(f"unknown architecture {cfg.architecture!r}")
+def build_model(cfg: ModelConfig | AedConfig, vocab_size: int) -> nn.Module:
+    """The untrained model of a config (``cfg.architecture`` picks the family)."""
+    return BUILDERS[cfg.architecture](cfg, vocab_size)
+
+
+def build_ctc(cfg: ModelConfig, vocab_size: int) -> CtcModel:
     return CtcModel(
         features=LogMel(cfg.n_mels),
         frontend=Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels),
@@ -44,10 +53,19 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> CtcModel:
     )
 
 
+def build_aed(cfg: AedConfig, vocab_size: int) -> nn.Module:
+    from xasr.models.aed import build_aed as build
+
+    return build(cfg, vocab_size)
+
+
+BUILDERS = {"conformer-ctc": build_ctc, "aed": build_aed}
+
+
 def save_model_dir(
     directory: str | Path,
     model: nn.Module,
-    cfg: ModelConfig,
+    cfg: ModelConfig | AedConfig,
     vocab: Vocab,
     extra: dict | None = None,
 ) -> Path:
@@ -69,7 +87,7 @@ def save_model_dir(
     return directory
 
 
-def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
+def read_model_config(directory: str | Path) -> tuple[ModelConfig | AedConfig, dict]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
@@ -78,14 +96,19 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        return from_dict(ModelConfig, meta["model"], where=str(path)), meta
+        arch = meta["model"].get("architecture", "conformer-ctc")
+        if arch not in ARCHITECTURES:
+            raise CheckpointError(
+                f"{path}: unknown architecture {arch!r}; this xasr knows {', '.join(ARCHITECTURES)}"
+            )
+        return from_dict(ARCHITECTURES[arch], meta["model"], where=str(path)), meta
     except (json.JSONDecodeError, KeyError) as err:
         raise CheckpointError(f"{path} is corrupt ({err})") from None
 
 
 def load_model_dir(
     directory: str | Path, device: str | torch.device = "cpu"
-) -> tuple[CtcModel, ModelConfig, Vocab]:
+) -> tuple[nn.Module, ModelConfig | AedConfig, Vocab]:
     """Load a model directory (or shipped model name) for inference or as a transfer source."""
     directory = resolve_model(directory)
     cfg, _ = read_model_config(directory)

@@ -140,13 +140,35 @@ class ConformerBlock(nn.Module):
         return self.norm(x)
 
 
-class ConformerEncoder(nn.Module):
-    """forward(x, lengths): x : Tensor, shape = (batch, frames, d_model) -> same shape, lengths."""
+class TransformerBlock(nn.Module):
+    """A pre-norm Transformer encoder layer: self-attention, feed-forward, final LayerNorm (the
+    Conformer block without its convolution and macaron half-steps; same parameter names)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_dropout)
+        self.ff1 = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x, attn_mask, valid, rotary):
+        x = x + self.attn(x, attn_mask, rotary)
+        return self.norm(x + self.ff1(x))
+
+
+BLOCKS = {"conformer": ConformerBlock, "transformer": TransformerBlock}
+
+
+class ConformerEncoder(nn.Module):
+    """forward(x, lengths): x : Tensor, shape = (batch, frames, d_model) -> same shape, lengths.
+
+    ``block``: "conformer" (default) or "transformer" layers (``BLOCKS``); ``cfg`` is any
+    config with d_model, n_heads, n_layers, ff_mult, conv_kernel and the dropouts.
+    """
+
+    def __init__(self, cfg: ModelConfig, block: str = "conformer"):
         super().__init__()
         self.head_dim = cfg.d_model // cfg.n_heads
-        self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(BLOCKS[block](cfg) for _ in range(cfg.n_layers))
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         mask = padding_mask(lengths, x.shape[1])

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from xasr import checks
-from xasr.config import ModelConfig, TrainConfig
+from xasr.config import AedConfig, ModelConfig, TrainConfig
 from xasr.data.batching import check_utterances, to_cuts
 from xasr.data.manifest import read_manifest
 from xasr.data.sources import Source, as_sources
@@ -46,7 +46,7 @@ from xasr.transfer.forgetting import (
     to_target_layout,
 )
 from xasr.transfer.plan import TransferPlan, plan_transfer
-from xasr.transfer.surgery import check_same_architecture, copy_encoder, reinit_top_layers
+from xasr.transfer.surgery import check_same_architecture, copy_parameters, reinit_top_layers
 from xasr.transfer.vocab_rows import remap_vocab_rows
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ class TransferOptions:
     reinit_head: bool = False
     drop_layers: int = 0
     token_map_file: str | None = None
-    expect: ModelConfig | None = None  # a requested architecture that must match the source
+    # A requested architecture: of the source's family, it must match the source's; of another
+    # family (--arch aed from a CTC source), it is the target's, taking what matches.
+    expect: ModelConfig | AedConfig | None = None
     # source-language utterances mixed into training: this fraction (0 < f < 1) of the
     # training audio seconds, exactly in expectation
     replay_manifest: str | None = None
@@ -157,15 +159,14 @@ def transfer(
         source, source_cfg, source_vocab = None, opts.expect, None
     else:
         source, source_cfg, source_vocab = load_model_dir(resolve_model(opts.source))
-        if opts.expect is not None:
-            check_same_architecture(source_cfg, opts.expect, opts.source)
+    model_cfg = target_config(source_cfg, opts)
     vocab = (
         load_vocab(run_dir)
         if resuming
         else target_vocab(train_manifest, cfg, source_vocab, opts.replay_manifest)
     )
     torch.manual_seed(cfg.seed)
-    model = build_model(source_cfg, len(vocab))
+    model = build_model(model_cfg, len(vocab))
     plan = plan_transfer(
         model,
         vocab,
@@ -175,6 +176,8 @@ def transfer(
         drop_layers=opts.drop_layers,
         freeze_layers=cfg.freeze_layers,
         token_map_file=opts.token_map_file,
+        source_shapes=parameter_shapes(source) if source is not None else None,
+        same_family=model_cfg.architecture == source_cfg.architecture,
     )
     report = {
         "source": opts.source,
@@ -184,9 +187,9 @@ def transfer(
         "freeze_steps": cfg.freeze_steps,
         "options": asdict(opts),
     }
-    if plan.copied_prefixes and not resuming:
+    if plan.copied and not resuming:
         vocabs = (source_vocab, vocab)
-        report.update(initialise_from_source(model, source, plan, vocabs, source_cfg, cfg.seed))
+        report.update(initialise_from_source(model, source, plan, vocabs, model_cfg, cfg.seed))
     frozen_until = plan.frozen if cfg.freeze_steps else frozenset()
     if not cfg.freeze_steps:
         for name, param in model.named_parameters():
@@ -205,7 +208,7 @@ def transfer(
         sources,
         valid_manifest,
         cfg,
-        source_cfg,
+        model_cfg,
         vocab=vocab,
         init_model=model,
         frozen_until=frozen_until,
@@ -214,6 +217,22 @@ def transfer(
         progress=progress,
         penalty=penalty,
     )
+
+
+def target_config(source_cfg, opts: TransferOptions):
+    """The target's architecture: the source's, unless ``opts.expect`` names another family
+    (then that one); a requested architecture of the source's family must equal it."""
+    if opts.expect is None:
+        return source_cfg
+    if opts.expect.architecture != source_cfg.architecture:
+        return opts.expect
+    if opts.source is not None:
+        check_same_architecture(source_cfg, opts.expect, opts.source)
+    return source_cfg
+
+
+def parameter_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
 def with_replay(sources: list[Source], opts: TransferOptions, cfg: TrainConfig):
@@ -341,12 +360,18 @@ def initialise_from_source(
     model). ``vocabs``: (source vocabulary, target vocabulary). Returns a report
     (icefall-style: which modules were copied)."""
     source_vocab, vocab = vocabs
-    tensors = copy_encoder(source, model, plan.copied_prefixes)
-    report = {"encoder_tensors_copied": tensors, "copied_modules": list(plan.copied_prefixes)}
+    report = {
+        "tensors_copied": copy_parameters(source, model, plan.copied),
+        "init_modules": plan.init_modules(model),
+    }
+    log.info(
+        "from the source: %s",
+        "; ".join(f"{kind} {', '.join(mods)}" for kind, mods in report["init_modules"].items()),
+    )
     if plan.token_map is None:
         log.info("vocabulary rows re-initialised (%d target tokens)", len(vocab))
     else:
-        report["vocab_params"] = remap_vocab_rows(source, model, plan.token_map)
+        report["vocab_params"] = remap_vocab_rows(source, model, plan.token_map, plan.vocab_rows)
         log.info(plan.token_map.summary(vocab.tokens, source_vocab.tokens))
         report["tokens"] = plan.token_map.describe(vocab.tokens, source_vocab.tokens)
     if plan.dropped_layers:

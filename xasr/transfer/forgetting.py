@@ -28,7 +28,6 @@ from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
 from xasr.io import write_file
 from xasr.models.build import resolve_model
-from xasr.models.ctc import CtcModel
 from xasr.transfer.plan import TransferPlan
 from xasr.transfer.vocab_rows import vocab_rows_layout
 
@@ -85,18 +84,18 @@ def _key(kind: str, name: str) -> str:
 
 
 def to_target_layout(
-    source_tensors: dict[str, Tensor], target: CtcModel, plan: TransferPlan
+    source_tensors: dict[str, Tensor], target: nn.Module, plan: TransferPlan
 ) -> dict[str, Tensor]:
     """Tensors keyed by the source model's parameter names (its weights, its Fisher, ones) laid
     out as the target's transferred parameters, as ``plan`` transferred them.
 
-    Parameters under ``plan.copied_prefixes`` come as they are, except dropped layers; the
+    Parameters of ``plan.copied`` come as they are, except dropped layers; the
     vocabulary-indexed ones get the source row at each target row of ``plan.anchored_rows``,
     zeros elsewhere (``vocab_rows_layout``), and are absent when the rows started fresh.
     """
     out = {}
     for name, _ in target.named_parameters():
-        if name.startswith(plan.copied_prefixes) and not name.startswith(plan.dropped_prefixes):
+        if name in plan.copied and not name.startswith(plan.dropped_prefixes):
             out[name] = source_tensors[name].detach().cpu().clone()
     out.update(vocab_rows_layout(source_tensors, target, plan.anchored_rows))
     return out
@@ -118,7 +117,7 @@ def normalise_fisher(fisher: dict[str, Tensor], mask: dict[str, Tensor]) -> dict
 
 
 def estimate_fisher(
-    model: CtcModel,
+    model: nn.Module,
     vocab,
     cuts,
     max_batch_seconds: float,

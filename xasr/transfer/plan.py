@@ -3,6 +3,12 @@
 The same frozen ``TransferPlan`` initialises the target (``xasr.transfer.finetune``) and
 anchors L2-SP/EWC (``forgetting_penalty``), so the token map is read once and the penalty
 anchors exactly what was copied.
+
+Between models of one family (CTC to CTC, AED to AED) every transferable parameter must be in
+the source with its shape (anything else means a corrupt checkpoint). Between families (CTC to
+AED and back) the parameters whose names and shapes match are copied and the rest start fresh:
+a CTC model's front end and encoder go into an AED of the same encoder shape, its CTC head into
+the AED's CTC branch; the decoder starts fresh. ``init_modules`` says which (icefall-style).
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from xasr.transfer.vocab_map import TokenMap, map_tokens, read_user_map
 @dataclass(frozen=True)
 class TransferPlan:
     """``token_map``: target token -> source token for the vocabulary rows (None: the rows
-    start fresh, with --reinit-head or --scratch). ``copied_prefixes``: parameters copied by
-    name (none for --scratch). ``dropped_layers``: encoder layers re-initialised after the
-    copy. ``frozen``: parameter names held still (throughout, or for --freeze-steps)."""
+    start fresh, with --reinit-head or --scratch). ``copied``: parameters copied by name (none
+    for --scratch). ``vocab_rows``: vocabulary-indexed parameters rebuilt row by row from the
+    source's (``xasr.transfer.vocab_rows``; those the source lacks start fresh).
+    ``dropped_layers``: encoder layers re-initialised after the copy. ``frozen``: parameter
+    names held still (throughout, or for --freeze-steps)."""
 
     token_map: TokenMap | None
-    copied_prefixes: tuple[str, ...]
+    copied: tuple[str, ...]
+    vocab_rows: tuple[str, ...]
     dropped_layers: tuple[int, ...]
     frozen: frozenset[str]
 
@@ -38,6 +47,29 @@ class TransferPlan:
         ä only starts from a)."""
         return dict(self.token_map.copied) if self.token_map is not None else {}
 
+    def init_modules(self, model: nn.Module) -> dict[str, list[str]]:
+        """The target's top-level modules by how they start: ``copied`` (every parameter),
+        ``partly_copied``, ``vocab_rows`` (rebuilt token by token) and ``fresh``."""
+        taken = set(self.copied)
+        rows = set(self.vocab_rows) if self.token_map is not None else set()
+        kinds: dict[str, list[str]] = {}
+        for module, _ in model.named_children():
+            names = [n for n, _ in model.named_parameters() if n.startswith(module + ".")]
+            if not names:
+                continue
+            plain = [n for n in names if n not in model.vocab_params()]
+            copied = [n for n in plain if n in taken]
+            if plain and len(copied) == len(plain):
+                kind = "copied"
+            elif copied:
+                kind = "partly_copied"
+            elif any(n in rows for n in names):
+                kind = "vocab_rows"
+            else:
+                kind = "fresh"
+            kinds.setdefault(kind, []).append(module)
+        return kinds
+
 
 def plan_transfer(
     model: nn.Module,
@@ -48,9 +80,11 @@ def plan_transfer(
     drop_layers: int,
     freeze_layers: int,
     token_map_file: str | None = None,
+    source_shapes: dict[str, tuple[int, ...]] | None = None,
+    same_family: bool = True,
 ) -> TransferPlan:
     """The plan for ``model`` (the target, built with ``vocab``) from a source with
-    ``source_vocab`` (None for scratch)."""
+    ``source_vocab`` and parameter shapes ``source_shapes`` (None for scratch)."""
     copies = not scratch and source_vocab is not None
     token_map = None
     if copies and not reinit_head:
@@ -61,9 +95,33 @@ def plan_transfer(
             f"--drop-layers {drop_layers}: the model has {n_layers} encoder layers"
         )
     dropped = tuple(range(n_layers - drop_layers, n_layers)) if copies and drop_layers else ()
+    copied, rows = (), ()
+    if copies:
+        copied = copyable(model, source_shapes or {}, strict=same_family)
+        rows = tuple(n for n in model.vocab_params() if n in (source_shapes or {}))
     return TransferPlan(
-        token_map=token_map,
-        copied_prefixes=model.transferable_prefixes() if copies else (),
+        token_map=token_map if rows else None,
+        copied=copied,
+        vocab_rows=rows,
         dropped_layers=dropped,
         frozen=frozenset(frozen_parameter_names(model, freeze_layers)),
     )
+
+
+def copyable(model: nn.Module, source_shapes: dict, strict: bool) -> tuple[str, ...]:
+    """The target's parameters under ``model.transferable_prefixes()`` (less its vocabulary
+    rows) that the source has with the same shape; ``strict``: all of them or an error."""
+    prefixes = model.transferable_prefixes()
+    names = []
+    for name, param in model.named_parameters():
+        if not name.startswith(prefixes) or name in model.vocab_params():
+            continue
+        shape = source_shapes.get(name)
+        if shape == tuple(param.shape):
+            names.append(name)
+        elif strict:
+            raise CheckpointError(
+                f"source weight {name} is missing or has shape {shape}, expected "
+                f"{tuple(param.shape)}: the checkpoint does not match its config"
+            )
+    return tuple(names)

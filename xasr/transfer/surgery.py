@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import torch
+from torch import nn
 
-from xasr.config import ModelConfig
+from xasr.config import AedConfig, ModelConfig
 from xasr.errors import CheckpointError
-from xasr.models.ctc import CtcModel
 
 
-def check_same_architecture(source: ModelConfig, target: ModelConfig, source_name: str) -> None:
+def check_same_architecture(
+    source: ModelConfig | AedConfig, target: ModelConfig | AedConfig, source_name: str
+) -> None:
     """Raise naming every field that differs (dropout may differ: it has no weights)."""
     differ = {
         key: (value, asdict(target)[key])
@@ -31,28 +33,19 @@ def check_same_architecture(source: ModelConfig, target: ModelConfig, source_nam
         )
 
 
-def copy_encoder(source: CtcModel, target: CtcModel, prefixes: tuple[str, ...]) -> int:
-    """Copy every parameter under ``prefixes`` (``target.transferable_prefixes()``: all that
-    does not depend on the vocabulary); returns how many tensors were copied."""
-    source_state = source.state_dict()
-    target_state = target.state_dict()
-    copied = 0
-    for name, tensor in target_state.items():
-        if not name.startswith(prefixes):
-            continue
-        if name not in source_state or source_state[name].shape != tensor.shape:
-            raise CheckpointError(
-                f"source weight {name} is missing or has shape "
-                f"{tuple(source_state[name].shape) if name in source_state else None}, "
-                f"expected {tuple(tensor.shape)}: the checkpoint does not match its config"
-            )
-        tensor.copy_(source_state[name])
-        copied += 1
-    return copied
+@torch.no_grad()
+def copy_parameters(source: nn.Module, target: nn.Module, names: tuple[str, ...]) -> int:
+    """Copy the parameters ``names`` (a ``TransferPlan``'s ``copied``: checked for name and
+    shape when it was made) from ``source`` into ``target``; returns how many."""
+    source_params = dict(source.named_parameters())
+    target_params = dict(target.named_parameters())
+    for name in names:
+        target_params[name].copy_(source_params[name])
+    return len(names)
 
 
 @torch.no_grad()
-def reinit_top_layers(model: CtcModel, fresh: CtcModel, n: int) -> list[int]:
+def reinit_top_layers(model: nn.Module, fresh: nn.Module, n: int) -> list[int]:
     """Re-initialise the top ``n`` encoder layers from an untrained model of the same shape."""
     layers = len(model.encoder.layers)
     if not 0 <= n <= layers:
@@ -63,7 +56,7 @@ def reinit_top_layers(model: CtcModel, fresh: CtcModel, n: int) -> list[int]:
     return dropped
 
 
-def frozen_parameter_names(model: CtcModel, k: int) -> set[str]:
+def frozen_parameter_names(model: nn.Module, k: int) -> set[str]:
     """Names of the front end's and the bottom ``k`` encoder layers' parameters."""
     layers = len(model.encoder.layers)
     if not 0 <= k <= layers:

@@ -1,0 +1,244 @@
+"""The attention encoder-decoder (AED): the shape of the meta-transfer and speech-translation
+papers' models, with an optional CTC branch (hybrid CTC/attention, Watanabe et al. 2017).
+
+features -> VGG front end (two blocks of two 3x3 convolutions and a 2x2 max-pooling: 4x fewer
+frames) -> Conformer or Transformer encoder -> Transformer decoder over the vocabulary plus one
+start/end token (index ``len(vocab)``, owned by the model: vocab.json is the CTC model's) and,
+with ``ctc_weight`` > 0, a linear CTC head on the encoder named ``head`` as in ``CtcModel``, so
+that a CTC model's head transfers into it row by row.
+
+It implements the model protocol of ``xasr.models.ctc`` (encode, ctc_log_probs, loss,
+default_decoder, vocab_params, transferable_prefixes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xasr.config import AedConfig
+from xasr.data.features import LogMel, padding_mask
+from xasr.errors import XasrError
+from xasr.models.conformer import ConformerEncoder
+from xasr.models.ctc import ctc_loss
+from xasr.models.frontends import Conv2dSubsampling
+
+IGNORE = -100  # cross-entropy's ignore_index: padding positions of the decoder targets
+
+
+class VggFrontend(nn.Module):
+    """Two VGG blocks (3x3 conv, ReLU, 3x3 conv, ReLU, 2x2 max-pool), then a projection.
+
+    forward(x, lengths): x : Tensor, shape = (batch, frames, n_mels)
+    returns y : Tensor, shape = (batch, ceil(ceil(frames / 2) / 2), d_model), lengths.
+    Padded frames are zeroed after every convolution, so an utterance's output does not depend
+    on what it is batched with.
+    """
+
+    def __init__(self, n_mels: int, d_model: int, channels: int):
+        super().__init__()
+        c1, c2 = channels, 2 * channels
+        self.block1 = nn.ModuleList(
+            [nn.Conv2d(1, c1, 3, padding=1), nn.Conv2d(c1, c1, 3, padding=1)]
+        )
+        self.block2 = nn.ModuleList(
+            [nn.Conv2d(c1, c2, 3, padding=1), nn.Conv2d(c2, c2, 3, padding=1)]
+        )
+        freq = ((n_mels + 1) // 2 + 1) // 2
+        self.proj = nn.Linear(c2 * freq, d_model)
+
+    @staticmethod
+    def output_lengths(lengths: Tensor | int) -> Tensor | int:
+        for _ in range(2):
+            lengths = (lengths + 1) // 2  # 2x2 max-pooling, ceil mode
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        y = x.unsqueeze(1)  # (batch, 1, frames, n_mels)
+        for block in (self.block1, self.block2):
+            valid = padding_mask(lengths, y.shape[2])[:, None, :, None].to(y.dtype)
+            for conv in block:
+                y = F.relu(conv(y)) * valid
+            y = F.max_pool2d(y, 2, ceil_mode=True)
+            lengths = (lengths + 1) // 2
+        batch, channels, frames, freq = y.shape
+        return self.proj(y.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq)), lengths
+
+
+def sinusoids(length: int, d_model: int, device) -> Tensor:
+    """The Transformer's sinusoidal positions, shape = (length, d_model)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(
+        torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
+        * (-math.log(10000.0) / d_model)
+    )
+    table = torch.zeros(length, d_model, device=device)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: d_model // 2])
+    return table
+
+
+class TransformerDecoder(nn.Module):
+    """Token embedding + sinusoidal positions, pre-norm ``nn.TransformerDecoderLayer``s, final
+    LayerNorm, output layer over ``n_tokens`` (the vocabulary and the start/end token).
+
+    forward(tokens, memory, memory_lengths): tokens (batch, length) int64, memory (batch,
+    frames, d_model) -> logits (batch, length, n_tokens); position i sees tokens <= i.
+    """
+
+    def __init__(self, n_tokens: int, cfg: AedConfig):
+        super().__init__()
+        self.d_model = cfg.d_model
+        self.embed = nn.Embedding(n_tokens, cfg.d_model)
+        self.layers = nn.ModuleList(
+            nn.TransformerDecoderLayer(
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.d_model * cfg.ff_mult,
+                cfg.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(cfg.decoder_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, n_tokens)
+
+    def forward(self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor:
+        length = tokens.shape[1]
+        x = self.embed(tokens) * math.sqrt(self.d_model)
+        x = x + sinusoids(length, self.d_model, tokens.device).to(x.dtype)
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
+        memory_pad = ~padding_mask(memory_lengths, memory.shape[1])
+        for layer in self.layers:
+            x = layer(
+                x,
+                memory,
+                tgt_mask=causal.to(x.dtype),
+                tgt_is_causal=True,
+                memory_key_padding_mask=memory_pad,
+            )
+        return self.out(self.norm(x))
+
+
+class AedModel(nn.Module):
+    """``sos_id`` = ``eos_id`` = the vocabulary size (one token starts and ends a sentence).
+
+    ``head``: the CTC branch (None when ``ctc_weight`` is 0). The loss is
+    ``ctc_weight`` x CTC + (1 - ``ctc_weight``) x label-smoothed cross-entropy per token.
+    """
+
+    blank_id = 0
+
+    def __init__(
+        self,
+        features: nn.Module,
+        frontend: nn.Module,
+        encoder: nn.Module,
+        decoder: TransformerDecoder,
+        head: nn.Linear | None,
+        vocab_size: int,
+        ctc_weight: float,
+        label_smoothing: float,
+    ):
+        super().__init__()
+        self.features = features
+        self.frontend = frontend
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = head
+        self.vocab_size = vocab_size
+        self.sos_id = self.eos_id = vocab_size
+        self.ctc_weight = ctc_weight
+        self.label_smoothing = label_smoothing
+
+    def encode(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
+        """audio (batch, samples) -> encoder states (batch, frames, d_model), frame lengths."""
+        feats, lengths = self.features(audio, lengths)
+        if augment is not None:
+            feats = augment(feats, lengths)
+        x, lengths = self.frontend(feats, lengths)
+        return self.encoder(x, lengths)
+
+    def ctc_log_probs(self, states: Tensor) -> Tensor:
+        if self.head is None:
+            raise XasrError(
+                "this attention model has no CTC branch (ctc_weight 0): decode with the "
+                "attention decoder (--decoder attention)"
+            )
+        return F.log_softmax(self.head(states).float(), dim=-1)
+
+    def decoder_log_probs(self, tokens: Tensor, states: Tensor, lengths: Tensor) -> Tensor:
+        """Next-token log-probabilities (batch, length, vocab + 1) after each prefix position
+        of ``tokens`` (batch, length), which start with ``sos_id``; in fp32."""
+        return F.log_softmax(self.decoder(tokens, states, lengths).float(), dim=-1)
+
+    def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The hybrid loss of an ``AsrDataset`` batch and its parts ({"attention", "ctc"})."""
+        states, frames = self.encode(batch["audio"], batch["audio_lengths"], augment)
+        inputs, targets = self.teacher_forcing(batch["targets"], batch["target_lengths"])
+        logits = self.decoder(inputs, states, frames).float()
+        attention = F.cross_entropy(
+            logits.flatten(0, 1),
+            targets.flatten(),
+            ignore_index=IGNORE,
+            label_smoothing=self.label_smoothing,
+        )
+        parts = {"attention": attention}
+        if self.head is None or self.ctc_weight == 0:
+            return attention, parts
+        parts["ctc"] = ctc_loss(self.ctc_log_probs(states), frames, batch, self.blank_id)
+        loss = self.ctc_weight * parts["ctc"] + (1 - self.ctc_weight) * attention
+        return loss, parts
+
+    def teacher_forcing(self, targets: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Padded targets (batch, U) -> decoder inputs [sos, y1..yn] and outputs [y1..yn, eos]
+        (batch, U + 1), the outputs padded with ``IGNORE``."""
+        batch, width = targets.shape
+        positions = torch.arange(width + 1, device=targets.device)[None, :]
+        sos = torch.full((batch, 1), self.sos_id, dtype=targets.dtype, device=targets.device)
+        inputs = torch.cat([sos, targets], dim=1)
+        outputs = torch.cat([targets, torch.zeros_like(sos)], dim=1)
+        outputs = torch.where(positions == lengths[:, None], self.eos_id, outputs)
+        outputs = torch.where(positions > lengths[:, None], IGNORE, outputs)
+        inputs = torch.where(positions > lengths[:, None], self.eos_id, inputs)
+        return inputs, outputs
+
+    def default_decoder(self, vocab):
+        """The strategy validation and ``evaluate`` use: greedy attention decoding, batched."""
+        from xasr.decode.attention import AttentionSearch
+
+        return AttentionSearch(vocab)
+
+    def vocab_params(self) -> dict[str, int]:
+        """Parameters indexed by the vocabulary (``xasr.transfer.vocab_rows``): the CTC head's
+        rows, the decoder's embedding and output rows. The last rows of the decoder's are the
+        start/end token's (past the vocabulary)."""
+        names = {"decoder.embed.weight": 0, "decoder.out.weight": 0, "decoder.out.bias": 0}
+        if self.head is not None:
+            names.update({"head.weight": 0, "head.bias": 0})
+        return names
+
+    def transferable_prefixes(self) -> tuple[str, ...]:
+        """Parameters that copy by name from a source (less ``vocab_params``)."""
+        return ("frontend.", "encoder.", "decoder.")
+
+
+def build_aed(cfg: AedConfig, vocab_size: int) -> AedModel:
+    if cfg.frontend == "vgg":
+        frontend = VggFrontend(cfg.n_mels, cfg.d_model, cfg.vgg_channels)
+    else:
+        frontend = Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
+    return AedModel(
+        features=LogMel(cfg.n_mels),
+        frontend=frontend,
+        encoder=ConformerEncoder(cfg, block=cfg.encoder),
+        decoder=TransformerDecoder(vocab_size + 1, cfg),
+        head=nn.Linear(cfg.d_model, vocab_size) if cfg.ctc_weight > 0 else None,
+        vocab_size=vocab_size,
+        ctc_weight=cfg.ctc_weight,
+        label_smoothing=cfg.label_smoothing,
+    )
