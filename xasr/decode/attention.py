@@ -7,9 +7,10 @@ log p_ctc(prefix))``, where ``p_ctc(prefix)`` is the CTC prefix probability (the
 all alignments that start with the prefix; for the end token, of the whole sequence). Finished
 hypotheses are ranked by ``score / length ** length_penalty`` (length in tokens with the end
 token). Each step takes the ``beam_width`` best expansions of the live hypotheses of every
-utterance; those that end move to the finished list, the others carry on; an utterance is done
-when it has ``beam_width`` finished hypotheses, no live one, or ``max_length_ratio`` x its
-encoder frames tokens (then its best live hypothesis counts as finished).
+utterance; those that end move to the finished list, the others carry on. An utterance is done
+when no live hypothesis is left, or when it has ``beam_width`` finished ones and no live one
+scores above the best finished (a live one still above it may end better), or at
+``max_length_ratio`` x its encoder frames tokens (then its live hypotheses count as finished).
 """
 
 from __future__ import annotations
@@ -203,8 +204,10 @@ class BeamSearch:
             return log_probs, None
         ctc_scores, r_n, r_b = self.scorer.extensions()
         w = self.opts.ctc_weight
-        joint = (1 - w) * log_probs + w * (ctc_scores - self.scorer.prefix[:, None])
-        joint = torch.where(torch.isnan(joint), NEG, joint)  # -inf - -inf: an impossible prefix
+        increment = ctc_scores - self.scorer.prefix[:, None]
+        # A prefix CTC rules out (an ended slot's row, kept for its shape) extends to nothing.
+        increment = increment.masked_fill(self.scorer.prefix[:, None] == NEG, NEG)
+        joint = w * increment if w == 1 else (1 - w) * log_probs + w * increment  # 0 * -inf
         return joint, (ctc_scores, r_n, r_b)
 
     def move_finished(self, best, token, tokens, rows, step) -> Tensor:
@@ -227,7 +230,10 @@ class BeamSearch:
                     ids = prefixes[b * k + j] + ([] if ended else [token_l[b][j]])
                     self.finished[b].append((self.normalised(score, len(ids) + 1), ids))
                     live[b, j] = NEG
-            if len(self.finished[b]) >= k or bool((live[b] == NEG).all()):
+            best_live = float(live[b].max())
+            if best_live == NEG or (
+                len(self.finished[b]) >= k and best_live <= max(f for f, _ in self.finished[b])
+            ):
                 self.done[b] = True
                 live[b] = NEG
         return live

@@ -23,8 +23,9 @@ from xasr.models.build import (
     model_config,
 )
 from xasr.train.loop import train
+from xasr.transfer.finetune import TransferOptions, transfer
 
-RECIPE_KEYS = {"name", "lang", "size", "synth", "train"}
+RECIPE_KEYS = {"name", "lang", "arch", "size", "model", "init", "synth", "train"}
 
 
 def build_base_model(
@@ -48,14 +49,12 @@ def build_base_model(
     train_keys = {**recipe.get("train", {}), **(train_overrides or {})}
     cfg = from_dict(TrainConfig, train_keys, f"{recipe_path}: train")
     cfg = replace(cfg, max_minutes=max_minutes)
-    result = train(
-        out / "run",
-        data["train"],
-        data["dev"],
-        cfg,
-        model_config(recipe["size"]),
-        progress=progress,
-    )
+    model_cfg = recipe_model(recipe, recipe_path)
+    if recipe.get("init"):  # start from another model (e.g. a CTC model's encoder for an AED)
+        opts = TransferOptions(source=recipe["init"], expect=model_cfg)
+        result = transfer(out / "run", data["train"], data["dev"], opts, cfg, progress=progress)
+    else:
+        result = train(out / "run", data["train"], data["dev"], cfg, model_cfg, progress=progress)
     dev = evaluate(result.model_dir, data["dev"], progress=False)
     test = evaluate(result.model_dir, data["test"], progress=False)
     model, _, _ = load_model_dir(result.model_dir)
@@ -71,6 +70,15 @@ def build_base_model(
     if publish:
         publish_model(out / "run", PRETRAINED_DIR / recipe["name"], figures)
     return figures
+
+
+def recipe_model(recipe: dict, recipe_path):
+    """``arch`` (ctc, aed) and ``size`` name a config; ``model`` replaces some of its keys."""
+    cfg = model_config(recipe["size"], recipe.get("arch", "ctc"))
+    try:
+        return replace(cfg, **recipe.get("model", {}))
+    except TypeError as err:  # an unknown key
+        raise XasrError(f"{recipe_path}: model: {err}") from None
 
 
 def publish_model(run_dir: Path, target: Path, figures: dict) -> None:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from xasr.checks import is_number as _is_number
-from xasr.config import MODEL_SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
+from xasr.config import SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
 from xasr.errors import XasrError
 from xasr.experiments.demo import DEMO_RECIPE
 from xasr.models.build import model_config, read_model_config, resolve_model
@@ -375,7 +375,7 @@ def _base(entry, out: Path, where: str) -> Base:
             raise XasrError(f"{where}: max_minutes must be a number, got {max_minutes!r}")
         train = _mapping(entry.get("train", {}), f"{where}: train")
         from_dict(TrainConfig, {**(recipe.get("train") or {}), **train}, f"{where}: train")
-        arch = arch_tag(model_config(size), vocab_kind)
+        arch = arch_tag(model_config(size, recipe.get("arch", "ctc")), vocab_kind)
         return Base(name, str(model), recipe_path, arch, max_minutes, tuple(sorted(train.items())))
     model = str(entry["model"])
     directory = resolve_model(model)
@@ -389,11 +389,13 @@ def _base(entry, out: Path, where: str) -> Base:
 
 
 def arch_tag(cfg: ModelConfig, vocab_kind: str = "char") -> str:
-    """A short name for an architecture + vocabulary kind: a size name where one matches."""
-    names = [name for name, size in MODEL_SIZES.items() if size == cfg]
+    """A short name for an architecture + vocabulary kind: a size name where one matches
+    (``aed-`` before an encoder-decoder's)."""
+    names = [name for name, size in SIZES[cfg.architecture].items() if size == cfg]
     if names:
         tag = names[0]
     else:
         digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:6]
         tag = f"d{cfg.d_model}x{cfg.n_layers}-{digest}"
-    return tag + ("-sp" if vocab_kind == "sentencepiece" else "")
+    family = "" if cfg.architecture == "conformer-ctc" else f"{cfg.architecture}-"
+    return family + tag + ("-sp" if vocab_kind == "sentencepiece" else "")

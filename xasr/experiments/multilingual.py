@@ -22,7 +22,7 @@ from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
 from xasr.io import write_text
 
-KEYS = ("kind", "name", "out", "languages", "synth", "size", "recipe", "joint")
+KEYS = ("kind", "name", "out", "languages", "synth", "arch", "size", "recipe", "joint")
 SYNTH_DEFAULTS = {"dev_utts": 100, "test_utts": 200, "conditions": "noisy", "seed": 0}
 
 
@@ -46,7 +46,7 @@ def run_multilingual(config: str | Path, out: str | Path | None = None, progress
     joint_recipe = from_dict(
         TrainConfig, {**asdict(recipe), **(data.get("joint") or {})}, f"{config}: joint"
     )
-    size = model_config(data.get("size", "small"))
+    size = model_config(data.get("size", "small"), data.get("arch", "ctc"))
     splits = {
         lang: build_xlt_synth(
             [lang], out / "data" / lang, train_minutes=minutes, progress=progress, **synth

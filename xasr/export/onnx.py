@@ -68,6 +68,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, opset: int = OPSET) -> d
     out = output_file(out, "--onnx")
     directory = resolve_model(model_dir)
     model, cfg, vocab = load_model_dir(directory)
+    if cfg.architecture != "conformer-ctc":
+        raise XasrError(
+            f"{model_dir} is an {cfg.architecture} model; `xasr export` writes CTC models (an "
+            "attention decoder's search is not one graph)"
+        )
     model.frontend.per_utterance = False
     graph = _Graph(model).eval()
     audio, lengths = _check_batch(EXPORT_SECONDS)

@@ -111,13 +111,15 @@ class TransformerDecoder(nn.Module):
         length = tokens.shape[1]
         x = self.embed(tokens) * math.sqrt(self.d_model)
         x = x + sinusoids(length, self.d_model, tokens.device).to(x.dtype)
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
+        # Boolean masks, True = not attended: valid under any autocast dtype (a float mask
+        # would have to match the attention's dtype).
+        future = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1)
         memory_pad = ~padding_mask(memory_lengths, memory.shape[1])
         for layer in self.layers:
             x = layer(
                 x,
                 memory,
-                tgt_mask=causal.to(x.dtype),
+                tgt_mask=future,
                 tgt_is_causal=True,
                 memory_key_padding_mask=memory_pad,
             )

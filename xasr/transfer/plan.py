@@ -110,18 +110,21 @@ def plan_transfer(
 
 def copyable(model: nn.Module, source_shapes: dict, strict: bool) -> tuple[str, ...]:
     """The target's parameters under ``model.transferable_prefixes()`` (less its vocabulary
-    rows) that the source has with the same shape; ``strict``: all of them or an error."""
+    rows) that the source has with the same shape; ``strict``: all of them or an error.
+
+    A layer's parameters copy together or not at all: a projection whose weight differs in
+    shape keeps its fresh bias too, even where the bias's shape matches."""
     prefixes = model.transferable_prefixes()
-    names = []
+    vocab = model.vocab_params()
+    layers: dict[str, list[tuple[str, bool]]] = {}
     for name, param in model.named_parameters():
-        if not name.startswith(prefixes) or name in model.vocab_params():
+        if not name.startswith(prefixes) or name in vocab:
             continue
         shape = source_shapes.get(name)
-        if shape == tuple(param.shape):
-            names.append(name)
-        elif strict:
+        if strict and shape != tuple(param.shape):
             raise CheckpointError(
                 f"source weight {name} is missing or has shape {shape}, expected "
                 f"{tuple(param.shape)}: the checkpoint does not match its config"
             )
-    return tuple(names)
+        layers.setdefault(name.rpartition(".")[0], []).append((name, shape == tuple(param.shape)))
+    return tuple(n for params in layers.values() if all(ok for _, ok in params) for n, _ in params)
