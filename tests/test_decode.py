@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from xasr.decode.evaluate import evaluate, transcribe_paths
 from xasr.decode.greedy import greedy_ids, greedy_texts
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
 from xasr.models.build import build_model, load_model_dir
+
+DATA = Path(__file__).parent / "data"
 
 
 def one_hot_log_probs(paths: list[list[int]], vocab_size: int) -> torch.Tensor:
@@ -176,3 +179,19 @@ def test_transcripts_do_not_depend_on_batching(en_model, corpus):
         audio, lengths = torch.zeros(1, 16000), torch.tensor([16000])
         log_probs, frames = model(audio, lengths)
     assert log_probs.shape[:2] == (1, int(frames[0]))
+
+
+def test_shipped_en_small_decodes_as_before(corpus):
+    """en-small's greedy transcripts of the suite's utterances, recorded with the code before
+    decoding went through the model protocol (tests/data/en_small_greedy.json)."""
+    recorded = json.loads((DATA / "en_small_greedy.json").read_text(encoding="utf-8"))
+    rows = corpus.en_rows + corpus.de_rows
+    model, _, vocab = load_model_dir("en-small")
+    texts = transcribe_paths(
+        model,
+        vocab,
+        [corpus.root / r["audio_filepath"] for r in rows],
+        [r["duration"] for r in rows],
+        device="cpu",
+    )
+    assert {r["id"]: t for r, t in zip(rows, texts)} == recorded["texts"]
