@@ -260,6 +260,7 @@ RESUME_MUST_MATCH = {
     "ewc_weight": "--ewc",
     "replay_manifest": "--replay",
     "replay_fraction": "--replay-fraction",
+    "expect": "--arch/--size",  # the target's architecture: the checkpoint's weights are its
 }
 
 
@@ -282,11 +283,20 @@ def check_resumed_options(run_dir: Path, opts: TransferOptions) -> None:
     defaults = asdict(TransferOptions())
     for key, flag in RESUME_MUST_MATCH.items():
         before, now = saved.get(key, defaults[key]), getattr(opts, key)
+        if dataclasses.is_dataclass(now):
+            now = asdict(now)  # as transfer.json records it
         if not _same_path_or_value(before, now):
             raise XasrError(
-                f"{run_dir} was started with {flag} {before}, not {now}; resume with the same "
-                "value or train into a new --out"
+                f"{run_dir} was started with {flag} {_shown(before)}, not {_shown(now)}; resume "
+                "with the same value or train into a new --out"
             )
+
+
+def _shown(value) -> str:
+    """A recorded option as a message names it (an architecture by family and shape)."""
+    if isinstance(value, dict):
+        return f"{value.get('architecture')} {value.get('d_model')}x{value.get('n_layers')}"
+    return str(value)
 
 
 def forgetting_penalty(
