@@ -14,7 +14,7 @@ from xasr.config import AED_SIZES, MODEL_SIZES, replace
 from xasr.data.vocab import CharVocab
 from xasr.decode.attention import AttentionSearch, BeamSearch, CtcPrefixScorer
 from xasr.decode.strategy import decode
-from xasr.errors import XasrError
+from xasr.errors import CheckpointError, XasrError
 from xasr.models.aed import IGNORE, VggFrontend
 from xasr.models.build import build_model, load_model_dir, save_model_dir
 from xasr.transfer.finetune import initialise_from_source, parameter_shapes, target_vocab
@@ -363,3 +363,54 @@ def test_train_transfer_evaluate_aed_end_to_end(xasr, corpus, en_model, tmp_path
         str(corpus.root / corpus.de_rows[0]["audio_filepath"]),
     )
     assert out.count("\t") == 1
+
+
+TABLE = {(): {1: -0.6, 3: -0.5}, (1,): {1: -0.05, 3: -0.7}, (1, 1): {3: -0.01, 1: -5.0}}
+
+
+class TableDecoder:
+    """A decoder whose next-token log-probabilities are a table keyed by the prefix: 0 blank,
+    1 "a", 2 "b", 3 the start/end token."""
+
+    sos_id = eos_id = 3
+    blank_id = 0
+
+    def decoder_log_probs(self, tokens, states, lengths):
+        rows = []
+        for row in tokens.tolist():
+            probs = torch.full((4,), -50.0)
+            for token, value in TABLE.get(tuple(row[1:]), {3: -0.01}).items():
+                probs[token] = value
+            rows.append(probs)
+        return torch.stack(rows)[:, None, :].expand(-1, tokens.shape[1], -1).clone()
+
+
+def test_beam_search_keeps_a_live_hypothesis_that_ends_better():
+    """ "" (-0.5) and "a" (-0.65 / 2) end first, but "aa" + end scores -0.66 / 3 = -0.22:
+    the search must not stop at two finished hypotheses while "aa" is still ahead."""
+    opts = AttentionSearch(vocab=None, beam_width=2, length_penalty=1.0)
+    search = BeamSearch(opts, TableDecoder(), torch.zeros(1, 10, 4), torch.tensor([10]), None)
+    assert search.run() == [[1, 1]]
+
+
+def test_transformer_encoder_takes_no_conformer_layer(en_model, corpus, make_cfg):
+    source, source_cfg, source_vocab = load_model_dir(en_model)
+    vocab = target_vocab(corpus.de_train, make_cfg(), source_vocab)
+    target_cfg = replace(AED_SIZES["tiny"], frontend="conv2d", encoder="transformer")
+    _, report = transferred(source, source_cfg, source_vocab, target_cfg, vocab)
+    assert "encoder" in report["init_modules"]["fresh"]
+    with pytest.raises(CheckpointError, match="no parameter of the source matches"):
+        transferred(source, source_cfg, source_vocab, AED_SIZES["xsmall"], vocab)
+
+
+def test_arch_alone_keeps_the_source_size(en_model):
+    from argparse import Namespace
+
+    from xasr.cli import requested_architecture
+
+    def asked(arch, size):
+        return requested_architecture(Namespace(source=str(en_model), arch=arch, size=size))
+
+    assert asked("ctc", None) is None and asked(None, None) is None  # the source's own
+    assert asked("aed", None) == AED_SIZES["tiny"]  # en_model is the tiny CTC size
+    assert asked(None, "xsmall") == MODEL_SIZES["xsmall"]

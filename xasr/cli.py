@@ -214,18 +214,23 @@ def cmd_train(args) -> None:
 
 
 def requested_architecture(args):
-    """``--arch``/``--size`` of a transfer: None (the source's), or the named config; a
-    --size alone names a size of the source's family."""
-    from xasr.config import ARCH_FLAGS
+    """``--arch``/``--size`` of a transfer: None (the source's), or the named config. A --size
+    alone names a size of the source's family; an --arch alone of another family takes the
+    source's size name there (small where the source has none)."""
+    from xasr.config import ARCH_FLAGS, SIZES
     from xasr.models.build import model_config, read_model_config, resolve_model
 
     if args.arch is None and args.size is None:
         return None
-    arch = args.arch
-    if arch is None and args.source is not None:
-        family = read_model_config(resolve_model(args.source))[0].architecture
-        arch = next(flag for flag, name in ARCH_FLAGS.items() if name == family)
-    return model_config(args.size or "small", arch or "ctc")
+    if args.source is None:  # --scratch without a source
+        return model_config(args.size or "small", args.arch or "ctc")
+    source_cfg = read_model_config(resolve_model(args.source))[0]
+    family = next(flag for flag, name in ARCH_FLAGS.items() if name == source_cfg.architecture)
+    arch = args.arch or family
+    if args.size is None and arch == family:
+        return None
+    names = [n for n, cfg in SIZES[source_cfg.architecture].items() if cfg == source_cfg]
+    return model_config(args.size or (names[0] if names else "small"), arch)
 
 
 def cmd_transfer(args) -> None:
@@ -233,8 +238,8 @@ def cmd_transfer(args) -> None:
 
     if args.source is None and not args.scratch:
         raise XasrError("--from is required (a model directory or a shipped name such as en-small)")
-    if args.source is None and args.size is None:
-        raise XasrError("--scratch without --from needs --size")
+    if args.source is None and args.size is None and args.arch is None:
+        raise XasrError("--scratch without --from needs --size (or --arch)")
     opts = TransferOptions(
         source=args.source,
         scratch=args.scratch,
@@ -485,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         choices=["ctc", "aed"],
         help="the target's family: another than the source's takes what matches (--size, "
-        "default small)",
+        "default the source's size name)",
     )
     forget = p.add_argument_group("adapting without forgetting (README)")
     forget.add_argument("--replay", metavar="M", help="source-language manifest to replay")

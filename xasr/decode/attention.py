@@ -8,8 +8,9 @@ all alignments that start with the prefix; for the end token, of the whole seque
 hypotheses are ranked by ``score / length ** length_penalty`` (length in tokens with the end
 token). Each step takes the ``beam_width`` best expansions of the live hypotheses of every
 utterance; those that end move to the finished list, the others carry on. An utterance is done
-when no live hypothesis is left, or when it has ``beam_width`` finished ones and no live one
-scores above the best finished (a live one still above it may end better), or at
+when no live hypothesis is left, or when it has ``beam_width`` finished ones and the best of
+them beats every live one as that would rank were it to end at once (a heuristic: a live one
+may still end better; fairseq stops at ``beam_width`` finished alone), or at
 ``max_length_ratio`` x its encoder frames tokens (then its live hypotheses count as finished).
 """
 
@@ -215,28 +216,36 @@ class BeamSearch:
         scores (batch, k), -inf for slots that ended and for done utterances."""
         eos = self.model.eos_id
         k = self.opts.beam_width
-        live = best.clone()
-        best_l, token_l, prefixes = best.tolist(), token.tolist(), tokens[rows, 1:].tolist()
+        # One transfer to the CPU per step, then plain Python per utterance.
+        live, token_l, prefixes = best.tolist(), token.tolist(), tokens[rows, 1:].tolist()
         for b in range(self.batch):
             if self.done[b]:
-                live[b] = NEG
+                live[b] = [NEG] * k
                 continue
             for j in range(k):
-                score = best_l[b][j]
+                score = live[b][j]
                 if score == NEG:
                     continue
                 ended = token_l[b][j] == eos
                 if ended or step + 1 >= self.limits[b]:
                     ids = prefixes[b * k + j] + ([] if ended else [token_l[b][j]])
-                    self.finished[b].append((self.normalised(score, len(ids) + 1), ids))
-                    live[b, j] = NEG
-            best_live = float(live[b].max())
-            if best_live == NEG or (
-                len(self.finished[b]) >= k and best_live <= max(f for f, _ in self.finished[b])
-            ):
+                    # a cut hypothesis has no end token: its length is its tokens
+                    length = len(ids) + 1 if ended else len(ids)
+                    self.finished[b].append((self.normalised(score, length), ids))
+                    live[b][j] = NEG
+            if self.utterance_done(b, max(live[b]), step):
                 self.done[b] = True
-                live[b] = NEG
-        return live
+                live[b] = [NEG] * k
+        return torch.tensor(live, device=best.device)
+
+    def utterance_done(self, b: int, best_live: float, step: int) -> bool:
+        """No live hypothesis left, or ``beam_width`` finished ones of which the best beats the
+        best live hypothesis were it to end now (its length then: step + 2 with the end)."""
+        if best_live == NEG:
+            return True
+        if len(self.finished[b]) < self.opts.beam_width:
+            return False
+        return self.normalised(best_live, step + 2) <= max(f for f, _ in self.finished[b])
 
     def normalised(self, score: float, length: int) -> float:
         return score / length**self.opts.length_penalty

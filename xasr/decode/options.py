@@ -37,7 +37,7 @@ class DecodingOptions:
         checks.number("--lm-weight", self.lm_weight, at_least=0)
         checks.number("--word-bonus", self.word_bonus)
         checks.number("--length-penalty", self.length_penalty, at_least=0)
-        checks.number("--ctc-weight", self.ctc_weight, above=0, at_most=1)
+        checks.number("--ctc-weight", self.ctc_weight, at_least=0, at_most=1)
         if self.lm is not None:
             if self.decoder in ("attention", "joint"):
                 raise XasrError(

@@ -14,13 +14,13 @@ from xasr.config import TrainConfig, from_dict, load_yaml, replace
 from xasr.data.synth import build_xlt_synth
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
+from xasr.experiments.config import recipe_model
 from xasr.experiments.report import plot_curves
 from xasr.models.build import (
     PRETRAINED_DIR,
     WEIGHTS_FILE,
     count_parameters,
     load_model_dir,
-    model_config,
 )
 from xasr.train.loop import train
 from xasr.transfer.finetune import TransferOptions, transfer
@@ -70,15 +70,6 @@ def build_base_model(
     if publish:
         publish_model(out / "run", PRETRAINED_DIR / recipe["name"], figures)
     return figures
-
-
-def recipe_model(recipe: dict, recipe_path):
-    """``arch`` (ctc, aed) and ``size`` name a config; ``model`` replaces some of its keys."""
-    cfg = model_config(recipe["size"], recipe.get("arch", "ctc"))
-    try:
-        return replace(cfg, **recipe.get("model", {}))
-    except TypeError as err:  # an unknown key
-        raise XasrError(f"{recipe_path}: model: {err}") from None
 
 
 def publish_model(run_dir: Path, target: Path, figures: dict) -> None:

@@ -3,6 +3,7 @@ the shared recipe; every key checked, errors naming the key and where."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -375,7 +376,7 @@ def _base(entry, out: Path, where: str) -> Base:
             raise XasrError(f"{where}: max_minutes must be a number, got {max_minutes!r}")
         train = _mapping(entry.get("train", {}), f"{where}: train")
         from_dict(TrainConfig, {**(recipe.get("train") or {}), **train}, f"{where}: train")
-        arch = arch_tag(model_config(size, recipe.get("arch", "ctc")), vocab_kind)
+        arch = arch_tag(recipe_model(recipe, recipe_path), vocab_kind)
         return Base(name, str(model), recipe_path, arch, max_minutes, tuple(sorted(train.items())))
     model = str(entry["model"])
     directory = resolve_model(model)
@@ -386,6 +387,16 @@ def _base(entry, out: Path, where: str) -> Base:
     model_cfg, _ = read_model_config(directory)
     vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
     return Base(name, model, None, arch_tag(model_cfg, vocab.get("kind", "char")))
+
+
+def recipe_model(recipe: dict, recipe_path):
+    """A base-model recipe's architecture: ``arch`` (ctc, aed) and ``size`` name a config;
+    ``model`` replaces some of its keys."""
+    cfg = model_config(recipe["size"], recipe.get("arch", "ctc"))
+    try:
+        return dataclasses.replace(cfg, **recipe.get("model", {}))
+    except TypeError as err:  # an unknown key
+        raise XasrError(f"{recipe_path}: model: {err}") from None
 
 
 def arch_tag(cfg: ModelConfig, vocab_kind: str = "char") -> str:

@@ -141,18 +141,19 @@ class ConformerBlock(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """A pre-norm Transformer encoder layer: self-attention, feed-forward, final LayerNorm (the
-    Conformer block without its convolution and macaron half-steps; same parameter names)."""
+    """A pre-norm Transformer encoder layer: self-attention, feed-forward, final LayerNorm.
+    Its names differ from the Conformer block's on purpose: a Conformer's macaron half-step
+    feed-forward is not a Transformer's, so a transfer between the two copies no layer."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_dropout)
-        self.ff1 = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.self_attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_dropout)
+        self.feed_forward = FeedForward(cfg.d_model, cfg.ff_mult, cfg.dropout)
+        self.final_norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x, attn_mask, valid, rotary):
-        x = x + self.attn(x, attn_mask, rotary)
-        return self.norm(x + self.ff1(x))
+        x = x + self.self_attn(x, attn_mask, rotary)
+        return self.final_norm(x + self.feed_forward(x))
 
 
 BLOCKS = {"conformer": ConformerBlock, "transformer": TransformerBlock}

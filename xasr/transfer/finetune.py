@@ -187,7 +187,7 @@ def transfer(
         "freeze_steps": cfg.freeze_steps,
         "options": asdict(opts),
     }
-    if plan.copied and not resuming:
+    if (plan.copied or plan.vocab_rows) and not resuming:
         vocabs = (source_vocab, vocab)
         report.update(initialise_from_source(model, source, plan, vocabs, model_cfg, cfg.seed))
     frozen_until = plan.frozen if cfg.freeze_steps else frozenset()

@@ -97,7 +97,7 @@ def to_target_layout(
     for name, _ in target.named_parameters():
         if name in plan.copied and not name.startswith(plan.dropped_prefixes):
             out[name] = source_tensors[name].detach().cpu().clone()
-    out.update(vocab_rows_layout(source_tensors, target, plan.anchored_rows))
+    out.update(vocab_rows_layout(source_tensors, target, plan.anchored_rows, plan.vocab_rows))
     return out
 
 

@@ -96,16 +96,41 @@ def plan_transfer(
         )
     dropped = tuple(range(n_layers - drop_layers, n_layers)) if copies and drop_layers else ()
     copied, rows = (), ()
+    frozen = frozenset(frozen_parameter_names(model, freeze_layers))
     if copies:
         copied = copyable(model, source_shapes or {}, strict=same_family)
-        rows = tuple(n for n in model.vocab_params() if n in (source_shapes or {}))
+        rows = vocab_rows_in(model, source_shapes or {})
+        if not copied and not rows:
+            raise CheckpointError(
+                "no parameter of the source matches the requested architecture (names and "
+                "shapes); ask for the source's size (--size) or train it from scratch (--scratch)"
+            )
+        if not same_family:  # freezing what starts fresh would keep it random
+            frozen &= frozenset(copied)
     return TransferPlan(
         token_map=token_map if rows else None,
         copied=copied,
         vocab_rows=rows,
         dropped_layers=dropped,
-        frozen=frozenset(frozen_parameter_names(model, freeze_layers)),
+        frozen=frozen,
     )
+
+
+def vocab_rows_in(model: nn.Module, source_shapes: dict) -> tuple[str, ...]:
+    """The target's vocabulary-indexed parameters that the source has with the same shape
+    apart from the vocabulary axis, a layer's together or not at all (a bias is no use
+    without its weight's rows)."""
+    layers: dict[str, list[tuple[str, bool]]] = {}
+    for name, axis in model.vocab_params().items():
+        shape = source_shapes.get(name)
+        target = tuple(model.get_parameter(name).shape)
+        ok = (
+            shape is not None
+            and len(shape) == len(target)
+            and all(a == b for i, (a, b) in enumerate(zip(shape, target)) if i != axis)
+        )
+        layers.setdefault(name.rpartition(".")[0], []).append((name, ok))
+    return tuple(n for params in layers.values() if all(ok for _, ok in params) for n, _ in params)
 
 
 def copyable(model: nn.Module, source_shapes: dict, strict: bool) -> tuple[str, ...]:

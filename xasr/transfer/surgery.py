@@ -19,18 +19,28 @@ from xasr.errors import CheckpointError
 def check_same_architecture(
     source: ModelConfig | AedConfig, target: ModelConfig | AedConfig, source_name: str
 ) -> None:
-    """Raise naming every field that differs (dropout may differ: it has no weights)."""
-    differ = {
-        key: (value, asdict(target)[key])
-        for key, value in asdict(source).items()
-        if key != "dropout" and asdict(target)[key] != value
-    }
+    """Raise naming every field that differs in what the weights are (dropout, label
+    smoothing and the CTC loss weight may differ: they have no weights of their own)."""
+    src, tgt = weight_shaping(source), weight_shaping(target)
+    differ = {key: (value, tgt.get(key)) for key, value in src.items() if tgt.get(key) != value}
     if differ:
         listed = ", ".join(f"{k}: source {a} vs requested {b}" for k, (a, b) in differ.items())
         raise CheckpointError(
             f"cannot transfer from {source_name}: its architecture differs ({listed}); transfer "
             "keeps the source's architecture, so drop --size/--config or pick a source of that size"
         )
+
+
+WEIGHTLESS = ("dropout", "attention_dropout", "label_smoothing")
+
+
+def weight_shaping(cfg: ModelConfig | AedConfig) -> dict:
+    """The config fields that decide the weights: all but WEIGHTLESS; of ``ctc_weight``, only
+    whether there is a CTC branch."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in WEIGHTLESS}
+    if "ctc_weight" in fields:
+        fields["ctc_weight"] = "a CTC branch" if cfg.ctc_weight > 0 else "no CTC branch"
+    return fields
 
 
 @torch.no_grad()

@@ -48,19 +48,22 @@ def remap_vocab_rows(
 
 
 def vocab_rows_layout(
-    source_tensors: dict[str, Tensor], target: nn.Module, rows: dict[int, int]
+    source_tensors: dict[str, Tensor],
+    target: nn.Module,
+    rows: dict[int, int],
+    names: tuple[str, ...],
 ) -> dict[str, Tensor]:
-    """Source-shaped tensors of ``target``'s vocabulary-indexed parameters (the source's
-    weights, its Fisher, ones) laid out in the target's shape: source row ``s`` at target row
+    """Source-shaped tensors of ``target``'s vocabulary-indexed parameters ``names`` (a plan's
+    ``vocab_rows``; the source's weights, its Fisher, ones) laid out in the target's shape:
+    source row ``s`` at target row
     ``t`` for each ``t: s`` of ``rows``, zeros elsewhere (on CPU). Nothing when ``rows`` is
     empty (the rows start fresh)."""
     if not rows:
         return {}
     t_rows, s_rows = (list(x) for x in zip(*sorted(rows.items())))
     out = {}
-    for name, axis in target.vocab_params().items():
-        if name not in source_tensors:  # another family's source: these rows start fresh
-            continue
+    for name in names:
+        axis = target.vocab_params()[name]
         laid = torch.zeros_like(target.get_parameter(name), device="cpu").movedim(axis, 0)
         laid[t_rows] = source_tensors[name].detach().cpu().movedim(axis, 0)[s_rows]
         out[name] = laid.movedim(0, axis)
