@@ -13,7 +13,7 @@ from xasr.data.vocab import CharVocab
 from xasr.decode.batches import duration_batches
 from xasr.decode.evaluate import evaluate, transcribe_paths
 from xasr.decode.greedy import greedy_ids, greedy_texts
-from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
+from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language, mixed_tokens
 from xasr.models.build import build_model, load_model_dir
 
 DATA = Path(__file__).parent / "data"
@@ -56,6 +56,22 @@ def test_greedy_texts_decodes_spaces():
     assert greedy_texts(log_probs, torch.tensor([10]), vocab) == ["ab ba"]
 
 
+def test_mixed_error_rate_on_code_switched_text():
+    assert mixed_tokens("我喜欢 jazz音乐") == "我 喜 欢 jazz 音 乐"
+    assert mixed_tokens("カタカナ ok") == "カ タ カ ナ ok"
+    # zh-en: one Han character and one English word wrong of 3 + 2 + 2 tokens
+    zh = error_counts(["我们 去 shopping mall 吧吧"], ["我门 去 shopping hall 吧吧"])
+    assert (zh.mixed_errors, zh.mixed_ref) == (2, 7) and zh.mer == pytest.approx(2 / 7)
+    assert zh.wer == pytest.approx(2 / 5)  # by words, "我们" is one token and one error
+    # es-en (Latin script only): MER is WER
+    es = error_counts(["vamos al mall mañana"], ["vamos a mall mañana"])
+    assert es.mer == es.wer == 0.25
+    # CJK alone: MER is the character error rate without spaces
+    assert error_counts(["今天天气好"], ["今天天器好"]).mer == pytest.approx(1 / 5)
+    total = zh + es
+    assert total.mer == pytest.approx(3 / 11)  # counts add before dividing
+
+
 def test_error_counts_known_values():
     one_sub = error_counts(["the cat sat down"], ["the cat sat town"])
     assert one_sub.wer == 0.25
@@ -67,7 +83,7 @@ def test_error_counts_known_values():
     assert deletion.wer == 0.25
     insertion = error_counts(["a b c d"], ["a b c d e"])
     assert insertion.wer == 0.25 and insertion.word_insertions == 1
-    assert insertion.mer == pytest.approx(1 / 5)  # errors / (hits + errors)
+    assert insertion.mer == insertion.wer  # no CJK characters: MER is WER
 
     assert error_counts(["hello world"], ["hello world"]).wer == 0.0
     assert error_counts(["hello world"], [""]).wer == 1.0  # empty hypothesis: all deleted

@@ -86,7 +86,8 @@ def evaluate(
     decoding, or of what ``decoding`` asks for (``xasr.decode.options``: e.g. a CTC beam search
     with a KenLM n-gram model, attention beam search, joint CTC/attention).
 
-    Returns {"wer", "cer", "mer", counts..., "by_language": {lang: {...}}, "model", "manifest",
+    Returns {"wer", "cer", "mer" (mixed error rate, ``xasr.decode.metrics``), counts...,
+    "by_language": {lang: {...}}, "model", "manifest",
     "decoder": {"name", ...its parameters}, "decode_rtf"} (decode_rtf: seconds of search per
     second of audio; total_rtf: with audio loading and the model); with ``output`` also writes
     it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].

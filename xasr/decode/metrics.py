@@ -1,5 +1,13 @@
-"""WER, CER (and MER) through jiwer, kept as error counts so they can be summed across batches,
-devices and languages before dividing."""
+"""WER, CER and MER through jiwer, kept as error counts so they can be summed across batches,
+devices and languages before dividing.
+
+MER is the mixed error rate of code-switching work (e.g. Mandarin-English): the edit rate
+over tokens where each CJK character (Han ideographs, kana) is one token and each word of
+another script is one, so that a Chinese sentence with English words is scored neither by
+characters (which would split the English words) nor by words (Chinese has no spaces). For
+text without CJK characters MER equals WER; for text of CJK characters alone, CER without
+spaces.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ class ErrorCounts:
     char_errors: int = 0
     char_ref: int = 0
     utterances: int = 0
+    mixed_errors: int = 0
+    mixed_ref: int = 0
 
     def __add__(self, other: ErrorCounts) -> ErrorCounts:
         return ErrorCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
@@ -33,6 +43,8 @@ class ErrorCounts:
             self.char_errors,
             self.char_ref,
             self.utterances,
+            self.mixed_errors,
+            self.mixed_ref,
         )
 
     @property
@@ -45,8 +57,8 @@ class ErrorCounts:
 
     @property
     def mer(self) -> float:
-        """jiwer's match error rate: errors / (hits + errors), bounded by 1."""
-        return self.word_errors / max(self.word_hits + self.word_errors, 1)
+        """The mixed error rate: edits over CJK characters and other words (module docstring)."""
+        return self.mixed_errors / max(self.mixed_ref, 1)
 
     def to_json(self) -> dict:
         return {
@@ -58,6 +70,8 @@ class ErrorCounts:
             "words": self.word_ref,
             "char_errors": self.char_errors,
             "chars": self.char_ref,
+            "mixed_errors": self.mixed_errors,
+            "mixed_tokens": self.mixed_ref,
         }
 
 
@@ -70,6 +84,7 @@ def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
     refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
+    mixed = jiwer.process_words([mixed_tokens(r) for r in refs], [mixed_tokens(h) for h in hyps])
     word_ref = words.substitutions + words.deletions + words.hits
     char_ref = chars.substitutions + chars.deletions + chars.hits
     return ErrorCounts(
@@ -80,7 +95,37 @@ def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
         char_errors=chars.substitutions + chars.deletions + chars.insertions,
         char_ref=char_ref,
         utterances=len(pairs),
+        mixed_errors=mixed.substitutions + mixed.deletions + mixed.insertions,
+        mixed_ref=mixed.substitutions + mixed.deletions + mixed.hits,
     )
+
+
+def is_cjk(char: str) -> bool:
+    """Han ideographs (with extensions and compatibility forms) and Japanese kana."""
+    code = ord(char)
+    return (
+        0x3040 <= code <= 0x30FF  # hiragana, katakana
+        or 0x3400 <= code <= 0x4DBF  # Han extension A
+        or 0x4E00 <= code <= 0x9FFF  # Han
+        or 0xF900 <= code <= 0xFAFF  # compatibility ideographs
+        or 0x20000 <= code <= 0x3134F  # Han extensions B-G
+    )
+
+
+def mixed_tokens(text: str) -> str:
+    """MER's tokens, space-separated: "我喜欢 jazz音乐" -> "我 喜 欢 jazz 音 乐"."""
+    tokens = []
+    for word in text.split():
+        run = ""
+        for char in word:
+            if is_cjk(char):
+                tokens += [run] if run else []
+                tokens.append(char)
+                run = ""
+            else:
+                run += char
+        tokens += [run] if run else []
+    return " ".join(tokens)
 
 
 def error_counts_by_language(
