@@ -1,0 +1,112 @@
+"""The first-order meta-transfer step against its formulas, on a linear model by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from xasr.errors import XasrError
+from xasr.train.meta import MetaOptions, meta_gradient
+
+
+def mse(model: nn.Module, batch: dict) -> torch.Tensor:
+    return ((model(batch["x"]).squeeze(-1) - batch["y"]) ** 2).mean()
+
+
+def grad_by_hand(w: torch.Tensor, batch: dict) -> torch.Tensor:
+    """d/dw mean((x w - y)^2) = 2/N x^T (x w - y), for a bias-free linear model."""
+    x, y = batch["x"], batch["y"]
+    return 2 / len(y) * x.T @ (x @ w - y)
+
+
+def clipped(g: torch.Tensor, max_norm: float) -> torch.Tensor:
+    norm = float(torch.linalg.vector_norm(g))
+    return g * min(1.0, max_norm / (norm + 1e-6)) if max_norm else g
+
+
+def setting(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch(n):
+        x = torch.randn(n, 3, generator=generator)
+        return {
+            "x": x,
+            "y": x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(n, generator=generator),
+        }
+
+    model = nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.3, 0.2, -0.1]]))
+    return model, [batch(4), batch(6)], batch(5)
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_paper_step_is_the_mean_query_gradient_at_the_adapted_weights(clip):
+    model, supports, query = setting()
+    w = model.weight.detach()[0].clone()
+    alpha = 0.1
+    grads, stats = meta_gradient(model, mse, supports, query, MetaOptions(alpha, clip, "paper"))
+    expected = sum(
+        grad_by_hand(w - alpha * clipped(grad_by_hand(w, s), clip), query) for s in supports
+    ) / len(supports)
+    assert torch.allclose(grads["weight"][0], expected, atol=1e-6)
+    assert torch.equal(model.weight.detach()[0], w)  # the weights are back where they were
+    assert stats["query_loss"] > 0 and stats["support_loss"] > 0
+
+
+def test_reference_step_adds_the_support_gradients_at_the_start():
+    model, supports, query = setting(1)
+    w = model.weight.detach()[0].clone()
+    alpha, clip = 0.05, 1.0
+    grads, _ = meta_gradient(model, mse, supports, query, MetaOptions(alpha, clip, "reference"))
+    support = [clipped(grad_by_hand(w, s), clip) for s in supports]
+    query_part = sum(grad_by_hand(w - alpha * g, query) for g in support) / len(supports)
+    assert torch.allclose(grads["weight"][0], query_part + sum(support), atol=1e-6)
+
+
+def test_an_error_mid_step_leaves_the_weights_unchanged():
+    model, supports, query = setting()
+    w = model.weight.detach().clone()
+
+    def failing(model, batch):
+        if batch is query:
+            raise RuntimeError("out of memory")
+        return mse(model, batch)
+
+    with pytest.raises(RuntimeError):
+        meta_gradient(model, failing, supports, query, MetaOptions(0.1))
+    assert torch.equal(model.weight.detach(), w)
+
+
+def test_options_are_checked():
+    with pytest.raises(XasrError, match="--meta-variant"):
+        MetaOptions(variant="second-order")
+    with pytest.raises(XasrError, match="--inner-lr"):
+        MetaOptions(inner_lr=0)
+
+
+@pytest.mark.parametrize("arch", ["ctc", "aed"])
+def test_meta_step_through_the_model_protocol(arch):
+    """Both families' ``loss`` feed the step; every trained weight gets a finite gradient."""
+    from xasr.models.build import build_model, model_config
+
+    torch.manual_seed(0)
+    model = build_model(model_config("tiny", arch), 10)
+
+    def batch(seconds):
+        n = int(seconds * 16000)
+        return {
+            "audio": torch.randn(2, n) * 0.1,
+            "audio_lengths": torch.tensor([n, n // 2]),
+            "targets": torch.tensor([[3, 4, 5], [6, 0, 0]]),
+            "target_lengths": torch.tensor([3, 1]),
+        }
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads, _ = meta_gradient(
+        model, lambda m, b: m.loss(b)[0], [batch(1.0), batch(0.8)], batch(0.6), MetaOptions()
+    )
+    assert set(grads) == set(before)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
