@@ -1,0 +1,82 @@
+"""Code-switched sentences: stretches switched word by word, their offsets, and the SSML."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from xasr.data.synth.codeswitch import CodeSwitched, Stretch, ssml, switch_words
+
+TABLE = {"perro": "dog", "grande": "big", "casa": "house", "mi": "my", "es": "is"}
+
+
+class Lexicon:
+    def translate(self, word):
+        return TABLE.get(word)
+
+
+def test_stretches_cover_the_text_and_alternate():
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        cs = switch_words("mi perro es grande y mi casa es roja", Lexicon(), rng, "es", "en")
+        assert cs is not None and cs.switches >= 1
+        assert cs.stretches[0].start == 0 and cs.stretches[-1].end == len(cs.text)
+        for a, b in zip(cs.stretches, cs.stretches[1:]):
+            assert a.lang != b.lang and b.start == a.end + 1  # one space between stretches
+        for s in cs.stretches:
+            words = cs.text[s.start : s.end].split()
+            if s.lang == "en":
+                assert set(words) <= set(TABLE.values()) and len(words) <= 3
+        assert {"y", "roja"} <= set(cs.text.split())  # untranslatable words stay
+
+
+def test_seeded_and_none_when_nothing_switches():
+    a = switch_words("mi perro es grande", Lexicon(), np.random.default_rng(3), "es", "en")
+    b = switch_words("mi perro es grande", Lexicon(), np.random.default_rng(3), "es", "en")
+    assert a == b
+    assert switch_words("y roja", Lexicon(), np.random.default_rng(0), "es", "en") is None
+
+
+def test_with_debians_dictionary():
+    from xasr.data.lexicon import FreeDict
+    from xasr.errors import DataError
+
+    try:
+        lexicon = FreeDict.pair("es", "en")
+    except DataError:
+        pytest.skip("dict-freedict-spa-eng is not installed (make system installs it)")
+    cs = switch_words("el perro come en la casa", lexicon, np.random.default_rng(0), "es", "en")
+    english = [cs.text[s.start : s.end] for s in cs.stretches if s.lang == "en"]
+    assert english and all(e.isascii() for e in english)
+
+
+def test_ssml_marks_each_stretch_with_its_language():
+    cs = CodeSwitched("hola my friend", (Stretch(0, 4, "es"), Stretch(5, 14, "en")))
+    assert ssml(cs, {"es": "es", "en": "en-us"}) == (
+        '<speak><voice xml:lang="es">hola</voice> <voice xml:lang="en-us">my friend</voice></speak>'
+    )
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_espeak_switches_language_at_the_stretches():
+    """espeak-ng's phonemes of the SSML: the English stretch is spoken with English ones."""
+    cs = CodeSwitched("hola good friend", (Stretch(0, 4, "es"), Stretch(5, 16, "en")))
+    out = subprocess.run(
+        ["espeak-ng", "-m", "-q", "-x", "-v", "es"],
+        input=ssml(cs, {"es": "es", "en": "en-us"}),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    plain = subprocess.run(
+        ["espeak-ng", "-q", "-x", "-v", "es"],
+        input=cs.text,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'ola" in out and "g'Ud" in out  # Spanish hola, English good
+    assert "g'Ud" not in plain  # spoken all in Spanish, "good" is not
