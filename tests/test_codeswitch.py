@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 
@@ -53,10 +54,10 @@ def test_with_debians_dictionary():
     assert english and all(e.isascii() for e in english)
 
 
-def test_ssml_marks_each_stretch_with_its_language():
+def test_ssml_marks_each_stretch_with_its_language_and_keeps_the_variant():
     cs = CodeSwitched("hola my friend", (Stretch(0, 4, "es"), Stretch(5, 14, "en")))
-    assert ssml(cs, {"es": "es", "en": "en-us"}) == (
-        '<speak><voice xml:lang="es">hola</voice> <voice xml:lang="en-us">my friend</voice></speak>'
+    assert ssml(cs, {"es": "es", "en": "en-us"}, "f3") == (
+        '<speak><voice name="es+f3">hola</voice> <voice name="en-us+f3">my friend</voice></speak>'
     )
 
 
@@ -80,3 +81,38 @@ def test_espeak_switches_language_at_the_stretches():
     ).stdout
     assert "'ola" in out and "g'Ud" in out  # Spanish hola, English good
     assert "g'Ud" not in plain  # spoken all in Spanish, "good" is not
+
+
+def test_synth_builds_a_code_switched_pair(tmp_path):
+    """xasr synth --langs es-en: every line's stretches tile its text, alternate languages and
+    are what the SSML it was spoken from says, one voice variant throughout."""
+    import json
+    import re
+
+    from xasr.data.lexicon import FreeDict
+    from xasr.data.synth import build_xlt_synth
+    from xasr.errors import DataError
+
+    try:
+        FreeDict.pair("es", "en")
+    except DataError:
+        pytest.skip("dict-freedict-spa-eng is not installed (make system installs it)")
+    out = build_xlt_synth(
+        ["es-en"], tmp_path, train_minutes=0.05, dev_utts=3, test_utts=3, progress=False
+    )["es-en"]
+    rows = [
+        json.loads(line)
+        for split in ("dev", "test")
+        for line in out[split].read_text(encoding="utf-8").splitlines()
+    ]
+    assert rows and any(len(r["stretches"]) > 1 for r in rows)
+    for row in rows:
+        text, stretches = row["text"], row["stretches"]
+        assert " ".join(text[s["start"] : s["end"]] for s in stretches) == text
+        assert all(a["lang"] != b["lang"] for a, b in itertools.pairwise(stretches))
+        spoken = re.findall(r'<voice name="([^"+]+)\+([^"]+)">([^<]*)</voice>', row["ssml"])
+        assert [w for _, _, w in spoken] == [text[s["start"] : s["end"]] for s in stretches]
+        voices = {"es": "es", "en": "en-us"}
+        assert [v for v, _, _ in spoken] == [voices[s["lang"]] for s in stretches]
+        assert {variant for _, variant, _ in spoken} == {row["variant"]}
+        assert (tmp_path / "es-en" / row["audio_filepath"]).is_file()

@@ -266,8 +266,17 @@ def _utterance(code: str, split: str, job: Job, sentence: Sentence, duration: fl
             "topic": sentence.topic,
             "conditions": job.conditions.describe(),
             "split_voices": "train" if split == "train" else "heldout",
+            **_code_switch_fields(job),
         },
     )
+
+
+def _code_switch_fields(job: Job) -> dict:
+    """A code-switched utterance's stretches (character offsets and language) and the SSML
+    it was spoken from; nothing for a monolingual one."""
+    if not job.stretches:
+        return {}
+    return {"stretches": [s.to_json() for s in job.stretches], "ssml": job.ssml}
 
 
 def _make_pool(workers: int):

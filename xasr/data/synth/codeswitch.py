@@ -6,8 +6,8 @@ switch points.
 Each sentence records its stretches: character offsets into the text and the language of
 each, covering the whole text, so scoring can count errors within each language.
 
-Not wired into ``xasr synth`` yet (rendering with one speaker's voice across the switches and
-the build are the next step).
+``xasr synth --langs es-en`` builds such a set (``xasr.data.synth.plan``); each manifest line
+has ``stretches``.
 """
 
 from __future__ import annotations
@@ -105,11 +105,13 @@ def _assemble(words, translations, switched, matrix: str, embedded: str) -> Code
     return CodeSwitched(text, tuple(stretches))
 
 
-def ssml(sentence: CodeSwitched, voices: dict[str, str]) -> str:
+def ssml(sentence: CodeSwitched, voices: dict[str, str], variant: str | None = None) -> str:
     """espeak-ng SSML (``espeak-ng -m``) speaking each stretch in its language's voice;
-    ``voices``: language -> espeak-ng language name (e.g. {"es": "es", "en": "en-us"})."""
+    ``voices``: language -> espeak-ng voice (e.g. {"es": "es", "en": "en-us"}); ``variant``
+    (e.g. ``f3``) is kept across the switches, so one speaker says the whole sentence."""
+    suffix = f"+{variant}" if variant else ""
     parts = []
     for s in sentence.stretches:
         words = escape(sentence.text[s.start : s.end])
-        parts.append(f'<voice xml:lang="{voices[s.lang]}">{words}</voice>')
+        parts.append(f'<voice name="{voices[s.lang]}{suffix}">{words}</voice>')
     return "<speak>" + " ".join(parts) + "</speak>"

@@ -4,6 +4,8 @@ whatever the number of workers."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -83,6 +85,8 @@ class Job:
     speaker: Voice
     conditions: Conditions
     aug_seed: int  # seeds the sample-level randomness (noise, offsets, room response)
+    ssml: str | None = None  # code-switched: espeak-ng speaks this markup (-m) instead
+    stretches: tuple = ()  # code-switched: the text's Stretch per language
 
 
 def _utterance_rng(seed: int, code: str, split: str, index: int) -> np.random.Generator:
@@ -105,7 +109,32 @@ def plan_utterances(build: Build, split: str, index: int, pool: list[Sentence]) 
     if build.params["conditions"] == "clean":
         conditions = Conditions()
     path = build.folder / "audio" / split / f"{build.code}-{split}-{index:06d}.wav"
-    return Job(str(path), pool[index].text, speaker, conditions, int(rng.integers(2**32)))
+    job = Job(str(path), pool[index].text, speaker, conditions, int(rng.integers(2**32)))
+    if lang.embedded is None:
+        return job
+    return _code_switched(job, lang, rng)  # drawn last: the draws above stay as they were
+
+
+def _code_switched(job: Job, lang: SynthLanguage, rng: np.random.Generator) -> Job:
+    """The job with stretches of its text switched into the embedded language (monolingual,
+    one stretch, when no word of it has a translation)."""
+    from xasr.data.synth.codeswitch import CodeSwitched, Stretch, ssml, switch_words
+
+    switched = switch_words(
+        job.text, _lexicon(lang.text_lang, lang.embedded), rng, lang.text_lang, lang.embedded
+    )
+    if switched is None:
+        switched = CodeSwitched(job.text, (Stretch(0, len(job.text), lang.text_lang),))
+    voices = {lang.text_lang: job.speaker.voice, lang.embedded: lang.embedded_voice}
+    markup = ssml(switched, voices, job.speaker.variant)
+    return dataclasses.replace(job, text=switched.text, ssml=markup, stretches=switched.stretches)
+
+
+@functools.cache
+def _lexicon(source: str, target: str):
+    from xasr.data.lexicon import FreeDict
+
+    return FreeDict.pair(source, target)
 
 
 def _draw_voice(rng: np.random.Generator, lang: SynthLanguage, variants: Sequence[str]) -> Voice:

@@ -29,17 +29,21 @@ PEAK = 0.9
 
 def render(job: Job) -> float:
     """Speak, condition and write one utterance; returns its duration in seconds."""
-    audio = _peak_normalize(_trim_silence(_speak(job.text, job.speaker)))
+    audio = _peak_normalize(
+        _trim_silence(_speak(job.ssml or job.text, job.speaker, job.ssml is not None))
+    )
     audio = _apply_conditions(audio, job.conditions, job.aug_seed)
     Path(job.path).parent.mkdir(parents=True, exist_ok=True)
     save_audio(job.path, audio)
     return len(audio) / SAMPLE_RATE
 
 
-def _speak(text: str, speaker: Voice) -> np.ndarray:
-    """espeak-ng -> float32 mono at SAMPLE_RATE, shape (samples,)."""
+def _speak(text: str, speaker: Voice, markup: bool = False) -> np.ndarray:
+    """espeak-ng -> float32 mono at SAMPLE_RATE, shape (samples,); ``markup``: ``text`` is
+    SSML (a code-switched sentence)."""
     command = ["espeak-ng", "-b", "1", "-v", f"{speaker.voice}+{speaker.variant}"]
     command += ["-s", str(speaker.speed), "-p", str(speaker.pitch), "--stdout"]
+    command += ["-m"] if markup else []
     # Text on stdin: never mistaken for an option, no length limit of the command line.
     result = subprocess.run(command, check=False, input=text.encode(), capture_output=True)
     if result.returncode != 0 or len(result.stdout) <= 44:  # 44 bytes: a WAV header alone

@@ -49,12 +49,17 @@ class SynthLanguage:
     """One corpus language: espeak-ng voices that speak it and the fortune files it reads.
 
     ``fortune_globs`` are relative to ``FORTUNE_ROOT``; ``text_lang`` picks the normaliser.
+    A code-switched pair (``es-en``) reads the matrix language's sentences and switches
+    stretches of them into ``embedded``, spoken by ``embedded_voice`` with the speaker's
+    variant (``xasr.data.synth.codeswitch``).
     """
 
     code: str
     text_lang: str
     espeak_voices: tuple[str, ...]
     fortune_globs: tuple[str, ...]
+    embedded: str | None = None
+    embedded_voice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,10 @@ SYNTH_LANGUAGES: dict[str, SynthLanguage] = {
     for lang in (
         SynthLanguage("en", "en", ("en-us", "en-gb", "en-gb-x-rp"), _ENGLISH_FILES),
         SynthLanguage("es", "es", ("es", "es-419"), ("es/*.fortunes", "es/*.fortunes-pre")),
+        # Spanish with English stretches: the Spanish sentences (and, for one seed, pools)
+        SynthLanguage(
+            "es-en", "es", ("es",), ("es/*.fortunes", "es/*.fortunes-pre"), "en", "en-us"
+        ),
         SynthLanguage("de", "de", ("de",), ("de/*",)),
         SynthLanguage("it", "it", ("it",), ("it/*",)),
         SynthLanguage("pt", "pt", ("pt", "pt-br"), ("brasil",)),
