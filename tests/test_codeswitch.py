@@ -83,7 +83,7 @@ def test_espeak_switches_language_at_the_stretches():
     assert "g'Ud" not in plain  # spoken all in Spanish, "good" is not
 
 
-def test_synth_builds_a_code_switched_pair(tmp_path):
+def test_synth_builds_a_code_switched_pair(tmp_path, en_model):
     """xasr synth --langs es-en: every line's stretches tile its text, alternate languages and
     are what the SSML it was spoken from says, one voice variant throughout."""
     import json
@@ -116,3 +116,7 @@ def test_synth_builds_a_code_switched_pair(tmp_path):
         assert [v for v, _, _ in spoken] == [voices[s["lang"]] for s in stretches]
         assert {variant for _, variant, _ in spoken} == {row["variant"]}
         assert (tmp_path / "es-en" / row["audio_filepath"]).is_file()
+    from xasr.decode.evaluate import evaluate  # scored within each language's stretches
+
+    by = evaluate(en_model, out["dev"], progress=False)["by_stretch_language"]
+    assert set(by) == {"es", "en"} and all(v["chars"] > 0 for v in by.values())

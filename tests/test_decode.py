@@ -211,3 +211,28 @@ def test_shipped_en_small_decodes_as_before(corpus):
         device="cpu",
     )
     assert {r["id"]: t for r, t in zip(rows, texts)} == recorded["texts"]
+
+
+def test_errors_within_each_languages_stretches():
+    from xasr.decode.metrics import errors_by_stretch
+
+    # es-en: "the" -> "de" is an English word error (t->d, h deleted: 2 characters)
+    ref = "quien the reality dice ni peca"
+    spans = [
+        {"start": 0, "end": 5, "lang": "es"},
+        {"start": 6, "end": 17, "lang": "en"},
+        {"start": 18, "end": 30, "lang": "es"},
+    ]
+    by = errors_by_stretch([ref], ["quien de reality dice ni peca"], [spans])
+    assert (by["en"]["word_errors"], by["en"]["words"], by["en"]["char_errors"]) == (1, 2, 2)
+    assert by["es"]["word_errors"] == 0 and by["es"]["words"] == 4
+    assert by["en"]["chars"] + by["es"]["chars"] == len(ref)
+    # an insertion counts for the language before it; a deletion for its own
+    by = errors_by_stretch([ref], ["quien the reality ok dice peca"], [spans])
+    assert by["en"]["word_errors"] == 1 and by["es"]["word_errors"] == 1
+    # zh-en: a Han character wrong in the Chinese stretch, the English word right
+    zh = "我们去 shopping"
+    zh_spans = [{"start": 0, "end": 3, "lang": "zh"}, {"start": 4, "end": 12, "lang": "en"}]
+    by = errors_by_stretch([zh], ["我门去 shopping"], [zh_spans])
+    assert by["zh"]["char_errors"] == 1 and by["en"]["char_errors"] == 0
+    assert by["zh"]["chars"] == 4 and by["en"]["chars"] == 8  # the space goes with 我们去

@@ -16,7 +16,7 @@ from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
 from xasr.decode.batches import duration_batches
-from xasr.decode.metrics import error_counts, error_counts_by_language
+from xasr.decode.metrics import error_counts, error_counts_by_language, errors_by_stretch
 from xasr.decode.options import DecodingOptions
 from xasr.device import torch_device
 from xasr.io import output_file, write_text
@@ -87,6 +87,7 @@ def evaluate(
     with a KenLM n-gram model, attention beam search, joint CTC/attention).
 
     Returns {"wer", "cer", "mer" (mixed error rate, ``xasr.decode.metrics``), counts...,
+    "by_stretch_language" (code-switched manifests: WER/CER within each language's stretches),
     "by_language": {lang: {...}}, "model", "manifest",
     "decoder": {"name", ...its parameters}, "decode_rtf"} (decode_rtf: seconds of search per
     second of audio; total_rtf: with audio loading and the model); with ``output`` also writes
@@ -116,6 +117,14 @@ def evaluate(
     if len(set(langs)) > 1:
         by_lang = error_counts_by_language(refs, hyps, langs)
         result["by_language"] = {lang: c.to_json() for lang, c in by_lang.items()}
+    stretches = [u.extra.get("stretches") for u in utterances]
+    if any(stretches):  # code-switched: errors within each language's stretches
+        switched = [i for i, s in enumerate(stretches) if s]
+        result["by_stretch_language"] = errors_by_stretch(
+            [refs[i] for i in switched],
+            [hyps[i] for i in switched],
+            [stretches[i] for i in switched],
+        )
     result.update(model=str(model_dir), manifest=str(manifest), data=report.summary())
     audio_seconds = max(stats["audio_seconds"], 1e-9)
     result.update(

@@ -11,6 +11,7 @@ spaces.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -136,3 +137,70 @@ def error_counts_by_language(
         groups[lang or "unknown"][0].append(ref)
         groups[lang or "unknown"][1].append(hyp)
     return {lang: error_counts(refs, hyps) for lang, (refs, hyps) in sorted(groups.items())}
+
+
+def errors_by_stretch(
+    references: list[str], hypotheses: list[str], stretches: list[list[dict]]
+) -> dict[str, dict]:
+    """WER and CER within each language's stretches of code-switched references.
+
+    ``stretches[i]``: utterance i's stretches (``{"start", "end", "lang"}``, character offsets
+    into its reference, as XLT-Synth's code-switched manifests record them). The reference and
+    hypothesis are aligned (jiwer) by words and by characters; a substitution or deletion
+    counts for the language of its reference word (character), an insertion for that of the
+    reference word (character) before it (after it at the start). The space after a stretch
+    counts for that stretch. Returns {lang: {"wer", "cer", "word_errors", "words",
+    "char_errors", "chars"}}.
+    """
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for ref, hyp, spans in zip(references, hypotheses, stretches, strict=True):
+        ref, hyp = ref.strip(), hyp.strip()
+        if not ref:
+            continue
+        char_langs = _char_languages(ref, spans)
+        starts = [m.start() for m in re.finditer(r"\S+", ref)]
+        word_langs = [char_langs[s] for s in starts]
+        words = jiwer.process_words(ref, hyp).alignments[0]
+        chars = jiwer.process_characters(ref, hyp).alignments[0]
+        for lang, errors in _attributed(words, word_langs).items():
+            totals[lang][0] += errors
+        for lang, errors in _attributed(chars, char_langs).items():
+            totals[lang][2] += errors
+        for lang in word_langs:
+            totals[lang][1] += 1
+        for lang in char_langs:
+            totals[lang][3] += 1
+    return {
+        lang: {
+            "wer": w_err / max(w_ref, 1),
+            "cer": c_err / max(c_ref, 1),
+            "word_errors": w_err,
+            "words": w_ref,
+            "char_errors": c_err,
+            "chars": c_ref,
+        }
+        for lang, (w_err, w_ref, c_err, c_ref) in sorted(totals.items())
+    }
+
+
+def _char_languages(text: str, spans: list[dict]) -> list[str]:
+    """The language of each character of ``text``; a gap after a stretch takes its language."""
+    langs = [""] * len(text)
+    for span in sorted(spans, key=lambda s: s["start"]):
+        for i in range(span["start"], len(text)):
+            langs[i] = span["lang"]
+    first = min(spans, key=lambda s: s["start"])["lang"]
+    return [lang or first for lang in langs]
+
+
+def _attributed(chunks, langs: list[str]) -> dict[str, int]:
+    """Edit counts of one alignment by the language of the reference items they touch."""
+    out: dict[str, int] = defaultdict(int)
+    for chunk in chunks:
+        if chunk.type in ("substitute", "delete"):
+            for i in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                out[langs[i]] += 1
+        elif chunk.type == "insert":
+            at = chunk.ref_start_idx - 1 if chunk.ref_start_idx > 0 else 0
+            out[langs[min(at, len(langs) - 1)]] += chunk.hyp_end_idx - chunk.hyp_start_idx
+    return out
