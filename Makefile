@@ -9,6 +9,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng fortunes fortunes-es fortunes-de fortunes-it fortunes-br fortunes-zh libsndfile1
 # FreeDict bilingual dictionaries (xasr.data.lexicon): word-by-word translation, offline.
 APT_PACKAGES += dict-freedict-spa-eng dict-freedict-eng-spa
+# Apertium rule-based English-Spanish MT (xasr translate --backend apertium).
+APT_PACKAGES += apertium-eng-spa
 # Compilers, headers and libraries for kenlm (the Python package builds from source) and lmplz.
 APT_PACKAGES += g++ cmake python3-dev libboost-program-options-dev libboost-system-dev libboost-thread-dev \
 	libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev

@@ -67,3 +67,92 @@ def test_debians_spanish_english_dictionary():
         pytest.skip("dict-freedict-spa-eng is not installed (make system installs it)")
     assert lexicon.translate("perro") == "dog"
     assert "tomorrow" in lexicon.senses("mañana")
+
+
+# --- xasr translate ---------------------------------------------------------------------------
+
+
+def manifest_of(tmp_path, texts, lang="en"):
+    import json
+
+    path = tmp_path / "m.jsonl"
+    rows = [
+        {"audio_filepath": f"a{i}.wav", "duration": 1.0, "text": t, "lang": lang, "id": f"u{i}"}
+        for i, t in enumerate(texts)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def translated(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_dictionary_backend_translates_word_by_word(tmp_path):
+    from xasr.data.translate import DictionaryTranslator, translate_manifest
+
+    index = write_dictd(
+        tmp_path, "freedict-eng-spa", {"dog": "dog\nperro\n", "big": "big\ngrande\n"}
+    )
+    translator = DictionaryTranslator("en", "es", FreeDict(index))
+    figures = translate_manifest(
+        manifest_of(tmp_path, ["big dog", "the dog"]),
+        tmp_path / "es.jsonl",
+        "es",
+        translator=translator,
+    )
+    rows = translated(tmp_path / "es.jsonl")
+    assert [r["translation"] for r in rows] == ["grande perro", "the perro"]
+    assert {r["translation_kind"] for r in rows} == {"dictionary"}
+    assert figures["untranslated_words"] == 1 and figures["lines"] == 2
+
+
+def test_command_backend_and_given_translations(tmp_path, monkeypatch):
+    from xasr.data.translate import translate_manifest
+    from xasr.errors import XasrError
+
+    out = tmp_path / "up.jsonl"
+    figures = translate_manifest(
+        manifest_of(tmp_path, ["hola amigo", "que tal"]),
+        out,
+        "en",
+        "command",
+        command="tr a-z A-Z",
+    )
+    assert [r["translation"] for r in translated(out)] == ["hola amigo", "que tal"]  # normalised
+    assert figures["kind"] == "command"
+    again = translate_manifest(out, tmp_path / "same.jsonl", "en", "command", command="false")
+    assert again["kind"] == "given"  # every line already has an English translation
+    with pytest.raises(XasrError, match="one line per input line"):
+        translate_manifest(
+            manifest_of(tmp_path, ["a b", "c d"]),
+            tmp_path / "x.jsonl",
+            "en",
+            "command",
+            command="head -n 1",
+        )
+    with pytest.raises(XasrError, match="failed"):
+        translate_manifest(
+            manifest_of(tmp_path, ["a b"]), tmp_path / "x.jsonl", "en", "command", command="false"
+        )
+
+
+def test_apertium_backend(tmp_path):
+    import shutil
+
+    from xasr.data.translate import translate_manifest
+
+    if shutil.which("apertium") is None:
+        pytest.skip("apertium is not installed (apt-get install apertium-eng-spa)")
+    out = tmp_path / "es.jsonl"
+    figures = translate_manifest(
+        manifest_of(tmp_path, ["the dog eats in the house", "the zorblax is here"]),
+        out,
+        "es",
+        "apertium",
+    )
+    rows = translated(out)
+    assert rows[0]["translation"] == "el perro come en la casa"
+    assert "zorblax" in rows[1]["translation"] and figures["untranslated_words"] == 1

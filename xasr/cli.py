@@ -149,6 +149,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return replace(base, **given)
 
 
+def cmd_translate(args) -> None:
+    from xasr.data.translate import translate_manifest
+
+    figures = translate_manifest(
+        args.manifest, args.out, args.to, args.backend, args.source_lang, args.command
+    )
+    print(json.dumps(figures, indent=1, ensure_ascii=False))
+
+
 def cmd_synth(args) -> None:
     from xasr.data.synth import build_xlt_synth, topics_of
 
@@ -437,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="xasr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("translate", help="add a translation of every line to a manifest")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--to", required=True, help="the translation's language, e.g. es")
+    p.add_argument("--from", dest="source_lang", help="the text's language (default: its lang)")
+    p.add_argument("--backend", choices=["dictionary", "apertium", "command"], default="dictionary")
+    p.add_argument("--command", help="command: the program; apertium: its modes (eng-spa,spa-por)")
+    p.add_argument("--out", required=True, help="the translated manifest")
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("synth", help="build XLT-Synth (espeak-ng speaking fortune sentences)")
     p.add_argument("--langs", default="en", help="comma-separated: en,es,de,it,pt,cmn,yue,...")

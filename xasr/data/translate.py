@@ -1,0 +1,184 @@
+"""Translating manifests offline: ``xasr translate`` adds a ``translation`` (and
+``translation_lang``, ``translation_kind``) to every line, for speech-translation training.
+
+Backends, each a small object with ``translate(lines) -> (translations, untranslated words)``
+and ``info()``:
+
+* ``dictionary``: word by word through a FreeDict dictionary (``xasr.data.lexicon``), the weak
+  "low-resource MT"; a word without an entry stays as it is and counts as untranslated;
+* ``apertium``: Debian's rule-based MT (``apertium-eng-spa``: mode ``eng-spa``), every line
+  through one process (a mode list such as ``eng-spa,spa-por`` pivots); words it does not know
+  (marked ``*`` by Apertium) count as untranslated and lose the mark;
+* ``command``: any program that reads lines on stdin and writes one translation per line.
+
+A manifest whose every line already has a translation into the language asked for is kept as
+it is (kind ``given``: human translations, say).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from xasr.data.manifest import read_manifest, write_manifest
+from xasr.data.text import normalize_text
+from xasr.errors import DataError, XasrError
+from xasr.io import output_file
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("dictionary", "apertium", "command")
+
+
+class DictionaryTranslator:
+    name = "dictionary"
+
+    def __init__(self, source: str, target: str, lexicon=None):
+        from xasr.data.lexicon import FreeDict
+
+        self.source, self.target = source, target
+        self.lexicon = lexicon or FreeDict.pair(source, target)
+
+    def translate(self, lines: list[str]) -> tuple[list[str], int]:
+        out, missing = [], 0
+        for line in lines:
+            words = []
+            for word in line.split():
+                translated = self.lexicon.translate(word)
+                missing += translated is None
+                words.append(translated or word)
+            out.append(" ".join(words))
+        return out, missing
+
+    def info(self) -> dict:
+        return {"name": self.name, "dictionary": str(self.lexicon.index_path)}
+
+
+class CommandTranslator:
+    """``command`` (a shell-style string) gets all lines on stdin at once, one per line, and
+    must print one line per input line."""
+
+    name = "command"
+
+    def __init__(self, command: str):
+        self.argv = shlex.split(command)
+        if not self.argv or shutil.which(self.argv[0]) is None:
+            raise XasrError(f"--command {command!r}: {self.argv[:1]} is not an installed program")
+
+    def run(self, argv: list[str], lines: list[str]) -> list[str]:
+        if any("\n" in line for line in lines):
+            raise DataError("a text to translate holds a line break; manifests keep one per line")
+        done = subprocess.run(
+            argv,
+            input="".join(line + "\n" for line in lines),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            message = done.stderr.strip().splitlines()[-1:] or ["no message"]
+            raise XasrError(f"{' '.join(argv)} failed (exit {done.returncode}): {message[0]}")
+        out = done.stdout.splitlines()
+        if len(out) != len(lines):
+            raise XasrError(
+                f"{' '.join(argv)} printed {len(out)} lines for {len(lines)}: a translator "
+                "must print one line per input line"
+            )
+        return out
+
+    def translate(self, lines: list[str]) -> tuple[list[str], int]:
+        return self.run(self.argv, lines), 0
+
+    def info(self) -> dict:
+        return {"name": self.name, "command": " ".join(self.argv)}
+
+
+class ApertiumTranslator(CommandTranslator):
+    """``modes``: Apertium modes applied in turn (``eng-spa``; ``eng-spa,spa-por`` pivots)."""
+
+    name = "apertium"
+
+    def __init__(self, modes: str):
+        if shutil.which("apertium") is None:
+            raise XasrError(
+                "apertium is not installed: install Debian's apertium and its language pair "
+                "(e.g. apertium-eng-spa for mode eng-spa)"
+            )
+        self.modes = [m for m in modes.split(",") if m]
+        self.argv = ["apertium"]
+
+    def translate(self, lines: list[str]) -> tuple[list[str], int]:
+        for mode in self.modes:
+            lines = self.run(["apertium", mode], lines)
+        unknown = sum(w.startswith(("*", "#", "@")) for line in lines for w in line.split())
+        return [" ".join(w.lstrip("*#@") for w in line.split()) for line in lines], unknown
+
+    def info(self) -> dict:
+        return {"name": self.name, "modes": self.modes}
+
+
+def make_translator(backend: str, source: str, target: str, command: str | None = None):
+    if backend == "dictionary":
+        return DictionaryTranslator(source, target)
+    if backend == "apertium":
+        iso3 = {"en": "eng", "es": "spa", "pt": "por", "it": "ita", "fr": "fra", "ca": "cat"}
+        return ApertiumTranslator(
+            command or f"{iso3.get(source, source)}-{iso3.get(target, target)}"
+        )
+    if backend == "command":
+        if not command:
+            raise XasrError("--backend command needs --command 'PROGRAM ARGS'")
+        return CommandTranslator(command)
+    raise XasrError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def translate_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    to: str,
+    backend: str = "dictionary",
+    source_lang: str | None = None,
+    command: str | None = None,
+    translator=None,
+) -> dict:
+    """Write ``out``: ``manifest`` with ``translation`` (normalised as ``to``'s text where it
+    can be), ``translation_lang`` and ``translation_kind`` on every line. Returns coverage
+    figures: lines, lines translated (non-empty), words left untranslated, and the backend.
+    ``translator``: a backend object to use instead of ``backend`` (``make_translator``)."""
+    out = output_file(out, "--out")
+    utterances = read_manifest(manifest)
+    if not utterances:
+        raise DataError(f"{manifest} has no lines to translate")
+    if all(
+        u.extra.get("translation") and u.extra.get("translation_lang") == to for u in utterances
+    ):
+        write_manifest(out, utterances)
+        return {"lines": len(utterances), "translated": len(utterances), "kind": "given"}
+    source_lang = source_lang or utterances[0].lang
+    if not source_lang:
+        raise XasrError(f"{manifest} has no lang field: name the source language with --from")
+    translator = translator or make_translator(backend, source_lang, to, command)
+    texts, untranslated = translator.translate([u.text for u in utterances])
+    for utterance, text in zip(utterances, texts):
+        normalised = (
+            normalize_text(text, to) if to in ("en", "es", "de", "it", "pt", "zh") else None
+        )
+        utterance.extra.update(
+            translation=normalised or " ".join(text.lower().split()),
+            translation_lang=to,
+            translation_kind=translator.name,
+        )
+    write_manifest(out, utterances)
+    figures = {
+        "lines": len(utterances),
+        "translated": sum(bool(u.extra["translation"]) for u in utterances),
+        "untranslated_words": untranslated,
+        "words": sum(len(u.text.split()) for u in utterances),
+        "kind": translator.name,
+        "backend": translator.info(),
+    }
+    log.info("translated %s -> %s: %s", manifest, out, figures)
+    return figures
