@@ -23,7 +23,7 @@ from xasr.config import AedConfig
 from xasr.data.features import LogMel, padding_mask
 from xasr.errors import XasrError
 from xasr.models.conformer import ConformerEncoder
-from xasr.models.ctc import ctc_loss
+from xasr.models.ctc import ctc_loss, encode_audio
 from xasr.models.frontends import Conv2dSubsampling
 
 IGNORE = -100  # cross-entropy's ignore_index: padding positions of the decoder targets
@@ -159,11 +159,7 @@ class AedModel(nn.Module):
 
     def encode(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
         """audio (batch, samples) -> encoder states (batch, frames, d_model), frame lengths."""
-        feats, lengths = self.features(audio, lengths)
-        if augment is not None:
-            feats = augment(feats, lengths)
-        x, lengths = self.frontend(feats, lengths)
-        return self.encoder(x, lengths)
+        return encode_audio(self, audio, lengths, augment)
 
     def ctc_log_probs(self, states: Tensor) -> Tensor:
         if self.head is None:

@@ -28,6 +28,16 @@ def ctc_loss(log_probs: Tensor, lengths: Tensor, batch: dict, blank: int) -> Ten
     )
 
 
+def encode_audio(model: nn.Module, audio: Tensor, lengths: Tensor, augment=None):
+    """Both families' encoder path: ``model.features`` (log-mel), ``augment`` in training,
+    ``model.frontend`` (4x fewer frames), ``model.encoder`` -> states, frame lengths."""
+    feats, lengths = model.features(audio, lengths)
+    if augment is not None:
+        feats = augment(feats, lengths)
+    x, lengths = model.frontend(feats, lengths)
+    return model.encoder(x, lengths)
+
+
 class CtcModel(nn.Module):
     """forward(audio, lengths) -> log_probs : Tensor, shape = (batch, frames, vocab), lengths.
 
@@ -48,11 +58,7 @@ class CtcModel(nn.Module):
 
     def encode(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
         """audio (batch, samples) -> encoder states (batch, frames, d_model), frame lengths."""
-        feats, lengths = self.features(audio, lengths)
-        if augment is not None:
-            feats = augment(feats, lengths)
-        x, lengths = self.frontend(feats, lengths)
-        return self.encoder(x, lengths)
+        return encode_audio(self, audio, lengths, augment)
 
     def ctc_log_probs(self, states: Tensor) -> Tensor:
         """Encoder states (batch, frames, d_model) -> CTC log-probabilities (batch, frames,
