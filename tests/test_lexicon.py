@@ -156,3 +156,54 @@ def test_apertium_backend(tmp_path):
     rows = translated(out)
     assert rows[0]["translation"] == "el perro come en la casa"
     assert "zorblax" in rows[1]["translation"] and figures["untranslated_words"] == 1
+
+
+def tiny_translation_model(directory):
+    """A random Marian model and a word-level tokenizer, saved with save_pretrained."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", "the", "dog", "eats", "el", "perro", "come"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    config = MarianConfig(
+        vocab_size=len(words),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        forced_eos_token_id=1,
+    )
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    MarianMTModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def test_hf_backend_on_a_tiny_random_model(tmp_path):
+    pytest.importorskip("transformers")
+    from xasr.data.translate import translate_manifest
+
+    tiny_translation_model(tmp_path / "mt")
+    out = tmp_path / "es.jsonl"
+    figures = translate_manifest(
+        manifest_of(tmp_path, ["the dog eats", "the dog"]),
+        out,
+        "es",
+        "hf",
+        model=str(tmp_path / "mt"),
+    )
+    rows = translated(out)
+    assert figures["kind"] == "hf" and figures["lines"] == 2
+    vocabulary = {"the", "dog", "eats", "el", "perro", "come"}
+    assert all(set(r["translation"].split()) <= vocabulary for r in rows)  # the model's words

@@ -153,7 +153,13 @@ def cmd_translate(args) -> None:
     from xasr.data.translate import translate_manifest
 
     figures = translate_manifest(
-        args.manifest, args.out, args.to, args.backend, args.source_lang, args.command
+        args.manifest,
+        args.out,
+        args.to,
+        args.backend,
+        args.source_lang,
+        args.command,
+        model=args.model,
     )
     print(json.dumps(figures, indent=1, ensure_ascii=False))
 
@@ -451,8 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--to", required=True, help="the translation's language, e.g. es")
     p.add_argument("--from", dest="source_lang", help="the text's language (default: its lang)")
-    p.add_argument("--backend", choices=["dictionary", "apertium", "command"], default="dictionary")
+    p.add_argument(
+        "--backend", choices=["dictionary", "apertium", "command", "hf"], default="dictionary"
+    )
     p.add_argument("--command", help="command: the program; apertium: its modes (eng-spa,spa-por)")
+    p.add_argument("--model", help="hf: a local translation model directory (Marian and alike)")
     p.add_argument("--out", required=True, help="the translated manifest")
     p.set_defaults(func=cmd_translate)
 

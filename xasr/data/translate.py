@@ -9,7 +9,9 @@ and ``info()``:
 * ``apertium``: Debian's rule-based MT (``apertium-eng-spa``: mode ``eng-spa``), every line
   through one process (a mode list such as ``eng-spa,spa-por`` pivots); words it does not know
   (marked ``*`` by Apertium) count as untranslated and lose the mark;
-* ``command``: any program that reads lines on stdin and writes one translation per line.
+* ``command``: any program that reads lines on stdin and writes one translation per line;
+* ``hf``: a Hugging Face sequence-to-sequence translation model (Marian and alike) from a local
+  directory, batched (needs transformers: ``pip install -e '.[hf]'``, which ``make`` does).
 
 A manifest whose every line already has a translation into the language asked for is kept as
 it is (kind ``given``: human translations, say).
@@ -30,7 +32,7 @@ from xasr.io import output_file
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("dictionary", "apertium", "command")
+BACKENDS = ("dictionary", "apertium", "command", "hf")
 
 
 class DictionaryTranslator:
@@ -120,7 +122,53 @@ class ApertiumTranslator(CommandTranslator):
         return {"name": self.name, "modes": self.modes}
 
 
-def make_translator(backend: str, source: str, target: str, command: str | None = None):
+class HfTranslator:
+    """``directory``: a local model directory (``save_pretrained``) with its tokenizer."""
+
+    name = "hf"
+
+    def __init__(self, directory: str | Path, batch_size: int = 16, max_new_tokens: int = 128):
+        self.directory = Path(directory)
+        if not (self.directory / "config.json").is_file():
+            raise XasrError(
+                f"--model {directory}: not a Hugging Face model directory (no config.json)"
+            )
+        try:
+            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        except ImportError:
+            raise XasrError("the hf backend needs transformers: pip install -e '.[hf]'") from None
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(self.directory, local_files_only=True)
+        self.model.eval()
+        # never past the model's position table (a small model's may be short)
+        positions = getattr(self.model.config, "max_position_embeddings", None) or max_new_tokens
+        self.batch_size, self.max_new_tokens = batch_size, min(max_new_tokens, positions - 1)
+
+    def translate(self, lines: list[str]) -> tuple[list[str], int]:
+        import torch
+
+        out = []
+        for start in range(0, len(lines), self.batch_size):
+            batch = self.tokenizer(
+                lines[start : start + self.batch_size], return_tensors="pt", padding=True
+            )
+            batch.pop("token_type_ids", None)
+            with torch.inference_mode():
+                ids = self.model.generate(**batch, max_new_tokens=self.max_new_tokens)
+            out += self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return out, 0
+
+    def info(self) -> dict:
+        return {"name": self.name, "model": str(self.directory)}
+
+
+def make_translator(
+    backend: str,
+    source: str,
+    target: str,
+    command: str | None = None,
+    model: str | None = None,
+):
     if backend == "dictionary":
         return DictionaryTranslator(source, target)
     if backend == "apertium":
@@ -128,6 +176,10 @@ def make_translator(backend: str, source: str, target: str, command: str | None 
         return ApertiumTranslator(
             command or f"{iso3.get(source, source)}-{iso3.get(target, target)}"
         )
+    if backend == "hf":
+        if not model:
+            raise XasrError("--backend hf needs --model DIR (a local translation model)")
+        return HfTranslator(model)
     if backend == "command":
         if not command:
             raise XasrError("--backend command needs --command 'PROGRAM ARGS'")
@@ -143,6 +195,7 @@ def translate_manifest(
     source_lang: str | None = None,
     command: str | None = None,
     translator=None,
+    model: str | None = None,
 ) -> dict:
     """Write ``out``: ``manifest`` with ``translation`` (normalised as ``to``'s text where it
     can be), ``translation_lang`` and ``translation_kind`` on every line. Returns coverage
@@ -160,7 +213,7 @@ def translate_manifest(
     source_lang = source_lang or utterances[0].lang
     if not source_lang:
         raise XasrError(f"{manifest} has no lang field: name the source language with --from")
-    translator = translator or make_translator(backend, source_lang, to, command)
+    translator = translator or make_translator(backend, source_lang, to, command, model)
     texts, untranslated = translator.translate([u.text for u in utterances])
     for utterance, text in zip(utterances, texts):
         normalised = (
