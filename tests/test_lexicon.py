@@ -55,6 +55,50 @@ def test_reads_senses_from_a_dictd_file(tmp_path):
     assert FreeDict.pair("es", "en", root=tmp_path).translate("grande") == "big"
 
 
+def write_dictd_entries(root, name: str, entries: list[tuple[str, str]]):
+    """Like write_dictd, with a headword listed once per entry, in order."""
+    data, lines = b"", []
+    for word, text in entries:
+        raw = text.encode("utf-8")
+        lines.append(f"{word}\t{encode(len(data))}\t{encode(len(raw))}")
+        data += raw
+    (root / f"{name}.index").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with gzip.open(root / f"{name}.dict.dz", "wb") as f:
+        f.write(data)
+
+
+def test_picks_the_right_entry_of_several_and_skips_run_together_senses(tmp_path):
+    write_dictd_entries(
+        tmp_path,
+        "freedict-eng-spa",
+        [
+            ("the", "The Hague /ðə heɪɡ/\nla haya\n"),
+            ("the", "the /ð/\nel\n"),
+            ("good", "good /ɡˈʊd/\ndespedida\n"),  # good-bye, filed under good
+            ("good", "good /gud/\nbueno\n"),
+            ("night", "night /nait/\nnoche\n"),
+            ("last", "last /lɑːst/\nultimo\n"),
+        ],
+    )
+    write_dictd_entries(
+        tmp_path,
+        "freedict-spa-eng",
+        [
+            ("bueno", "bueno /bweno/\ngood\n"),
+            ("despedida", "despedida /despeðiða/\nfarewell\n"),
+            ("anoche", "anoche /anotʃe/\nlastnight, last night\n"),
+            ("el", "el /el/\nthe\n"),
+            ("noche", "noche /notʃe/\nnight\n"),
+        ],
+    )
+    english = FreeDict.pair("en", "es", root=tmp_path)
+    assert english.translate("the") == "el"  # its own headword, not The Hague's
+    assert english.translate("good") == "bueno"  # the entry that translates back to good
+    spanish = FreeDict.pair("es", "en", root=tmp_path)
+    # "lastnight" is no English word (not a headword of eng-spa): the next sense is taken
+    assert spanish.translate("anoche") == "last night"
+
+
 def test_a_missing_dictionary_names_its_package(tmp_path):
     with pytest.raises(DataError, match="dict-freedict-deu-eng"):
         FreeDict.pair("de", "en", root=tmp_path)
@@ -109,7 +153,9 @@ def test_dictionary_backend_translates_word_by_word(tmp_path):
     assert figures["untranslated_words"] == 1 and figures["lines"] == 2
 
 
-def test_command_backend_and_given_translations(tmp_path, monkeypatch):
+def test_command_backend_and_given_translations(tmp_path):
+    import json
+
     from xasr.data.translate import translate_manifest
     from xasr.errors import XasrError
 
@@ -125,6 +171,13 @@ def test_command_backend_and_given_translations(tmp_path, monkeypatch):
     assert figures["kind"] == "command"
     again = translate_manifest(out, tmp_path / "same.jsonl", "en", "command", command="false")
     assert again["kind"] == "given"  # every line already has an English translation
+    partly = tmp_path / "partly.jsonl"  # one line with a given translation, one without
+    rows = translated(out)
+    rows[1].pop("translation")
+    partly.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    mixed = translate_manifest(partly, tmp_path / "p.jsonl", "en", "command", command="rev")
+    assert [r["translation"] for r in translated(tmp_path / "p.jsonl")] == ["hola amigo", "lat euq"]
+    assert mixed["given"] == 1 and mixed["translated"] == 1
     with pytest.raises(XasrError, match="one line per input line"):
         translate_manifest(
             manifest_of(tmp_path, ["a b", "c d"]),
@@ -156,6 +209,12 @@ def test_apertium_backend(tmp_path):
     rows = translated(out)
     assert rows[0]["translation"] == "el perro come en la casa"
     assert "zorblax" in rows[1]["translation"] and figures["untranslated_words"] == 1
+    marks = translate_manifest(
+        manifest_of(tmp_path, ["he is o'brien's friend", "i think so"]), out, "es", "apertium"
+    )
+    rows = translated(out)
+    assert "*" not in rows[0]["translation"] and rows[1]["translation"] == "creo que sí"
+    assert marks["untranslated_words"] == 1  # o'brien
 
 
 def tiny_translation_model(directory):
@@ -207,3 +266,11 @@ def test_hf_backend_on_a_tiny_random_model(tmp_path):
     assert figures["kind"] == "hf" and figures["lines"] == 2
     vocabulary = {"the", "dog", "eats", "el", "perro", "come"}
     assert all(set(r["translation"].split()) <= vocabulary for r in rows)  # the model's words
+
+
+def test_translate_command_line_errors_name_the_command(tmp_path, capsys):
+    from xasr.cli import main
+
+    argv = ["translate", "--manifest", str(tmp_path / "none.jsonl"), "--to", "es"]
+    assert main([*argv, "--backend", "command", "--command", "cat", "--out", "o.jsonl"]) == 2
+    assert capsys.readouterr().err.startswith("xasr translate: error:")

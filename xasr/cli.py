@@ -158,7 +158,7 @@ def cmd_translate(args) -> None:
         args.to,
         args.backend,
         args.source_lang,
-        args.command,
+        args.translator_command,
         model=args.model,
     )
     print(json.dumps(figures, indent=1, ensure_ascii=False))
@@ -460,7 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", choices=["dictionary", "apertium", "command", "hf"], default="dictionary"
     )
-    p.add_argument("--command", help="command: the program; apertium: its modes (eng-spa,spa-por)")
+    p.add_argument(
+        "--command",
+        dest="translator_command",  # not "command": the sub-command's own name lives there
+        help="command: the program; apertium: its modes (eng-spa,spa-por)",
+    )
     p.add_argument("--model", help="hf: a local translation model directory (Marian and alike)")
     p.add_argument("--out", required=True, help="the translated manifest")
     p.set_defaults(func=cmd_translate)

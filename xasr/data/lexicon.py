@@ -36,7 +36,12 @@ class FreeDict:
     """``FreeDict.pair("es", "en")``: the Spanish-English dictionary. ``translate(word)``: the
     first translation of a headword (None when it has none), ``senses(word)``: all of them."""
 
-    def __init__(self, index: str | Path, data: str | Path | None = None):
+    def __init__(
+        self, index: str | Path, data: str | Path | None = None, reverse: FreeDict | None = None
+    ):
+        """``reverse``: the dictionary of the other direction, when there is one: it picks the
+        right one of several entries and tells real target words from run-together ones."""
+        self.reverse = reverse
         self.index_path = Path(index)
         self.data_path = Path(data) if data else self.index_path.with_suffix(".dict.dz")
         for path in (self.index_path, self.data_path):
@@ -52,17 +57,20 @@ class FreeDict:
                 f"no FreeDict {src}-{tgt} dictionary ({index}); install Debian's "
                 f"dict-freedict-{src}-{tgt} (`make system` installs the ones xasr uses)"
             )
-        return cls(index)
+        back = Path(root) / f"freedict-{tgt}-{src}.index"
+        return cls(index, reverse=cls(back) if back.is_file() else None)
 
     @cached_property
-    def _offsets(self) -> dict[str, tuple[int, int]]:
-        offsets = {}
+    def _offsets(self) -> dict[str, list[tuple[int, int]]]:
+        """headword (lower case) -> every entry filed under it: dictd lists a word once per
+        entry, and files multi-word headwords ("The Hague") under their first word."""
+        offsets: dict[str, list[tuple[int, int]]] = {}
         for line in self.index_path.read_text(encoding="utf-8").splitlines():
             parts = line.split("\t")
             if len(parts) < 3 or parts[0].startswith("00database"):
                 continue
-            # a headword listed twice keeps its first entry
-            offsets.setdefault(parts[0].lower(), (dictd_number(parts[1]), dictd_number(parts[2])))
+            where = (dictd_number(parts[1]), dictd_number(parts[2]))
+            offsets.setdefault(parts[0].lower(), []).append(where)
         return offsets
 
     @cached_property
@@ -74,29 +82,63 @@ class FreeDict:
         return word.lower() in self._offsets
 
     def entry(self, word: str) -> str | None:
-        """The raw definition of a headword (case-insensitive), or None."""
-        where = self._offsets.get(word.lower())
-        if where is None:
-            return None
-        offset, length = where
+        """The definition of a headword (case-insensitive), or None. Of several entries: those
+        whose own headword is the word itself in lower case (not "The Hague" for "the", not
+        "Cologne" for "colonia"), else in any case; then, with a reverse dictionary, the first
+        with a sense that translates back to the word ("good": "bueno", not "despedida", which
+        FreeDict files under "good" for good-bye), else the shortest pronunciation."""
+        entries = [self._read(*where) for where in self._offsets.get(word.lower(), [])]
+        exact = [e for e in entries if _headword(e) == word.lower()]
+        folded = [e for e in entries if _headword(e).lower() == word.lower()]
+        candidates = exact or folded or entries
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
+        if self.reverse is not None:
+            for entry in candidates:
+                if any(word.lower() in self.reverse.senses(s) for s in _senses(entry)):
+                    return entry
+        return min(candidates, key=lambda e: len(e.split("\n", 1)[0]))
+
+    def _read(self, offset: int, length: int) -> str:
         return self._data[offset : offset + length].decode("utf-8", errors="replace")
 
     def senses(self, word: str) -> list[str]:
         """The translations of a headword, in the dictionary's order, lower case, without
         notes in parentheses or angle brackets."""
         entry = self.entry(word)
-        if entry is None:
-            return []
-        senses = []
-        for line in entry.splitlines()[1:]:  # the first line: headword and pronunciation
-            line = re.sub(r"^\s*\d+\.\s*", "", line)
-            line = re.sub(r"\([^)]*\)|<[^>]*>|\[[^]]*\]", "", line)
-            for sense in re.split(r"[,;]", line):
-                sense = " ".join(sense.lower().split())
-                if sense and sense not in senses:
-                    senses.append(sense)
-        return senses
+        return _senses(entry) if entry is not None else []
 
     def translate(self, word: str) -> str | None:
-        senses = self.senses(word)
-        return senses[0] if senses else None
+        """The first sense; with a reverse dictionary, the first whose every word is one of its
+        headwords: FreeDict runs some phrases together ("lastnight", "beableto")."""
+        known = self.reverse.headwords() if self.reverse is not None else None
+        for sense in self.senses(word):
+            if known is None or all(w in known for w in sense.split()):
+                return sense
+        return None
+
+    @cached_property
+    def _headwords(self) -> frozenset[str]:
+        return frozenset(w for key in self._offsets for w in key.split())
+
+    def headwords(self) -> frozenset[str]:
+        """Every headword's words, lower case: the source language's known words."""
+        return self._headwords
+
+
+def _senses(entry: str) -> list[str]:
+    senses = []
+    for line in entry.splitlines()[1:]:  # the first line: headword and pronunciation
+        line = re.sub(r"^\s*\d+\.\s*", "", line)
+        line = re.sub(r"\([^)]*\)|<[^>]*>|\[[^]]*\]", "", line)
+        for sense in re.split(r"[,;]", line):
+            sense = " ".join(sense.lower().split())
+            if sense and sense not in senses:
+                senses.append(sense)
+    return senses
+
+
+def _headword(entry: str) -> str:
+    """An entry's own headword: its first line up to the pronunciation."""
+    first = entry.split("\n", 1)[0]
+    return first.split(" /", 1)[0].strip()

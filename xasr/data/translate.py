@@ -13,13 +13,14 @@ and ``info()``:
 * ``hf``: a Hugging Face sequence-to-sequence translation model (Marian and alike) from a local
   directory, batched (needs transformers: ``pip install -e '.[hf]'``, which ``make`` does).
 
-A manifest whose every line already has a translation into the language asked for is kept as
-it is (kind ``given``: human translations, say).
+Lines that already have a translation into the language asked for keep it (human
+translations, say); a manifest whose every line has one is written as it is (kind ``given``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -33,6 +34,8 @@ from xasr.io import output_file
 log = logging.getLogger(__name__)
 
 BACKENDS = ("dictionary", "apertium", "command", "hf")
+UNKNOWN_MARK = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=['’-]))[*#@](?=\w)")
+NORMALISED = ("en", "es", "de", "it", "pt", "zh")  # xasr.data.text.normalize_text's languages
 
 
 class DictionaryTranslator:
@@ -113,10 +116,15 @@ class ApertiumTranslator(CommandTranslator):
         self.argv = ["apertium"]
 
     def translate(self, lines: list[str]) -> tuple[list[str], int]:
+        if self.modes and self.modes[0].startswith("eng"):
+            # xasr's transcripts are lower case; Apertium knows the pronoun only as "I"
+            lines = [re.sub(r"(?<!\S)i(?!\S)", "I", line) for line in lines]
         for mode in self.modes:
             lines = self.run(["apertium", mode], lines)
-        unknown = sum(w.startswith(("*", "#", "@")) for line in lines for w in line.split())
-        return [" ".join(w.lstrip("*#@") for w in line.split()) for line in lines], unknown
+        # Apertium marks an unknown word *word, a generation error #word, an untranslated
+        # lemma @word; a mark may follow an apostrophe (o'*brien)
+        unknown = sum(bool(UNKNOWN_MARK.search(w)) for line in lines for w in line.split())
+        return [UNKNOWN_MARK.sub("", line) for line in lines], unknown
 
     def info(self) -> dict:
         return {"name": self.name, "modes": self.modes}
@@ -205,20 +213,23 @@ def translate_manifest(
     utterances = read_manifest(manifest)
     if not utterances:
         raise DataError(f"{manifest} has no lines to translate")
-    if all(
-        u.extra.get("translation") and u.extra.get("translation_lang") == to for u in utterances
-    ):
+    given = [
+        bool(u.extra.get("translation")) and u.extra.get("translation_lang") == to
+        for u in utterances
+    ]
+    if all(given):
         write_manifest(out, utterances)
         return {"lines": len(utterances), "translated": len(utterances), "kind": "given"}
     source_lang = source_lang or utterances[0].lang
     if not source_lang:
         raise XasrError(f"{manifest} has no lang field: name the source language with --from")
     translator = translator or make_translator(backend, source_lang, to, command, model)
-    texts, untranslated = translator.translate([u.text for u in utterances])
-    for utterance, text in zip(utterances, texts):
-        normalised = (
-            normalize_text(text, to) if to in ("en", "es", "de", "it", "pt", "zh") else None
-        )
+    todo = [u for u, g in zip(utterances, given) if not g]  # given translations are kept
+    texts, untranslated = translator.translate([u.text for u in todo])
+    unnormalised = 0
+    for utterance, text in zip(todo, texts):
+        normalised = normalize_text(text, to) if to in NORMALISED else None
+        unnormalised += normalised is None and bool(text.strip())
         utterance.extra.update(
             translation=normalised or " ".join(text.lower().split()),
             translation_lang=to,
@@ -227,9 +238,12 @@ def translate_manifest(
     write_manifest(out, utterances)
     figures = {
         "lines": len(utterances),
-        "translated": sum(bool(u.extra["translation"]) for u in utterances),
+        "translated": sum(bool(u.extra["translation"]) for u in todo),
+        "given": sum(given),
+        # kept as the translator wrote them (lower case): digits, symbols, foreign letters
+        "unnormalised": unnormalised,
         "untranslated_words": untranslated,
-        "words": sum(len(u.text.split()) for u in utterances),
+        "words": sum(len(u.text.split()) for u in todo),
         "kind": translator.name,
         "backend": translator.info(),
     }

@@ -154,11 +154,12 @@ def errors_by_stretch(
     """
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for ref, hyp, spans in zip(references, hypotheses, stretches, strict=True):
-        ref, hyp = ref.strip(), hyp.strip()
-        if not ref:
+        if not ref.strip():
             continue
-        char_langs = _char_languages(ref, spans)
-        starts = [m.start() for m in re.finditer(r"\S+", ref)]
+        lead = len(ref) - len(ref.lstrip())  # offsets are into the text as the manifest has it
+        char_langs = _char_languages(ref, spans)[lead : lead + len(ref.strip())]
+        ref, hyp = ref.strip(), hyp.strip()
+        starts = [m.start() for m in re.finditer(r"[^ ]+", ref)]  # words as jiwer splits them
         word_langs = [char_langs[s] for s in starts]
         words = jiwer.process_words(ref, hyp).alignments[0]
         chars = jiwer.process_characters(ref, hyp).alignments[0]

@@ -56,7 +56,10 @@ def meta_gradient(
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """The outer gradient G of one meta step, {parameter name: tensor}, and the mean support
     and query losses. ``loss(model, batch)`` is the training loss of a batch; ``supports``: one
-    batch per task. The model's weights are as they were when this returns."""
+    batch per task. The model's weights are as they were when this returns. The outer step
+    clips G as the reference code does (the training loop's part, with the optimiser)."""
+    if not supports:
+        raise ValueError("a meta step needs at least one support batch (one task)")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start = {n: p.detach().clone() for n, p in params.items()}
     total = {n: torch.zeros_like(p) for n, p in params.items()}

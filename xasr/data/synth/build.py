@@ -3,6 +3,7 @@ minutes), rendered in parallel, written as manifests; up-to-date builds are skip
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -119,11 +120,14 @@ def _check_request(
 def _params(
     code: str, train_minutes: float, dev_utts: int, test_utts: int, seed: int, conditions: str
 ) -> dict:
-    """Everything that determines one language's output (``synth.json["params"]``)."""
-    return {
+    """Everything that determines one language's output (``synth.json["params"]``). Unset
+    language fields are left out, so builds made before they existed stay up to date; a
+    code-switched pair adds its switching settings and its dictionary's identity."""
+    lang = SYNTH_LANGUAGES[code]
+    params = {
         "version": SYNTH_VERSION,
         "espeak_ng": _espeak_version(),
-        "language": asdict(SYNTH_LANGUAGES[code]),
+        "language": {k: v for k, v in asdict(lang).items() if v is not None},
         "train_variants": list(TRAIN_VARIANTS),
         "heldout_variants": list(HELDOUT_VARIANTS),
         "train_minutes": float(train_minutes),
@@ -133,6 +137,20 @@ def _params(
         "conditions": conditions,
         "sample_rate": SAMPLE_RATE,
     }
+    if lang.embedded is not None:
+        params["code_switch"] = code_switch_params(lang)
+    return params
+
+
+def code_switch_params(lang) -> dict:
+    """The switching settings and the dictionary (path, size, SHA-1 of its index) of a pair;
+    a missing dictionary is an error here, before any old build is removed."""
+    from xasr.data.lexicon import FreeDict
+    from xasr.data.synth.codeswitch import MAX_WORDS, SWITCH_RATE
+
+    index = FreeDict.pair(lang.text_lang, lang.embedded).index_path
+    digest = hashlib.sha1(index.read_bytes()).hexdigest()
+    return {"rate": SWITCH_RATE, "max_words": MAX_WORDS, "dictionary": [str(index), digest]}
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,9 @@ import numpy as np
 
 from xasr.data.text import normalize_text
 
+SWITCH_RATE = 0.25  # about this share of a sentence's words are switched
+MAX_WORDS = 3  # words per switched stretch, at most
+
 
 @dataclass(frozen=True)
 class Stretch:
@@ -48,8 +51,8 @@ def switch_words(
     rng: np.random.Generator,
     matrix: str,
     embedded: str,
-    rate: float = 0.25,
-    max_words: int = 3,
+    rate: float = SWITCH_RATE,
+    max_words: int = MAX_WORDS,
 ) -> CodeSwitched | None:
     """Switch stretches of ``text`` (matrix language, normalised) into ``embedded``.
 
