@@ -19,10 +19,11 @@ def encode(number: int) -> str:
             return digits
 
 
-def write_dictd(root, name: str, entries: dict[str, str]):
-    """entries: headword -> definition text; written as NAME.index + NAME.dict.dz."""
+def write_dictd_entries(root, name: str, entries: list[tuple[str, str]]):
+    """(headword, definition text) pairs, a headword listed once per entry, in order, written
+    as NAME.index + NAME.dict.dz (dictd's format)."""
     data, lines = b"", ["00databaseshort\tA\tB"]
-    for word, text in entries.items():
+    for word, text in entries:
         raw = text.encode("utf-8")
         lines.append(f"{word}\t{encode(len(data))}\t{encode(len(raw))}")
         data += raw
@@ -30,6 +31,11 @@ def write_dictd(root, name: str, entries: dict[str, str]):
     with gzip.open(root / f"{name}.dict.dz", "wb") as f:
         f.write(data)
     return root / f"{name}.index"
+
+
+def write_dictd(root, name: str, entries: dict[str, str]):
+    """entries: headword -> definition text; written as NAME.index + NAME.dict.dz."""
+    return write_dictd_entries(root, name, list(entries.items()))
 
 
 def test_dictd_numbers():
@@ -53,18 +59,6 @@ def test_reads_senses_from_a_dictd_file(tmp_path):
     assert lexicon.translate("casa") == "house" and "CASA" in lexicon
     assert lexicon.translate("perro") is None and lexicon.senses("perro") == []
     assert FreeDict.pair("es", "en", root=tmp_path).translate("grande") == "big"
-
-
-def write_dictd_entries(root, name: str, entries: list[tuple[str, str]]):
-    """Like write_dictd, with a headword listed once per entry, in order."""
-    data, lines = b"", []
-    for word, text in entries:
-        raw = text.encode("utf-8")
-        lines.append(f"{word}\t{encode(len(data))}\t{encode(len(raw))}")
-        data += raw
-    (root / f"{name}.index").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with gzip.open(root / f"{name}.dict.dz", "wb") as f:
-        f.write(data)
 
 
 def test_picks_the_right_entry_of_several_and_skips_run_together_senses(tmp_path):
