@@ -82,7 +82,7 @@ def greedy_search(model, states: Tensor, frames: Tensor, ratio: float) -> list[l
     tokens = torch.full((batch, 1), model.sos_id, dtype=torch.long, device=states.device)
     done = torch.zeros(batch, dtype=torch.bool, device=states.device)
     for step in range(int(limits.max())):
-        log_probs = model.decoder_log_probs(tokens, states, frames)[:, -1]
+        log_probs = model.next_token_log_probs(tokens, states, frames)
         log_probs[:, model.blank_id] = NEG  # the blank is CTC's, never the decoder's
         best = torch.where(done, model.eos_id, log_probs.argmax(-1))
         tokens = torch.cat([tokens, best[:, None]], dim=1)
@@ -199,7 +199,7 @@ class BeamSearch:
 
     def step_scores(self, tokens: Tensor):
         """Per-token score increments of every live hypothesis, (batch * k, vocab + 1)."""
-        log_probs = self.model.decoder_log_probs(tokens, self.states, self.frames)[:, -1]
+        log_probs = self.model.next_token_log_probs(tokens, self.states, self.frames)
         log_probs[:, self.model.blank_id] = NEG
         if self.scorer is None:
             return log_probs, None

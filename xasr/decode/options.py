@@ -53,7 +53,7 @@ class DecodingOptions:
             return self.ctc_strategy(vocab) or _greedy_ctc(vocab)
         if self.decoder == "default":
             return model.default_decoder(vocab)
-        if not hasattr(model, "decoder_log_probs"):  # a capability, not a type
+        if not hasattr(model, "next_token_log_probs"):  # a capability, not a type
             raise XasrError(
                 f"--decoder {self.decoder} needs an attention decoder; this is a CTC model: "
                 "use --decoder ctc (or default)"

@@ -107,7 +107,9 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.out = nn.Linear(cfg.d_model, n_tokens)
 
-    def forward(self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor:
+    def forward(
+        self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor, last_only: bool = False
+    ) -> Tensor:
         length = tokens.shape[1]
         x = self.embed(tokens) * math.sqrt(self.d_model)
         x = x + sinusoids(length, self.d_model, tokens.device).to(x.dtype)
@@ -123,6 +125,8 @@ class TransformerDecoder(nn.Module):
                 tgt_is_causal=True,
                 memory_key_padding_mask=memory_pad,
             )
+        if last_only:  # decoding needs the next token's scores only: skip the others' output
+            x = x[:, -1:]
         return self.out(self.norm(x))
 
 
@@ -169,10 +173,11 @@ class AedModel(nn.Module):
             )
         return F.log_softmax(self.head(states).float(), dim=-1)
 
-    def decoder_log_probs(self, tokens: Tensor, states: Tensor, lengths: Tensor) -> Tensor:
-        """Next-token log-probabilities (batch, length, vocab + 1) after each prefix position
-        of ``tokens`` (batch, length), which start with ``sos_id``; in fp32."""
-        return F.log_softmax(self.decoder(tokens, states, lengths).float(), dim=-1)
+    def next_token_log_probs(self, tokens: Tensor, states: Tensor, lengths: Tensor) -> Tensor:
+        """Log-probabilities (batch, vocab + 1) of the token after each prefix ``tokens``
+        (batch, length), which start with ``sos_id``; in fp32."""
+        logits = self.decoder(tokens, states, lengths, last_only=True)[:, -1]
+        return F.log_softmax(logits.float(), dim=-1)
 
     def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
         """The hybrid loss of an ``AsrDataset`` batch and its parts ({"attention", "ctc"})."""

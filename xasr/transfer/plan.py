@@ -52,12 +52,13 @@ class TransferPlan:
         ``partly_copied``, ``vocab_rows`` (rebuilt token by token) and ``fresh``."""
         taken = set(self.copied)
         rows = set(self.vocab_rows) if self.token_map is not None else set()
+        vocab = model.vocab_params()
         kinds: dict[str, list[str]] = {}
         for module, _ in model.named_children():
             names = [n for n, _ in model.named_parameters() if n.startswith(module + ".")]
             if not names:
                 continue
-            plain = [n for n in names if n not in model.vocab_params()]
+            plain = [n for n in names if n not in vocab]
             copied = [n for n in plain if n in taken]
             if plain and len(copied) == len(plain):
                 kind = "copied"
