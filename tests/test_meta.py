@@ -80,7 +80,7 @@ def test_an_error_mid_step_leaves_the_weights_unchanged():
 
 
 def test_options_are_checked():
-    with pytest.raises(XasrError, match="--meta-variant"):
+    with pytest.raises(XasrError, match="--meta-transfer"):
         MetaOptions(variant="second-order")
     with pytest.raises(XasrError, match="--inner-lr"):
         MetaOptions(inner_lr=0)

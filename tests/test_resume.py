@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -25,6 +25,8 @@ from xasr.config import MODEL_SIZES, TrainConfig
 from xasr.train import loop
 
 run, train_manifest, valid_manifest, cfg, kill_at, sig = sys.argv[1:]
+if train_manifest.startswith("["):  # several sources
+    train_manifest = json.loads(train_manifest)
 
 class Kill(L.Callback):
     def on_train_batch_end(self, trainer, *args):
@@ -40,11 +42,13 @@ loop.train(run, train_manifest, valid_manifest, TrainConfig(**json.loads(cfg)),
 """
 
 
-def run_training(run, corpus, cfg, kill_at: int = -1, sig: str = "SIGKILL"):
+def run_training(run, corpus, cfg, kill_at: int = -1, sig: str = "SIGKILL", train=None, dev=None):
+    """``train``: None (English), or a list of manifests; ``dev``: None (English) or one."""
     # a file, not -c: under DDP Lightning starts the other ranks by running it again
     script = run.parent / "train_script.py"
     script.write_text(TRAIN_SCRIPT)
-    args = [str(run), str(corpus.en_train), str(corpus.en_dev), json.dumps(asdict(cfg))]
+    train = str(corpus.en_train) if train is None else json.dumps([str(m) for m in train])
+    args = [str(run), train, str(dev or corpus.en_dev), json.dumps(asdict(cfg))]
     return subprocess.run(
         [sys.executable, str(script), *args, str(kill_at), sig],
         capture_output=True,
@@ -102,6 +106,31 @@ def test_killed_run_resumes_to_identical_weights(
     assert [r["step"] for r in curve] == [*range(val_every, 14, val_every), 14]
     whole_curve = [r for r in read_curve(tmp_path / "whole") if "val_cer" in r]
     assert [r["val_cer"] for r in curve] == [r["val_cer"] for r in whole_curve]
+
+
+@pytest.mark.parametrize(("variant", "devices"), [("reference", 1), ("paper", 2)])
+def test_killed_meta_transfer_run_resumes_and_finishes(
+    corpus, tmp_path, make_cfg, variant, devices
+):
+    """German as the code-switched target (query), English and German as tasks: killed with
+    SIGKILL mid-epoch, resumed, it ends with the weights of a run never killed."""
+    cfg = make_cfg(max_steps=8, val_every=3, meta_variant=variant, k_train=2, k_valid=2)
+    cfg = replace(cfg, devices=devices)
+    data = {"train": [corpus.de_train, corpus.en_train], "dev": corpus.de_dev}
+    whole = run_training(tmp_path / "whole", corpus, cfg, **data)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = run_training(tmp_path / "killed", corpus, cfg, kill_at=5, **data)
+    assert killed.returncode != 0
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3
+    resumed = run_training(tmp_path / "killed", corpus, cfg, **data)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "killed" / "result.json").read_text())["steps"] == 8
+    expected, got = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")
+    different = [name for name in expected if not torch.equal(expected[name], got[name])]
+    assert not different, f"{len(different)} tensors differ, first {different[:3]}"
+    curve = read_curve(tmp_path / "killed")
+    assert [r["step"] for r in curve if "val_cer" in r] == [3, 6, 8]
 
 
 def test_resumable_sampler_continues_the_epoch(corpus):

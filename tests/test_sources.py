@@ -184,3 +184,59 @@ def test_weights_must_match_the_manifests():
         as_sources(["a", "b", "c"], [1, 3])
     with pytest.raises(XasrError, match="weight of a"):
         as_sources(["a"], [0])
+
+
+# -- meta-transfer batches --------------------------------------------------------------------
+
+
+def meta_sources():
+    """A small target (20 cuts) and two larger sources, each cut id telling its source."""
+    return [
+        fake_cuts(20, 1.0, 3.0, seed=1),
+        fake_cuts(60, 1.0, 3.0, seed=2, prefix=source_prefix(1)),
+        fake_cuts(50, 1.0, 3.0, seed=3, prefix=source_prefix(2)),
+    ]
+
+
+@pytest.mark.parametrize(("tasks", "expected"), [("all", [0, 1, 2]), ("sources", [1, 2])])
+def test_meta_batches_come_from_their_sources(tasks, expected):
+    from xasr.data.sources import MetaBatches
+
+    sources = meta_sources()
+    # No set_epoch: Lightning need not call it before the first epoch.
+    steps = list(make_sampler(sources, 30.0, True, seed=0, meta=MetaBatches(3, 4, tasks)))
+    # An epoch is one pass over the target's query batches: every target cut once.
+    queries = [cut.id for step in steps for cut in step[-1]]
+    assert sorted(queries) == sorted(cut.id for cut in sources[0])
+    for step in steps:
+        *supports, query = step
+        assert {source_of(c) for c in query} == {0} and len(query) <= 4
+        assert [{source_of(c) for c in s} for s in supports] == [{i} for i in expected]
+        assert all(1 <= len(s) <= 3 for s in supports)
+    # The target's support batches are drawn apart from its query batches' order.
+    if tasks == "all":
+        assert [[c.id for c in s[0]] for s in steps] != [[c.id for c in s[-1]] for s in steps]
+
+
+def test_meta_batches_repeat_the_supports_and_are_reproducible():
+    from xasr.data.sources import MetaBatches
+
+    sources = [fake_cuts(40, 1.0, 2.0, seed=1), fake_cuts(6, 1.0, 2.0, seed=2, prefix="src1-")]
+
+    def epoch(e):
+        sampler = make_sampler(sources, 30.0, True, seed=5, meta=MetaBatches(2, 2, "sources"))
+        sampler.set_epoch(e)
+        return [[[c.id for c in part] for part in step] for step in sampler]
+
+    first = epoch(0)
+    assert len(first) >= 20  # 40 target cuts in queries of 2, the 6-cut task repeats
+    seen = Counter(c for step in first for c in step[0])
+    assert set(seen) == {c.id for c in sources[1]} and min(seen.values()) >= 2
+    assert epoch(0) == first and epoch(1) != first
+
+
+def test_meta_tasks_sources_needs_a_source():
+    from xasr.data.sources import MetaBatches
+
+    with pytest.raises(DataError, match="--meta-tasks sources needs a source"):
+        make_sampler([fake_cuts(5, 1, 2, 0)], 30.0, True, 0, meta=MetaBatches(2, 2, "sources"))

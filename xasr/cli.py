@@ -11,6 +11,8 @@ from pathlib import Path
 
 from xasr.config import (
     ACCELERATORS,
+    META_TASKS,
+    META_VARIANTS,
     MIXINGS,
     ON_UNKNOWN,
     PRECISIONS,
@@ -53,6 +55,12 @@ TRAIN_HELP = {
     "temperature": "T of --mixing temperature: shares as seconds^(1/T)",
     "source_batches": "mixed, or batches of one source each",
     "monitor": "dev CER early stopping watches: all, macro or a language",
+    "meta_variant": "meta-transfer learning (README): the first --train is the target",
+    "inner_lr": "meta-transfer: the inner SGD step's learning rate",
+    "meta_clip": "meta-transfer: the inner gradients' largest norm (0: none)",
+    "k_train": "meta-transfer: utterances per support batch",
+    "k_valid": "meta-transfer: utterances per query batch (from the target)",
+    "meta_tasks": "meta-transfer: all manifests are tasks, or the sources only",
 }
 TRAIN_CHOICES = {
     "accelerator": ACCELERATORS,
@@ -60,6 +68,8 @@ TRAIN_CHOICES = {
     "on_unknown": ON_UNKNOWN,
     "mixing": MIXINGS,
     "source_batches": SOURCE_BATCHES,
+    "meta_variant": META_VARIANTS,
+    "meta_tasks": META_TASKS,
 }
 TRANSFER_ONLY = ("freeze_layers", "freeze_steps")  # train() starts from scratch: nothing to freeze
 

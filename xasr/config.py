@@ -166,6 +166,18 @@ class TrainConfig:
     # The dev CER that early stopping and the best model watch: "all" (every dev utterance
     # pooled), "macro" (the mean of the languages' CERs) or a language code.
     monitor: str = "all"
+    # Meta-transfer learning (xasr.train.meta; Winata et al. 2020): None trains as usual;
+    # "paper" or "reference" makes every step a first-order MAML step of that variant. The
+    # first --train manifest is the target: query batches of k_valid utterances come from it;
+    # each task (every manifest with meta_tasks "all", as the paper; the others only with
+    # "sources") adapts on a support batch of k_train utterances with SGD at inner_lr, its
+    # gradient clipped to meta_clip (0: no clipping).
+    meta_variant: str | None = None
+    inner_lr: float = 1e-3
+    meta_clip: float = 5.0
+    k_train: int = 6
+    k_valid: int = 6
+    meta_tasks: str = "all"
 
     def __post_init__(self):
         """Every value in range before any work, the message naming key and flag."""
@@ -200,6 +212,18 @@ class TrainConfig:
         checks.one_of(n("source_batches"), self.source_batches, SOURCE_BATCHES)
         if not isinstance(self.monitor, str) or not self.monitor:
             raise XasrError(f"{n('monitor')} must be all, macro or a language code")
+        if self.meta_variant is not None:
+            checks.one_of(n("meta_variant"), self.meta_variant, META_VARIANTS)
+        checks.number(n("inner_lr"), self.inner_lr, above=0)
+        checks.number(n("meta_clip"), self.meta_clip, at_least=0)
+        checks.integer(n("k_train"), self.k_train, at_least=1)
+        checks.integer(n("k_valid"), self.k_valid, at_least=1)
+        checks.one_of(n("meta_tasks"), self.meta_tasks, META_TASKS)
+        if self.meta_variant is not None and self.precision == "16-mixed":
+            raise XasrError(
+                f"{n('meta_variant')} computes its gradients without a loss scaler: "
+                "use --precision bf16-mixed or 32-true with meta-transfer learning"
+            )
 
     @property
     def monitor_key(self) -> str:
@@ -210,6 +234,8 @@ class TrainConfig:
 ACCELERATORS = ("auto", "cpu", "gpu")
 MIXINGS = ("temperature", "weights", "balanced")  # xasr.data.sources
 SOURCE_BATCHES = ("mixed", "language")
+META_VARIANTS = ("paper", "reference")  # xasr.train.meta
+META_TASKS = ("all", "sources")  # every --train manifest is a task, or all but the target
 VOCAB_KINDS = ("char", "sentencepiece")
 ON_UNKNOWN = ("error", "unk")  # characters outside the vocabulary: stop, or map to <unk>
 # The Lightning precisions xasr trains with ("auto": bf16-mixed on CUDA, 32-true on CPU);
@@ -241,6 +267,12 @@ TRAIN_FLAGS = {
     "temperature": "--temperature",
     "source_batches": "--source-batches",
     "monitor": "--monitor",
+    "meta_variant": "--meta-transfer",
+    "inner_lr": "--inner-lr",
+    "meta_clip": "--meta-clip",
+    "k_train": "--k-train",
+    "k_valid": "--k-valid",
+    "meta_tasks": "--meta-tasks",
 }
 
 

@@ -22,7 +22,7 @@ from lhotse.audio import AudioSource
 
 from xasr.data.audio import SAMPLE_RATE, load_audio
 from xasr.data.manifest import Utterance
-from xasr.data.sources import sources_sampler
+from xasr.data.sources import MetaBatches, meta_sampler, sources_sampler
 from xasr.data.vocab import Vocab
 from xasr.errors import DataError
 
@@ -235,10 +235,16 @@ def make_sampler(
     shares: list[float] | None = None,
     mixing: str = "temperature",
     batches: str = "mixed",
+    meta: MetaBatches | None = None,
 ):
     """Duration-bucketed batches of ``cuts``, or of several sources mixed by their ``shares``
-    of the audio seconds (``xasr.data.sources.sources_sampler``)."""
+    of the audio seconds (``xasr.data.sources.sources_sampler``), or meta-transfer groups of
+    batches (``meta``: ``xasr.data.sources.meta_sampler``)."""
     sources = list(cuts) if isinstance(cuts, (list, tuple)) else [cuts]
+    if meta is not None:
+        return meta_sampler(
+            sources, meta, max_batch_seconds, seed, world_size=world_size, rank=rank
+        )
     return sources_sampler(
         sources,
         shares or [1.0 / len(sources)] * len(sources),
@@ -292,14 +298,18 @@ class AsrDataset(torch.utils.data.Dataset):
 
     Returns a dict: ``audio`` (batch, samples) float32, ``audio_lengths`` (batch,),
     ``targets`` (batch, tokens) int64 padded with 0, ``target_lengths`` (batch,), ``texts`` and
-    ``langs`` (lists of str).
+    ``langs`` (lists of str). A tuple of CutSets (a meta-transfer step, ``MetaSampler``)
+    gives ``{"supports": [batch, ...], "query": batch}``.
     """
 
     def __init__(self, vocab: Vocab, on_unknown: str = "error"):
         self.vocab = vocab
         self.on_unknown = on_unknown
 
-    def __getitem__(self, cuts: CutSet) -> dict:
+    def __getitem__(self, cuts: CutSet | tuple) -> dict:
+        if isinstance(cuts, tuple):
+            *supports, query = (self[part] for part in cuts)
+            return {"supports": supports, "query": query}
         paths, wheres, targets, texts, langs = [], [], [], [], []
         for cut in cuts:
             sup = cut.supervisions[0]
@@ -337,6 +347,7 @@ def make_loader(
     shares: list[float] | None = None,
     mixing: str = "temperature",
     batches: str = "mixed",
+    meta: MetaBatches | None = None,
 ) -> torch.utils.data.DataLoader:
     """Padded batches (``AsrDataset``) of ``cuts`` (or of several sources: ``make_sampler``).
 
@@ -345,7 +356,7 @@ def make_loader(
     """
     sampler = ResumableSampler(
         make_sampler(
-            cuts, max_batch_seconds, shuffle, seed, world_size, rank, shares, mixing, batches
+            cuts, max_batch_seconds, shuffle, seed, world_size, rank, shares, mixing, batches, meta
         )
     )
     return torch.utils.data.DataLoader(

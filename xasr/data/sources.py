@@ -19,6 +19,9 @@ epoch, which is what ``ResumableSampler`` needs to continue an epoch after a kil
 
 Replay (adapting without forgetting) is two sources: the target with weight 1 - f and the
 source language with weight f, mixed batches.
+
+Meta-transfer learning draws its batches otherwise (``MetaSampler``): each step is one support
+batch per task and one query batch of the target.
 """
 
 from __future__ import annotations
@@ -209,6 +212,82 @@ class OneSourcePerBatchSampler:
                     return
             yield batch
             step += 1
+
+
+@dataclass(frozen=True)
+class MetaBatches:
+    """How meta-transfer learning batches its sources (``TrainConfig``'s keys of the same
+    names): ``k_train`` utterances per support batch, ``k_valid`` per query batch, and which
+    sources are tasks (``all``, the target included, or ``sources``: all but the first)."""
+
+    k_train: int
+    k_valid: int
+    tasks: str = "all"
+
+    def task_indices(self, n_sources: int) -> list[int]:
+        indices = list(range(n_sources)) if self.tasks == "all" else list(range(1, n_sources))
+        if not indices:
+            raise DataError(
+                "meta-transfer with --meta-tasks sources needs a source besides the target: "
+                "give a second --train manifest, or use --meta-tasks all"
+            )
+        return indices
+
+
+class MetaSampler:
+    """Meta-transfer batches: each item is a tuple of CutSets, one support batch per task and
+    then the query batch of the target (the first source), ``(S_1, ..., S_n, Q)``.
+
+    An epoch is one pass over the target's query batches; the support samplers repeat without
+    end, each pass re-shuffled from seeds no plain epoch uses. Deterministic given the seed and
+    the epoch (``ResumableSampler`` can skip into an epoch); under DDP every rank draws its own
+    share of each sampler (lhotse's rank split), so a step averages the ranks' meta-gradients.
+    """
+
+    def __init__(self, query, supports: list):
+        self.query, self.supports = query, supports
+        # Lightning need not call set_epoch before the first epoch: the supports' own seeds
+        # from the start, or a task's support batches would repeat the target's query batches.
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.query.set_epoch(epoch)
+        for i, sampler in enumerate(self.supports):
+            sampler.set_epoch(RESTART_EPOCHS + epoch * 10_000 + i * 1_000)
+
+    def __iter__(self) -> Iterator[tuple]:
+        streams = [iter(s) for s in self.supports]
+        restarts = [0] * len(streams)
+        for query in self.query:
+            supports = []
+            for i, sampler in enumerate(self.supports):
+                batch = next(streams[i], None)
+                if batch is None:  # this task's pass ended: the next, in a fresh order
+                    restarts[i] += 1
+                    sampler.set_epoch(
+                        RESTART_EPOCHS + self.epoch * 10_000 + i * 1_000 + restarts[i]
+                    )
+                    streams[i] = iter(sampler)
+                    batch = next(streams[i])
+                supports.append(batch)
+            yield (*supports, query)
+
+
+def meta_sampler(
+    sources: list[CutSet], meta: MetaBatches, max_batch_seconds: float, seed: int, **rank
+) -> MetaSampler:
+    """``MetaSampler`` over ``sources`` (the first is the target): batches of k utterances,
+    bucketed by duration, never over ``max_batch_seconds``; ``rank``: world_size and rank."""
+    check_longest(sources, max_batch_seconds)
+    common = {"max_duration": max_batch_seconds, "shuffle": True, "seed": seed, **rank}
+    common["drop_last"] = False
+    query = bucketing_sampler(sources[0], max_cuts=meta.k_valid, **common)
+    supports = [
+        bucketing_sampler(sources[i], max_cuts=meta.k_train, **common)
+        for i in meta.task_indices(len(sources))
+    ]
+    return MetaSampler(query, supports)
 
 
 def mean_batch_seconds(sampler) -> float:

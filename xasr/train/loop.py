@@ -37,7 +37,7 @@ from xasr.data.batching import (
     to_cuts,
 )
 from xasr.data.manifest import Utterance, read_manifest
-from xasr.data.sources import as_sources, source_shares
+from xasr.data.sources import MetaBatches, as_sources, source_shares
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
 from xasr.device import training_machine
 from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
@@ -52,7 +52,8 @@ from xasr.train.checkpoint import (
     ValidateAtLastStep,
 )
 from xasr.train.curve import LOG_DIR, CurveLogger, next_attempt, write_curve
-from xasr.train.module import AsrTask
+from xasr.train.meta import MetaOptions
+from xasr.train.module import AsrTask, MetaAsrTask
 from xasr.train.progress import StepProgressBar
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class CutsData(L.LightningDataModule):
     """Builds the loaders once Lightning knows this process's rank and the world size.
 
     ``train_cuts``: one CutSet per training source, mixed by their ``shares`` of the audio
-    seconds as ``cfg.mixing``/``cfg.source_batches`` say (``xasr.data.sources``); validation
+    seconds as ``cfg.mixing``/``cfg.source_batches`` say (``xasr.data.sources``), or grouped
+    into meta-transfer steps with ``cfg.meta_variant`` (``MetaSampler``); validation
     reads ``valid_cuts`` (every dev set together).
 
     Its state, saved in every checkpoint, is where the training data stands (the epoch and how
@@ -109,7 +111,7 @@ class CutsData(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
-    def _loader(self, cuts, shuffle: bool, on_unknown: str, shares=None):
+    def _loader(self, cuts, shuffle: bool, on_unknown: str, shares=None, meta=None):
         return make_loader(
             cuts,
             self.vocab,
@@ -123,11 +125,18 @@ class CutsData(L.LightningDataModule):
             shares=shares,
             mixing=self.cfg.mixing,
             batches=self.cfg.source_batches,
+            meta=meta,
         )
 
     def train_dataloader(self):
+        cfg = self.cfg
+        meta = (
+            MetaBatches(cfg.k_train, cfg.k_valid, cfg.meta_tasks)
+            if cfg.meta_variant is not None
+            else None
+        )
         loader = self._loader(
-            self.train_cuts, shuffle=True, on_unknown=self.cfg.on_unknown, shares=self.shares
+            self.train_cuts, shuffle=True, on_unknown=cfg.on_unknown, shares=self.shares, meta=meta
         )
         if self._resume_at is not None:  # restored from a checkpoint before this is called
             loader.sampler.resume(*self._resume_at)
@@ -234,7 +243,9 @@ def train(
     check_same_data(run_dir, sources, valid_manifests, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
-    task = AsrTask(model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ())
+    task = make_task(
+        model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ()
+    )
     train_cuts = [to_cuts(part, prefix=source_prefix(i)) for i, part in enumerate(train_sets)]
     data = CutsData(train_cuts, to_cuts(valid_utts), vocab, cfg, shares)
     meta = {
@@ -301,6 +312,13 @@ def train(
     return result
 
 
+def make_task(model, vocab, cfg: TrainConfig, *args) -> AsrTask:
+    """``AsrTask``, or ``MetaAsrTask`` for meta-transfer learning (``cfg.meta_variant``)."""
+    if cfg.meta_variant is None:
+        return AsrTask(model, vocab, cfg, *args)
+    return MetaAsrTask(model, vocab, cfg, *args, meta=MetaOptions.from_train_config(cfg))
+
+
 def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
     """``cfg.monitor`` names a dev-set language (or all / macro)."""
     if cfg.monitor == "all":
@@ -318,6 +336,10 @@ def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
 
 
 DATA_FILE = "data.json"  # what a run trains and validates on, checked when it resumes
+# The TrainConfig keys that decide which batches a run trains on (its data position means
+# nothing for others) and what it monitors.
+DATA_KEYS = ("mixing", "temperature", "source_batches", "monitor")
+META_KEYS = ("meta_variant", "k_train", "k_valid", "meta_tasks")
 
 
 def check_same_data(run_dir: Path, sources, valid_manifests: list[str], cfg: TrainConfig) -> None:
@@ -327,13 +349,17 @@ def check_same_data(run_dir: Path, sources, valid_manifests: list[str], cfg: Tra
     spec = {
         "train": [[str(Path(s.manifest).resolve()), s.weight] for s in sources],
         "valid": [str(Path(m).resolve()) for m in valid_manifests],
-        **{k: getattr(cfg, k) for k in ("mixing", "temperature", "source_batches", "monitor")},
+        **{k: getattr(cfg, k) for k in DATA_KEYS},
     }
+    if cfg.meta_variant is not None:  # runs from before meta-transfer have no such keys
+        spec.update({k: getattr(cfg, k) for k in META_KEYS})
     path = run_dir / DATA_FILE
     resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if resuming and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        for key, value in spec.items():
+        keys = [*spec, *(k for k in META_KEYS if k in saved and k not in spec)]
+        for key in keys:
+            value = spec.get(key)
             if saved.get(key) != json.loads(json.dumps(value)):
                 flag = TRAIN_FLAGS.get(key, f"--{key}")
                 raise XasrError(
@@ -400,7 +426,8 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
         val_check_interval=cfg.val_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
-        gradient_clip_val=cfg.grad_clip,
+        # Meta-transfer steps by hand (manual optimisation) and clips its outer gradient itself.
+        gradient_clip_val=cfg.grad_clip if cfg.meta_variant is None else None,
         callbacks=[
             checkpoint,
             ValidateAtLastStep(),

@@ -15,8 +15,8 @@ unchanged, along one of two outer gradients, chosen by ``variant``:
   (audioku/meta-transfer-learning, ``transient_trainer.py`` with ``copy_grad``) computes it:
   its query backward adds onto the support gradients still held in ``.grad``.
 
-This module computes G; the training loop that feeds it batches and steps the optimiser is not
-built yet (see the README).
+This module computes G; ``MetaAsrTask`` (``xasr.train.module``) feeds it the support and query
+batches of ``xasr.data.sources.MetaSampler`` and steps the optimiser along it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from xasr import checks
-
-VARIANTS = ("paper", "reference")
+from xasr.config import META_VARIANTS, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,11 @@ class MetaOptions:
     def __post_init__(self):
         checks.number("--inner-lr", self.inner_lr, above=0)
         checks.number("--meta-clip", self.clip, at_least=0)
-        checks.one_of("--meta-variant", self.variant, VARIANTS)
+        checks.one_of("--meta-transfer", self.variant, META_VARIANTS)
+
+    @classmethod
+    def from_train_config(cls, cfg: TrainConfig) -> MetaOptions:
+        return cls(inner_lr=cfg.inner_lr, clip=cfg.meta_clip, variant=cfg.meta_variant)
 
 
 def meta_gradient(

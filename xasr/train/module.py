@@ -18,6 +18,7 @@ from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
 from xasr.decode.strategy import decode
+from xasr.train.meta import MetaOptions, meta_gradient
 
 
 def make_adamw(
@@ -179,6 +180,75 @@ class AsrTask(L.LightningModule):
                     group["weight_decay"] = 0.0
                 groups.append(group)
         return [g for g in groups if g["params"]]
+
+
+class MetaAsrTask(AsrTask):
+    """``AsrTask`` whose every training step is a first-order meta-transfer step
+    (``xasr.train.meta``), by Lightning's manual optimisation: each batch is
+    ``{"supports": [...], "query": ...}`` (``xasr.data.sources.MetaSampler``); the outer
+    gradient G is averaged over DDP ranks, clipped to ``cfg.grad_clip`` and stepped by the
+    same AdamW and schedule as ``AsrTask``'s. Validation is ``AsrTask``'s.
+
+    The inner steps adapt every trainable weight (those frozen for the first steps too: the
+    adaptation is undone before the outer step, whose learning rate holds them still). A
+    ``penalty`` adds its gradient at the start weights to G.
+    """
+
+    def __init__(self, *args, meta: MetaOptions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.meta = meta
+        self.automatic_optimization = False
+
+    def _loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return model.loss(batch, self._augment)[0]
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        grads, stats = meta_gradient(
+            self.model, self._loss, batch["supports"], batch["query"], self.meta
+        )
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.penalty is not None:
+            penalty = self.penalty(self.model)
+            extra = torch.autograd.grad(penalty, list(params.values()), allow_unused=True)
+            for name, g in zip(params, extra):
+                if g is not None:
+                    grads[name] = grads[name] + g
+            self.log("train_penalty", penalty.detach(), batch_size=1)
+        self._step(params, grads)
+        query = len(batch["query"]["texts"])
+        self.log("step", float(self.global_step), batch_size=1)  # updates so far, this one in
+        # train_loss is the query loss at the adapted weights: what the outer step lowers.
+        self.log("train_loss", stats["query_loss"], prog_bar=True, batch_size=query)
+        self.log("support_loss", stats["support_loss"], batch_size=query)
+        seconds = sum(b["audio_lengths"].sum() for b in [*batch["supports"], batch["query"]])
+        self.log(
+            "audio_seconds",
+            seconds / 16000,
+            reduce_fx="sum",
+            batch_size=1,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+
+    def _step(self, params: dict[str, nn.Parameter], grads: dict[str, torch.Tensor]) -> None:
+        """The outer AdamW step along ``grads``, averaged over ranks and clipped."""
+        names = list(params)
+        flat = torch.cat([grads[n].reshape(-1) for n in names])
+        if self.trainer.world_size > 1:  # one all-reduce of every gradient: the ranks' mean
+            flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        if self.cfg.grad_clip:
+            norm = float(torch.linalg.vector_norm(flat))
+            flat = flat * min(1.0, self.cfg.grad_clip / (norm + 1e-6))
+        optimizer = self.optimizers()
+        offset = 0
+        for name in names:
+            p = params[name]
+            p.grad = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.lr_schedulers().step()
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
