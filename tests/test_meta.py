@@ -1,4 +1,5 @@
-"""The first-order meta-transfer step against its formulas, on a linear model by hand."""
+"""The first-order meta-transfer step against its formulas, on a linear model by hand, and
+the training step of MetaAsrTask (Lightning manual optimisation) against AdamW along it."""
 
 from __future__ import annotations
 
@@ -110,3 +111,67 @@ def test_meta_step_through_the_model_protocol(arch):
     assert set(grads) == set(before)
     assert all(torch.isfinite(g).all() for g in grads.values())
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_training_step_moves_the_weights_by_adamw_along_the_clipped_meta_gradient(make_cfg):
+    """MetaAsrTask under Lightning: one step = meta_gradient at the start weights, clipped to
+    grad_clip, then the AdamW step at the schedule's first learning rate."""
+    import copy
+    import dataclasses
+
+    import lightning as L
+
+    from xasr.config import MODEL_SIZES
+    from xasr.models.build import build_model
+    from xasr.train.module import MetaAsrTask, lr_factor, make_adamw
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(MODEL_SIZES["tiny"], dropout=0.0), 10)
+    cfg = make_cfg(spec_augment=False, meta_variant="reference", grad_clip=0.5)
+    opts = MetaOptions.from_train_config(cfg)
+
+    def batch(seconds, seed):
+        n = int(seconds * 16000)
+        g = torch.Generator().manual_seed(seed)
+        return {
+            "audio": torch.randn(2, n, generator=g) * 0.1,
+            "audio_lengths": torch.tensor([n, n // 2]),
+            "targets": torch.tensor([[3, 4, 5], [6, 0, 0]]),
+            "target_lengths": torch.tensor([3, 1]),
+            "texts": ["abc", "d"],
+        }
+
+    step = {"supports": [batch(1.0, 1), batch(0.8, 2)], "query": batch(0.6, 3)}
+    expected = copy.deepcopy(model)
+    grads, _ = meta_gradient(
+        expected, lambda m, b: m.loss(b)[0], step["supports"], step["query"], opts
+    )
+    norm = float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads.values()])))
+    optimizer = make_adamw(
+        expected.parameters(),
+        cfg.lr * lr_factor(0, cfg.warmup_steps, cfg.max_steps),
+        cfg.weight_decay,
+        "cpu",
+    )
+    for name, p in expected.named_parameters():
+        p.grad = grads[name] * min(1.0, cfg.grad_clip / (norm + 1e-6))
+    optimizer.step()
+
+    assert norm > cfg.grad_clip  # the clipping is exercised
+    start = copy.deepcopy(model)
+    task = MetaAsrTask(model, vocab=None, cfg=cfg, meta=opts)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader([step], batch_size=None))
+    assert trainer.global_step == 1
+    for (name, got), want in zip(model.named_parameters(), expected.parameters()):
+        torch.testing.assert_close(got, want, msg=name)
+    moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), model.parameters())]
+    assert sum(moved) > len(moved) // 2  # the weights moved from their start
