@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +122,55 @@ def test_synth_builds_a_code_switched_pair(tmp_path, en_model):
 
     by = evaluate(en_model, out["dev"], progress=False)["by_stretch_language"]
     assert set(by) == {"es", "en"} and all(v["chars"] > 0 for v in by.values())
+
+
+def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model):
+    """kind: codeswitch on a few synthesized utterances: every (start, strategy) cell trains
+    its own way (meta runs record their variant, joint-finetune starts from the joint model),
+    is scored on the target and the sources, and the report names the winner."""
+    import yaml
+
+    from xasr.experiments.codeswitch import STRATEGIES, run_codeswitch
+
+    config = tmp_path / "cs.yaml"
+    recipe = {
+        "max_steps": 4,
+        "val_every": 2,
+        "warmup_steps": 1,
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "patience": 100,
+        "max_batch_seconds": 30.0,
+    }
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "codeswitch",
+                "name": "cs-tiny",
+                "target": {"pair": "es-en", "train_minutes": 0.05},
+                "sources": {"en": 0.05, "es": 0.05},
+                "synth": {"dev_utts": 2, "test_utts": 2},
+                "size": "tiny",
+                "base": str(en_model),
+                "recipe": recipe,
+                "meta": {"k_train": 2, "k_valid": 2},
+                "finetune": {"max_steps": 2},
+            }
+        )
+    )
+    results = run_codeswitch(config, out=tmp_path / "out", progress=False)
+    runs = results["runs"]
+    assert list(runs) == [f"{start}/{s}" for start in ("scratch", "base") for s in STRATEGIES]
+    for name, run in runs.items():
+        assert set(run["test"]) == {"es-en", "en", "es"}
+        assert {"mer", "cer", "wer"} <= set(run["test"]["es-en"])
+        assert [step for step, _ in run["dev_wer"]] == ([2] if "finetune" in name else [2, 4])
+        data = json.loads((Path(run["run_dir"]) / "data.json").read_text())
+        n_sources = 1 if name.endswith(("target", "finetune")) else 3
+        assert len(data["train"]) == n_sources
+        assert data.get("meta_variant") == (name.split("meta-")[1] if "meta-" in name else None)
+    fine = json.loads((tmp_path / "out/runs/base/joint-finetune/model/config.json").read_text())
+    assert "runs/base/joint/model" in json.dumps(fine)  # its source: the joint model
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Lowest es-en test MER" in report and "the paper's direction" in report
+    assert (tmp_path / "out" / "curves.png").is_file()

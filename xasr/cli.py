@@ -442,12 +442,15 @@ def cmd_rank_sources(args) -> None:
 def cmd_experiment(args) -> None:
     from xasr.experiments.runner import run_experiment
 
-    if load_yaml(args.config).get("kind") == "multilingual":
+    kind = load_yaml(args.config).get("kind")
+    if kind in ("multilingual", "codeswitch"):
+        from xasr.experiments.codeswitch import run_codeswitch
         from xasr.experiments.multilingual import run_multilingual
 
         if args.dry_run or args.only_report:
-            raise XasrError("--dry-run/--only-report: not yet for kind: multilingual experiments")
-        run_multilingual(args.config, out=args.out, progress=not args.no_progress)
+            raise XasrError(f"--dry-run/--only-report: not yet for kind: {kind} experiments")
+        run = run_multilingual if kind == "multilingual" else run_codeswitch
+        run(args.config, out=args.out, progress=not args.no_progress)
         return
     run_experiment(
         args.config,
