@@ -175,3 +175,14 @@ def test_a_training_step_moves_the_weights_by_adamw_along_the_clipped_meta_gradi
         torch.testing.assert_close(got, want, msg=name)
     moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), model.parameters())]
     assert sum(moved) > len(moved) // 2  # the weights moved from their start
+
+
+def test_meta_tasks_sources_with_one_manifest_fails_before_any_file(corpus, tmp_path, make_cfg):
+    from xasr.config import MODEL_SIZES
+    from xasr.errors import DataError
+    from xasr.train.loop import train
+
+    cfg = make_cfg(meta_variant="paper", meta_tasks="sources")
+    with pytest.raises(DataError, match="--meta-tasks sources needs a source"):
+        train(tmp_path / "run", corpus.de_train, corpus.de_dev, cfg, MODEL_SIZES["tiny"])
+    assert not (tmp_path / "run" / "vocab.json").exists()

@@ -233,6 +233,9 @@ def test_meta_batches_repeat_the_supports_and_are_reproducible():
     seen = Counter(c for step in first for c in step[0])
     assert set(seen) == {c.id for c in sources[1]} and min(seen.values()) >= 2
     assert epoch(0) == first and epoch(1) != first
+    sampler = make_sampler(sources, 30.0, True, seed=5, meta=MetaBatches(2, 2, "sources"))
+    again = [[[c.id for c in part] for part in step] for step in sampler]
+    assert again == [[[c.id for c in part] for part in step] for step in sampler]  # no set_epoch
 
 
 def test_meta_tasks_sources_needs_a_source():

@@ -242,21 +242,30 @@ class MetaSampler:
     end, each pass re-shuffled from seeds no plain epoch uses. Deterministic given the seed and
     the epoch (``ResumableSampler`` can skip into an epoch); under DDP every rank draws its own
     share of each sampler (lhotse's rank split), so a step averages the ranks' meta-gradients.
+
+    With the target among the tasks, its support and query batches are drawn independently,
+    so one step's support and query batches can share an utterance (as in the public code,
+    which samples both from the same set). Source shares (``--mixing``, ``--weights``) do not
+    apply: every task gives one support batch per step.
     """
 
     def __init__(self, query, supports: list):
         self.query, self.supports = query, supports
-        # Lightning need not call set_epoch before the first epoch: the supports' own seeds
-        # from the start, or a task's support batches would repeat the target's query batches.
-        self.set_epoch(0)
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.query.set_epoch(epoch)
-        for i, sampler in enumerate(self.supports):
-            sampler.set_epoch(RESTART_EPOCHS + epoch * 10_000 + i * 1_000)
+
+    def _support_epoch(self, task: int, restarts: int) -> int:
+        """The epoch number of task ``task``'s pass ``restarts`` of this epoch: distinct for
+        every (epoch, task, pass) below 2^20 tasks and passes, and from every plain epoch."""
+        return RESTART_EPOCHS + (self.epoch << 40) + (task << 20) + restarts
 
     def __iter__(self) -> Iterator[tuple]:
+        # Every iteration of an epoch starts the supports afresh: the same batches each time.
+        for i, sampler in enumerate(self.supports):
+            sampler.set_epoch(self._support_epoch(i, 0))
         streams = [iter(s) for s in self.supports]
         restarts = [0] * len(streams)
         for query in self.query:
@@ -265,9 +274,7 @@ class MetaSampler:
                 batch = next(streams[i], None)
                 if batch is None:  # this task's pass ended: the next, in a fresh order
                     restarts[i] += 1
-                    sampler.set_epoch(
-                        RESTART_EPOCHS + self.epoch * 10_000 + i * 1_000 + restarts[i]
-                    )
+                    sampler.set_epoch(self._support_epoch(i, restarts[i]))
                     streams[i] = iter(sampler)
                     batch = next(streams[i])
                 supports.append(batch)

@@ -222,6 +222,8 @@ def train(
     run_dir = output_dir(run_dir)
     training_machine(cfg)  # a GPU asked for where there is none: before reading any data
     sources = as_sources(train_manifest)
+    if cfg.meta_variant is not None:  # before any file is written (a vocabulary, a data record)
+        MetaBatches(cfg.k_train, cfg.k_valid, cfg.meta_tasks).task_indices(len(sources))
     valid_manifests = [s.manifest for s in as_sources(valid_manifest)]
     train_sets = [
         load_split(s.manifest, skip_bad, "train" if len(sources) == 1 else f"train[{i + 1}]")
