@@ -25,8 +25,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from xasr.config import TrainConfig, from_dict, load_yaml
+from xasr.config import TrainConfig, from_dict
 from xasr.errors import XasrError
+from xasr.experiments.config import load_named_yaml
 from xasr.io import write_text
 
 KEYS = (
@@ -78,12 +79,7 @@ class Setting:
 
 
 def read_setting(config: str | Path, out: str | Path | None = None) -> Setting:
-    data = load_yaml(config)
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise XasrError(f"{config}: unknown key(s) {', '.join(unknown)}; allowed: {KEYS}")
-    if not isinstance(data.get("name"), str) or not data["name"]:
-        raise XasrError(f"{config}: missing key 'name'")
+    data = load_named_yaml(config, KEYS)
     target = data.get("target") or {}
     if not isinstance(target, dict) or "-" not in str(target.get("pair", "")):
         raise XasrError(f"{config}: target must give a code-switched pair, e.g. {{pair: es-en}}")

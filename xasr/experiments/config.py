@@ -209,6 +209,17 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
     )
 
 
+def load_named_yaml(config: str | Path, keys) -> dict:
+    """A ``kind:`` experiment's YAML: only ``keys``, and a non-empty ``name``."""
+    data = load_yaml(config)
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise XasrError(f"{config}: unknown key(s) {', '.join(unknown)}; allowed: {keys}")
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise XasrError(f"{config}: missing key 'name'")
+    return data
+
+
 def _check_keys(data: dict, allowed, where: str) -> None:
     unknown = sorted(set(data) - set(allowed), key=str)
     if unknown:

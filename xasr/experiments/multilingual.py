@@ -17,9 +17,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from xasr.config import TrainConfig, from_dict, load_yaml
+from xasr.config import TrainConfig, from_dict
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
+from xasr.experiments.config import load_named_yaml
 from xasr.io import write_text
 
 KEYS = ("kind", "name", "out", "languages", "synth", "arch", "size", "recipe", "joint")
@@ -31,12 +32,7 @@ def run_multilingual(config: str | Path, out: str | Path | None = None, progress
     from xasr.models.build import model_config
     from xasr.train.loop import train
 
-    data = load_yaml(config)
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise XasrError(f"{config}: unknown key(s) {', '.join(unknown)}; allowed: {KEYS}")
-    if not isinstance(data.get("name"), str) or not data["name"]:
-        raise XasrError(f"{config}: missing key 'name'")
+    data = load_named_yaml(config, KEYS)
     languages = data.get("languages") or {}
     if not isinstance(languages, dict) or len(languages) < 2:
         raise XasrError(f"{config}: languages must map two or more codes to train minutes")
