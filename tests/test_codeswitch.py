@@ -174,3 +174,26 @@ def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Lowest es-en test MER" in report and "the paper's direction" in report
     assert (tmp_path / "out" / "curves.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("target: {pair: es}\n", "code-switched pair"),
+        ("strategies: [maml]\n", r"strategies: unknown \['maml'\]"),
+        ("starts: [base]\n", "name the base model"),
+        ("starts: [scratch]\nmeta: {k_train: 0}\n", "k_train"),
+    ],
+)
+def test_codeswitch_config_errors_name_the_key(tmp_path, extra, message):
+    from xasr.errors import XasrError
+    from xasr.experiments.codeswitch import read_setting
+
+    base = {"target": "target: {pair: es-en}\n", "sources": "sources: {en: 1}\n"}
+    if extra.startswith("target"):
+        base["target"] = extra
+        extra = ""
+    config = tmp_path / "cs.yaml"
+    config.write_text("kind: codeswitch\nname: c\n" + "".join(base.values()) + extra)
+    with pytest.raises(XasrError, match=message):
+        read_setting(config)
