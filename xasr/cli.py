@@ -289,15 +289,21 @@ def cmd_transfer(args) -> None:
     for name, path in tests.items():
         if not Path(path).is_file():
             raise XasrError(f"--{name}-test {path} does not exist or is not a file")
-    result = transfer(
-        args.out,
-        training_sources(args),
-        args.valid,
-        opts,
-        train_config(args),
-        skip_bad=args.skip_bad,
-        progress=not args.no_progress,
-    )
+    if args.strategy == "st-enhanced":
+        result = st_enhanced(args, opts)
+    else:
+        for flag in ("source_speech", "source_valid", "st_run", "st_config"):
+            if getattr(args, flag):
+                raise XasrError(f"--{flag.replace('_', '-')} needs --strategy st-enhanced")
+        result = transfer(
+            args.out,
+            training_sources(args),
+            args.valid,
+            opts,
+            train_config(args),
+            skip_bad=args.skip_bad,
+            progress=not args.no_progress,
+        )
     print(json.dumps(result.to_json(), indent=1))
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -311,6 +317,41 @@ def cmd_transfer(args) -> None:
         results = evaluate_before_after(args.source, result.model_dir, tests)
         save_before_after(args.out, results)
         print(before_after_table(results))
+
+
+def st_enhanced(args, opts):
+    """``transfer --strategy st-enhanced``: the chain of ``xasr.transfer.st``."""
+    from xasr.transfer.st import StOptions, st_enhanced_transfer
+
+    if not args.source_speech:
+        raise XasrError("--strategy st-enhanced needs --source-speech M (source-language speech)")
+    st = StOptions(
+        source_speech=args.source_speech,
+        translate_with=args.translate_with,
+        source_valid=args.source_valid,
+        heldout_utts=args.st_heldout,
+        lang=args.target_lang,
+        translator_command=args.translator_command,
+        translator_model=args.translator_model,
+        st_run=args.st_run,
+    )
+    cfg = train_config(args)
+    st_cfg = None
+    if args.st_config:
+        if not Path(args.st_config).is_file():
+            raise XasrError(f"--st-config {args.st_config} does not exist")
+        st_cfg = from_dict(TrainConfig, load_yaml(args.st_config), args.st_config)
+    return st_enhanced_transfer(
+        args.out,
+        training_sources(args),
+        args.valid,
+        opts,
+        st,
+        cfg,
+        st_cfg,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
 
 
 def cmd_evaluate(args) -> None:
@@ -547,6 +588,28 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--fisher-batches", type=int, default=20, metavar="N")
     forget.add_argument("--source-test", metavar="M", help="after training: CER before/after")
     forget.add_argument("--target-test", metavar="M", help="... and on the target's test set")
+    st = p.add_argument_group("speech-translation-enhanced transfer (README)")
+    st.add_argument(
+        "--strategy",
+        choices=["direct", "st-enhanced"],
+        default="direct",
+        help="st-enhanced: through a speech-translation model (source speech -> target text)",
+    )
+    st.add_argument("--source-speech", metavar="M", help="source-language speech to translate")
+    st.add_argument("--source-valid", metavar="M", help="held-out source speech (ST dev, BLEU)")
+    st.add_argument(
+        "--st-heldout", type=int, default=50, metavar="N", help="without --source-valid: N lines"
+    )
+    st.add_argument(
+        "--translate-with", choices=["dictionary", "apertium", "command", "hf"], default="apertium"
+    )
+    st.add_argument(
+        "--translator-command", metavar="CMD", help="command: the program; apertium: its modes"
+    )
+    st.add_argument("--translator-model", metavar="DIR", help="hf: a local translation model")
+    st.add_argument("--target-lang", help="the target language (default: the manifest's lang)")
+    st.add_argument("--st-run", metavar="DIR", help="the ST stage's directory (default OUT/st)")
+    st.add_argument("--st-config", metavar="YAML", help="the ST stage's recipe (default: --config)")
     add_train_options(p, transfer=True)
     p.set_defaults(func=cmd_transfer)
 

@@ -205,3 +205,16 @@ def _attributed(chunks, langs: list[str]) -> dict[str, int]:
             at = chunk.ref_start_idx - 1 if chunk.ref_start_idx > 0 else 0
             out[langs[min(at, len(langs) - 1)]] += chunk.hyp_end_idx - chunk.hyp_start_idx
     return out
+
+
+def translation_scores(references: list[str], hypotheses: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu's defaults, 0-100) of ``hypotheses`` against one
+    reference each: a speech-translation model's quality (``xasr.transfer.st``)."""
+    import sacrebleu
+
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
+    return {
+        "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+        "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+    }

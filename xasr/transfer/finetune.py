@@ -139,10 +139,13 @@ def transfer(
     cfg: TrainConfig,
     skip_bad: bool = False,
     progress: bool = True,
+    vocab_manifests: list | None = None,
 ) -> TrainResult:
     """Transfer ``opts.source`` to the target manifests and train (or resume) in ``run_dir``.
 
-    With replay, the target vocabulary is built from the target and replay texts. L2-SP/EWC
+    The target vocabulary is built from the training texts (with replay, the target's and the
+    replay's), or from those of ``vocab_manifests`` when given (a speech-translation model's
+    vocabulary is its target recognizer's: ``xasr.transfer.st``). L2-SP/EWC
     reference weights are the source's, taken again from the source on a resume (and restored
     from the checkpoint); the Fisher is estimated once and kept in RUN/fisher.safetensors.
     """
@@ -163,7 +166,9 @@ def transfer(
     vocab = (
         load_vocab(run_dir)
         if resuming
-        else target_vocab(train_manifest, cfg, source_vocab, opts.replay_manifest)
+        else target_vocab(
+            vocab_manifests or train_manifest, cfg, source_vocab, opts.replay_manifest
+        )
     )
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, len(vocab))
