@@ -9,8 +9,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng fortunes fortunes-es fortunes-de fortunes-it fortunes-br fortunes-zh libsndfile1
 # FreeDict bilingual dictionaries (xasr.data.lexicon): word-by-word translation, offline.
 APT_PACKAGES += dict-freedict-spa-eng dict-freedict-eng-spa
-# Apertium rule-based English-Spanish MT (xasr translate --backend apertium).
-APT_PACKAGES += apertium-eng-spa
+# ... and the English-German/-Italian/-Portuguese ones: pseudo-labels of the ST experiments.
+APT_PACKAGES += dict-freedict-eng-deu dict-freedict-eng-ita dict-freedict-eng-por
+# Apertium rule-based English-Spanish MT (xasr translate --backend apertium), and the
+# Spanish-Portuguese pair for pivoting English to Portuguese (modes eng-spa,es-pt).
+APT_PACKAGES += apertium-eng-spa apertium-es-pt
 # Compilers, headers and libraries for kenlm (the Python package builds from source) and lmplz.
 APT_PACKAGES += g++ cmake python3-dev libboost-program-options-dev libboost-system-dev libboost-thread-dev \
 	libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev

@@ -168,3 +168,93 @@ def test_translation_scores():
     assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
     worse = translation_scores(["el gato negro come pescado"], ["el perro negro come carne"])
     assert worse["bleu"] < 50 and worse["chrf"] < perfect["chrf"]
+
+
+def test_st_transfer_experiment_runs_every_cell_and_reports(tmp_path, en_aed_dir):
+    """kind: st-transfer on a few synthesized utterances: scratch, direct and an ST cell per
+    translator; the ST cell's recognizer starts from its ST model; the report compares them."""
+    import yaml
+
+    from xasr.experiments.st_transfer import run_st_transfer
+
+    recipe = {
+        "max_steps": 4,
+        "val_every": 2,
+        "warmup_steps": 1,
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "patience": 100,
+        "max_batch_seconds": 30.0,
+    }
+    sed = {"name": "sed", "backend": "command", "command": "sed -e s/the/el/g"}
+    config = tmp_path / "st.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "st-transfer",
+                "name": "st-tiny",
+                "source": {"lang": "en", "train_minutes": 0.1},
+                "targets": {"es": {"train_minutes": 0.05, "translators": [sed]}},
+                "synth": {"dev_utts": 2, "test_utts": 2},
+                "base": str(en_aed_dir),
+                "recipe": recipe,
+                "st_recipe": {"max_steps": 2},
+            }
+        )
+    )
+    results = run_st_transfer(config, out=tmp_path / "out", progress=False)
+    cells = results["runs"]["es"]
+    assert list(cells) == ["scratch", "direct", "st-sed"]
+    st = cells["st-sed"]["st"]
+    assert st["steps"] == 2 and {"bleu", "chrf", "untranslated_words"} <= set(st)
+    st_model = tmp_path / "out" / "st" / "es-sed" / "model"
+    transfer = json.loads((tmp_path / "out/runs/es/st-sed/transfer.json").read_text())
+    assert transfer["source"] == str(st_model)
+    direct = json.loads((tmp_path / "out/runs/es/direct/transfer.json").read_text())
+    assert direct["source"] == str(en_aed_dir)
+    scratch = json.loads((tmp_path / "out/runs/es/scratch/model/config.json").read_text())
+    assert scratch["model"]["architecture"] == "aed"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "the paper's direction" in report and "en->es (sed)" in report
+    assert (tmp_path / "out" / "curves-es.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("source: {train_minutes: 3}\n", "source must give"),
+        ("targets: {es: {translators: [babelfish]}}\n", "a translator is a backend"),
+        ("targets: {es: {translators: []}}\n", "at least one"),
+    ],
+)
+def test_st_transfer_config_errors_name_the_key(tmp_path, text, message):
+    from xasr.experiments.st_transfer import read_setting
+
+    parts = {
+        "source": "source: {lang: en}\n",
+        "targets": "targets: {es: {translators: [dictionary]}}\n",
+    }
+    parts[text.split(":")[0]] = text
+    config = tmp_path / "st.yaml"
+    config.write_text("kind: st-transfer\nname: s\nbase: en-small-aed\n" + "".join(parts.values()))
+    with pytest.raises(XasrError, match=message):
+        read_setting(config)
+
+
+def test_command_line_names_what_the_chain_misses(xasr, corpus, en_aed_dir, tmp_path):
+    import subprocess
+
+    common = [xasr, "transfer", "--from", str(en_aed_dir), "--train", str(corpus.de_train)]
+    common += ["--valid", str(corpus.de_dev), "--out", str(tmp_path / "run")]
+    for extra, message in (
+        (["--source-speech", str(corpus.en_train)], "--source-speech needs --strategy st-enhanced"),
+        (["--strategy", "st-enhanced"], "needs --source-speech M"),
+        (
+            ["--strategy", "st-enhanced", "--source-speech", str(tmp_path / "gone.jsonl")],
+            "--source-speech",
+        ),
+    ):
+        done = subprocess.run(common + extra, check=False, capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0]

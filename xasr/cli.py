@@ -484,13 +484,18 @@ def cmd_experiment(args) -> None:
     from xasr.experiments.runner import run_experiment
 
     kind = load_yaml(args.config).get("kind")
-    if kind in ("multilingual", "codeswitch"):
+    if kind in ("multilingual", "codeswitch", "st-transfer"):
         from xasr.experiments.codeswitch import run_codeswitch
         from xasr.experiments.multilingual import run_multilingual
+        from xasr.experiments.st_transfer import run_st_transfer
 
         if args.dry_run or args.only_report:
             raise XasrError(f"--dry-run/--only-report: not yet for kind: {kind} experiments")
-        run = run_multilingual if kind == "multilingual" else run_codeswitch
+        run = {
+            "multilingual": run_multilingual,
+            "codeswitch": run_codeswitch,
+            "st-transfer": run_st_transfer,
+        }[kind]
         run(args.config, out=args.out, progress=not args.no_progress)
         return
     run_experiment(
@@ -517,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--command",
         dest="translator_command",  # not "command": the sub-command's own name lives there
-        help="command: the program; apertium: its modes (eng-spa,spa-por)",
+        help="command: the program; apertium: its modes (eng-spa,es-pt)",
     )
     p.add_argument("--model", help="hf: a local translation model directory (Marian and alike)")
     p.add_argument("--out", required=True, help="the translated manifest")

@@ -7,7 +7,7 @@ and ``info()``:
 * ``dictionary``: word by word through a FreeDict dictionary (``xasr.data.lexicon``), the weak
   "low-resource MT"; a word without an entry stays as it is and counts as untranslated;
 * ``apertium``: Debian's rule-based MT (``apertium-eng-spa``: mode ``eng-spa``), every line
-  through one process (a mode list such as ``eng-spa,spa-por`` pivots); words it does not know
+  through one process (a mode list such as ``eng-spa,es-pt`` pivots); words it does not know
   (marked ``*`` by Apertium) count as untranslated and lose the mark;
 * ``command``: any program that reads lines on stdin and writes one translation per line;
 * ``hf``: a Hugging Face sequence-to-sequence translation model (Marian and alike) from a local
@@ -102,7 +102,7 @@ class CommandTranslator:
 
 
 class ApertiumTranslator(CommandTranslator):
-    """``modes``: Apertium modes applied in turn (``eng-spa``; ``eng-spa,spa-por`` pivots)."""
+    """``modes``: Apertium modes applied in turn (``eng-spa``; ``eng-spa,es-pt`` pivots)."""
 
     name = "apertium"
 
