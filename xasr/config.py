@@ -121,9 +121,39 @@ AED_SIZES: dict[str, AedConfig] = {
     ),
 }
 
+PRETRAINED_FAMILIES = ("wav2vec2", "hubert", "wav2vec2-conformer", "whisper")
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """A speech encoder pretrained by others (``xasr.models.pretrained``): a wav2vec2,
+    wav2vec2-conformer, HuBERT or XLS-R model, or Whisper's encoder, with a linear CTC head.
+    ``hf_config`` is the Hugging Face config (``config.json``) the encoder is rebuilt from;
+    ``source`` says where it was imported from (information only)."""
+
+    family: str
+    hf_config: dict
+    architecture: str = "pretrained-ctc"
+    freeze_feature_encoder: bool = True  # wav2vec2-like: the convolutional feature encoder
+    normalize_waveform: bool = True  # wav2vec2-like: each utterance to zero mean, unit variance
+    source: str = ""
+
+    def __post_init__(self):
+        checks.one_of("architecture", self.architecture, ("pretrained-ctc",))
+        checks.one_of("family", self.family, PRETRAINED_FAMILIES)
+        checks.boolean("freeze_feature_encoder", self.freeze_feature_encoder)
+        checks.boolean("normalize_waveform", self.normalize_waveform)
+        if not isinstance(self.hf_config, dict) or "model_type" not in self.hf_config:
+            raise XasrError("hf_config must be a Hugging Face config with its model_type")
+
+
 # One config dataclass per architecture; a model directory's config.json names its own.
-ARCHITECTURES: dict[str, type] = {"conformer-ctc": ModelConfig, "aed": AedConfig}
-SIZES: dict[str, dict] = {"conformer-ctc": MODEL_SIZES, "aed": AED_SIZES}
+ARCHITECTURES: dict[str, type] = {
+    "conformer-ctc": ModelConfig,
+    "aed": AedConfig,
+    "pretrained-ctc": PretrainedConfig,
+}
+SIZES: dict[str, dict] = {"conformer-ctc": MODEL_SIZES, "aed": AED_SIZES, "pretrained-ctc": {}}
 ARCH_FLAGS = {"ctc": "conformer-ctc", "aed": "aed"}  # --arch values
 
 

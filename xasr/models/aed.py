@@ -229,6 +229,10 @@ class AedModel(nn.Module):
         """Parameters that copy by name from a source (less ``vocab_params``)."""
         return ("frontend.", "encoder.", "decoder.")
 
+    def fixed_parameters(self) -> tuple[str, ...]:
+        """Parameters that never train (none)."""
+        return ()
+
 
 def build_aed(cfg: AedConfig, vocab_size: int) -> AedModel:
     if cfg.frontend == "vgg":

@@ -59,7 +59,13 @@ def build_aed(cfg: AedConfig, vocab_size: int) -> nn.Module:
     return build(cfg, vocab_size)
 
 
-BUILDERS = {"conformer-ctc": build_ctc, "aed": build_aed}
+def build_pretrained(cfg, vocab_size: int) -> nn.Module:
+    from xasr.models.pretrained import build_pretrained as build
+
+    return build(cfg, vocab_size)
+
+
+BUILDERS = {"conformer-ctc": build_ctc, "aed": build_aed, "pretrained-ctc": build_pretrained}
 
 
 def save_model_dir(
@@ -96,6 +102,11 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig | AedConfig, d
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
+        if "model" not in meta and "model_type" in meta:
+            raise CheckpointError(
+                f"{directory} is a Hugging Face {meta['model_type']} directory, not an xasr "
+                "model: transfer from it (xasr transfer --from DIR) to make one"
+            )
         arch = meta["model"].get("architecture", "conformer-ctc")
         if arch not in ARCHITECTURES:
             raise CheckpointError(
@@ -107,10 +118,24 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig | AedConfig, d
 
 
 def load_model_dir(
-    directory: str | Path, device: str | torch.device = "cpu"
+    directory: str | Path, device: str | torch.device = "cpu", need_head: bool = True
 ) -> tuple[nn.Module, ModelConfig | AedConfig, Vocab]:
-    """Load a model directory (or shipped model name) for inference or as a transfer source."""
+    """Load a model directory (or shipped model name) for inference or as a transfer source.
+
+    A Hugging Face or CTranslate2 directory of a pretrained speech encoder is imported
+    (``xasr.models.pretrained``); one without a CTC head has no vocabulary: its vocab is None
+    with ``need_head=False`` (a transfer source), an error otherwise."""
     directory = resolve_model(directory)
+    from xasr.models.pretrained import foreign_kind, import_pretrained
+
+    if foreign_kind(directory):
+        model, cfg, vocab = import_pretrained(directory)
+        if vocab is None and need_head:
+            raise CheckpointError(
+                f"{directory} is a pretrained encoder without a CTC head: transfer it to your "
+                f"data first (xasr transfer --from {directory} ...)"
+            )
+        return model.to(device).eval(), cfg, vocab
     cfg, _ = read_model_config(directory)
     vocab = load_vocab(directory)
     model = build_model(cfg, len(vocab))

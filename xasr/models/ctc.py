@@ -1,9 +1,10 @@
 """The CTC model: features, front end, encoder, linear head. A vocabulary change is a head swap.
 
 The model protocol every training, transfer and decoding path relies on (and that the attention
-encoder-decoder, ``xasr.models.aed``, implements the same way): ``encode(audio, lengths)``,
-``ctc_log_probs(states)``, ``loss(batch)``, ``default_decoder(vocab)``, ``vocab_params()``,
-``transferable_prefixes()`` and ``encoder.layers`` (layer surgery). ``forward`` gives the CTC
+encoder-decoder, ``xasr.models.aed``, and the pretrained encoders, ``xasr.models.pretrained``,
+implement the same way): ``encode(audio, lengths)``, ``ctc_log_probs(states)``, ``loss(batch)``,
+``default_decoder(vocab)``, ``vocab_params()``, ``transferable_prefixes()``,
+``fixed_parameters()`` and ``encoder.layers`` (layer surgery). ``forward`` gives the CTC
 log-probabilities of audio (what the ONNX export computes).
 """
 
@@ -89,3 +90,8 @@ class CtcModel(nn.Module):
     def transferable_prefixes(self) -> tuple[str, ...]:
         """Parameters that do not depend on the vocabulary and copy by name from a source."""
         return ("frontend.", "encoder.")
+
+    def fixed_parameters(self) -> tuple[str, ...]:
+        """Parameters that never train, whatever is frozen (none here; a pretrained wav2vec2's
+        convolutional feature encoder, ``xasr.models.pretrained``)."""
+        return ()

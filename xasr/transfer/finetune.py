@@ -161,7 +161,10 @@ def transfer(
             raise ValueError("a source model is required unless training from scratch with a size")
         source, source_cfg, source_vocab = None, opts.expect, None
     else:
-        source, source_cfg, source_vocab = load_model_dir(resolve_model(opts.source))
+        # a pretrained encoder without a CTC head comes without a vocabulary (None)
+        source, source_cfg, source_vocab = load_model_dir(
+            resolve_model(opts.source), need_head=False
+        )
     model_cfg = target_config(source_cfg, opts)
     vocab = (
         load_vocab(run_dir)
@@ -195,10 +198,11 @@ def transfer(
     if (plan.copied or plan.vocab_rows) and not resuming:
         vocabs = (source_vocab, vocab)
         report.update(initialise_from_source(model, source, plan, vocabs, model_cfg, cfg.seed))
-    frozen_until = plan.frozen if cfg.freeze_steps else frozenset()
-    if not cfg.freeze_steps:
-        for name, param in model.named_parameters():
-            param.requires_grad_(name not in plan.frozen)
+    fixed = frozenset(model.fixed_parameters())  # never train, even after --freeze-steps
+    frozen_until = plan.frozen - fixed if cfg.freeze_steps else frozenset()
+    still = fixed if cfg.freeze_steps else plan.frozen
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in still)
     run_dir.mkdir(parents=True, exist_ok=True)
     penalty = None
     if opts.l2sp_weight or opts.ewc_weight:

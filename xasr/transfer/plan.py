@@ -86,9 +86,11 @@ def plan_transfer(
 ) -> TransferPlan:
     """The plan for ``model`` (the target, built with ``vocab``) from a source with
     ``source_vocab`` and parameter shapes ``source_shapes`` (None for scratch)."""
-    copies = not scratch and source_vocab is not None
+    # a source without a vocabulary (a pretrained encoder with no CTC head) gives its weights
+    # but no head rows
+    copies = not scratch and source_shapes is not None
     token_map = None
-    if copies and not reinit_head:
+    if copies and not reinit_head and source_vocab is not None:
         token_map = map_tokens(vocab.tokens, source_vocab.tokens, read_user_map(token_map_file))
     n_layers = len(model.encoder.layers)
     if not 0 <= drop_layers <= n_layers:
@@ -97,7 +99,7 @@ def plan_transfer(
         )
     dropped = tuple(range(n_layers - drop_layers, n_layers)) if copies and drop_layers else ()
     copied, rows = (), ()
-    frozen = frozenset(frozen_parameter_names(model, freeze_layers))
+    frozen = frozenset(frozen_parameter_names(model, freeze_layers)) | set(model.fixed_parameters())
     if copies:
         copied = copyable(model, source_shapes or {}, strict=same_family)
         rows = vocab_rows_in(model, source_shapes or {})
