@@ -15,6 +15,7 @@ from xasr.config import SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
 from xasr.errors import XasrError
 from xasr.experiments.demo import DEMO_RECIPE
 from xasr.models.build import model_config, read_model_config, resolve_model
+from xasr.models.pretrained import foreign_kind
 from xasr.transfer.finetune import TransferOptions
 
 CONFIG_KEYS = (
@@ -395,9 +396,24 @@ def _base(entry, out: Path, where: str) -> Base:
     if default_name == "model":  # a run directory's model: name it after the run
         default_name = Path(model).resolve().parent.name
     name = _name(entry.get("name") or default_name, f"{where}: name")
+    if foreign_kind(directory):  # a pretrained encoder's directory: tagged without loading it
+        return Base(name, model, None, foreign_arch_tag(directory))
     model_cfg, _ = read_model_config(directory)
     vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
     return Base(name, model, None, arch_tag(model_cfg, vocab.get("kind", "char")))
+
+
+def foreign_arch_tag(directory: Path) -> str:
+    """``pretrained-<model type>-<digest>`` for a Hugging Face or CTranslate2 directory
+    (``xasr.models.pretrained``), without loading it: its scratch cells share this tag."""
+    config = directory / "config.json"
+    text = config.read_bytes() if config.is_file() else b""
+    kind = foreign_kind(directory)
+    if kind == "hf":
+        kind = json.loads(text)["model_type"]
+    else:  # CTranslate2's config.json says little of the architecture: add the weights' size
+        text += str((directory / "model.bin").stat().st_size).encode()
+    return f"pretrained-{kind}-{hashlib.sha1(text).hexdigest()[:6]}"
 
 
 def recipe_model(recipe: dict, recipe_path):
