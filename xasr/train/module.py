@@ -130,6 +130,7 @@ class AsrTask(L.LightningModule):
         log("step", float(self.global_step))  # updates so far
         log("val_cer", total.cer, prog_bar=True)
         log("val_wer", total.wer, prog_bar=True)
+        log("val_mer", total.mer)  # = val_wer without CJK text; code-switched Mandarin's score
         for lang, counts in zip(self.val_langs, by_lang):
             log(f"val_cer_{lang}", counts.cer)
             log(f"val_wer_{lang}", counts.wer)

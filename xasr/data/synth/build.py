@@ -145,12 +145,12 @@ def _params(
 def code_switch_params(lang) -> dict:
     """The switching settings and the dictionary (path, size, SHA-1 of its index) of a pair;
     a missing dictionary is an error here, before any old build is removed."""
-    from xasr.data.lexicon import FreeDict
+    from xasr.data.lexicon import lexicon_for
     from xasr.data.synth.codeswitch import MAX_WORDS, SWITCH_RATE
 
-    index = FreeDict.pair(lang.text_lang, lang.embedded).index_path
-    digest = hashlib.sha1(index.read_bytes()).hexdigest()
-    return {"rate": SWITCH_RATE, "max_words": MAX_WORDS, "dictionary": [str(index), digest]}
+    source = lexicon_for(lang.text_lang, lang.embedded).source_file
+    digest = hashlib.sha1(source.read_bytes()).hexdigest()
+    return {"rate": SWITCH_RATE, "max_words": MAX_WORDS, "dictionary": [str(source), digest]}
 
 
 @lru_cache(maxsize=1)

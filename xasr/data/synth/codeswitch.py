@@ -6,8 +6,9 @@ switch points.
 Each sentence records its stretches: character offsets into the text and the language of
 each, covering the whole text, so scoring can count errors within each language.
 
-``xasr synth --langs es-en`` builds such a set (``xasr.data.synth.plan``); each manifest line
-has ``stretches``.
+``xasr synth --langs es-en`` (FreeDict) or ``zh-en`` (CC-CEDICT, Chinese segmented by the
+dictionary) builds such a set (``xasr.data.synth.plan``); each manifest line has
+``stretches``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from xasr.data.text import normalize_text
 
 SWITCH_RATE = 0.25  # about this share of a sentence's words are switched
 MAX_WORDS = 3  # words per switched stretch, at most
+WORD_JOINERS = {"zh": ""}  # what joins two words of a language (default a space)
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,12 @@ def switch_words(
 ) -> CodeSwitched | None:
     """Switch stretches of ``text`` (matrix language, normalised) into ``embedded``.
 
-    About ``rate`` of the words are switched (at least one stretch), in stretches of 1 to
+    The words are ``lexicon.segment(text)`` (split at spaces; Chinese, by the dictionary).
+    About ``rate`` of them are switched (at least one stretch), in stretches of 1 to
     ``max_words`` words that all have a translation in ``lexicon`` (``translate(word) -> str |
     None``), never two stretches side by side. None when no word can switch.
     """
-    words = text.split()
+    words = lexicon.segment(text)
     translations = [_translation(lexicon, w, embedded) for w in words]
     switched = [False] * len(words)
     target = max(1, round(rate * len(words)))
@@ -93,11 +96,13 @@ def _translation(lexicon, word: str, lang: str) -> str | None:
 
 
 def _assemble(words, translations, switched, matrix: str, embedded: str) -> CodeSwitched:
+    """The text, its stretches one space apart; within a stretch, words joined as their
+    language writes them (Chinese without spaces)."""
     pieces: list[tuple[str, str]] = []  # (language, text) runs
     for word, translation, on in zip(words, translations, switched):
         lang, token = (embedded, translation) if on else (matrix, word)
         if pieces and pieces[-1][0] == lang:
-            pieces[-1] = (lang, pieces[-1][1] + " " + token)
+            pieces[-1] = (lang, pieces[-1][1] + WORD_JOINERS.get(lang, " ") + token)
         else:
             pieces.append((lang, token))
     text, stretches = "", []

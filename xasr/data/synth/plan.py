@@ -5,7 +5,6 @@ whatever the number of workers."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -118,23 +117,17 @@ def plan_utterances(build: Build, split: str, index: int, pool: list[Sentence]) 
 def _code_switched(job: Job, lang: SynthLanguage, rng: np.random.Generator) -> Job:
     """The job with stretches of its text switched into the embedded language (monolingual,
     one stretch, when no word of it has a translation)."""
+    from xasr.data.lexicon import lexicon_for
     from xasr.data.synth.codeswitch import CodeSwitched, Stretch, ssml, switch_words
 
     switched = switch_words(
-        job.text, _lexicon(lang.text_lang, lang.embedded), rng, lang.text_lang, lang.embedded
+        job.text, lexicon_for(lang.text_lang, lang.embedded), rng, lang.text_lang, lang.embedded
     )
     if switched is None:
         switched = CodeSwitched(job.text, (Stretch(0, len(job.text), lang.text_lang),))
     voices = {lang.text_lang: job.speaker.voice, lang.embedded: lang.embedded_voice}
     markup = ssml(switched, voices, job.speaker.variant)
     return dataclasses.replace(job, text=switched.text, ssml=markup, stretches=switched.stretches)
-
-
-@functools.cache
-def _lexicon(source: str, target: str):
-    from xasr.data.lexicon import FreeDict
-
-    return FreeDict.pair(source, target)
 
 
 def _draw_voice(rng: np.random.Generator, lang: SynthLanguage, variants: Sequence[str]) -> Voice:

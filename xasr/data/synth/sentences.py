@@ -85,6 +85,8 @@ SYNTH_LANGUAGES: dict[str, SynthLanguage] = {
         # Plain "cmn" reads many ideographs as pinyin spelled in English ("tian one");
         # the pinyin voice reads them as Mandarin.
         SynthLanguage("cmn", "zh", ("cmn-latn-pinyin",), _CHINESE_FILES),
+        # Mandarin with English stretches (the meta-transfer paper's pair), through CC-CEDICT
+        SynthLanguage("zh-en", "zh", ("cmn-latn-pinyin",), _CHINESE_FILES, "en", "en-us"),
         SynthLanguage("yue", "zh", ("yue",), _CHINESE_FILES),
         # Accents for later scenarios: English text, one regional voice each (each has its own
         # espeak-ng phoneme table; "en" itself must keep its voices: en-small was trained on it).
