@@ -310,6 +310,8 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
             "strategy": cell.strategy.name,
             "test_cer": cer + 0.02 * cell.seed,
             "test_wer": 2 * cer,
+            "test_mer": 2 * cer,
+            "test_stretch_cer": {"de": cer, "en": cer + 0.1 * (cell.seed + 1)},
             "stopped_by": "early stopping",
             "steps_to_threshold": 100 + 50 * cell.seed,
             "scratch": cell.strategy.scratch,
@@ -336,6 +338,9 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
     assert "| scratch |" in report  # once: both bases share the tiny architecture
     assert "| b1 / transfer | 0.03 | 10.0 % | 40.0 % | +30.0 |" in report
     assert "125 ± 35" in report
+    # a code-switched target (rows with stretch CERs): MER and CER within each language
+    assert "MER (CER within each language's stretches)" in report
+    assert "| b1 / transfer | 40.0 % (de 20.0 %, en 35.0 %) |" in report
     assert "Spearman ρ -1.00, Kendall τ -1.00" in report
     assert "Every finished cell stopped by early stopping." in report
     assert "b2 / transfer" in headline

@@ -228,6 +228,7 @@ def cell_row(exp: Experiment, cell: Cell, record: dict) -> dict:
         "strategy": cell.strategy.name,
         "test_cer": test["cer"],
         "test_wer": test["wer"],
+        "test_mer": test.get("mer"),
         "best_dev_cer": trained["best_dev_cer"],
         "steps": trained["steps"],
         "best_step": trained["best_step"],
@@ -239,6 +240,8 @@ def cell_row(exp: Experiment, cell: Cell, record: dict) -> dict:
         "scratch": cell.strategy.scratch,
         "cell": str(cell.dir.relative_to(exp.out)),
     }
+    if "by_stretch_language" in test:  # a code-switched test set
+        row["test_stretch_cer"] = {k: v["cer"] for k, v in test["by_stretch_language"].items()}
     for name, f in (record.get("forgetting") or {}).items():
         if name in ("source", "target"):
             row.update({f"{name}_{k}": v for k, v in f.items()})

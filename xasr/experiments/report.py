@@ -245,6 +245,9 @@ def write_report(
                 ],
             ),
         ]
+        switched = [r for r in target_rows if "test_stretch_cer" in r]
+        if switched:
+            parts += ["", *_code_switched_section(exp, switched, sizes, size_header)]
         forgetting_rows = [r for r in target_rows if "source_cer_before" in r]
         if forgetting_rows:
             parts += ["", *_forgetting_section(exp, forgetting_rows)]
@@ -265,6 +268,31 @@ def write_report(
     path = exp.out / "report.md"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path, "\n".join(headline)
+
+
+def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:
+    """A code-switched target's test MER and CER within each language's stretches (means
+    over seeds)."""
+
+    def cell(group: list[dict]) -> str:
+        langs = sorted({lang for r in group for lang in r["test_stretch_cer"]})
+        stretches = ", ".join(
+            f"{lang} {_pct(statistics.mean(r['test_stretch_cer'].get(lang, 0.0) for r in group))}"
+            for lang in langs
+        )
+        return f"{_pct(statistics.mean(r['test_mer'] for r in group))} ({stretches})"
+
+    return [
+        "### Code-switched test set: MER (CER within each language's stretches)",
+        "",
+        markdown_table(
+            ["strategy", *size_header],
+            [
+                [label, *(cell(by[m]) if m in by else "" for m in sizes)]
+                for label, by in _group(exp, rows).items()
+            ],
+        ),
+    ]
 
 
 def _forgetting_section(exp: Experiment, rows: list[dict]) -> list[str]:

@@ -16,6 +16,7 @@ CSV_COLUMNS = (
     "strategy",
     "test_cer",
     "test_wer",
+    "test_mer",
     "best_dev_cer",
     "steps",
     "best_step",
