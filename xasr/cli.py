@@ -303,6 +303,7 @@ def cmd_transfer(args) -> None:
             train_config(args),
             skip_bad=args.skip_bad,
             progress=not args.no_progress,
+            masks=read_masks(args.masks),
         )
     print(json.dumps(result.to_json(), indent=1))
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -317,6 +318,17 @@ def cmd_transfer(args) -> None:
         results = evaluate_before_after(args.source, result.model_dir, tests)
         save_before_after(args.out, results)
         print(before_after_table(results))
+
+
+def read_masks(directory: str | None):
+    from xasr.models.masks import LanguageMasks
+
+    if directory is None:
+        return None
+    masks = LanguageMasks.load(directory)
+    if masks is None:
+        raise XasrError(f"--masks {directory}: no masks.safetensors there (made by xasr masks)")
+    return masks
 
 
 def st_enhanced(args, opts):
@@ -365,6 +377,7 @@ def cmd_evaluate(args) -> None:
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
         decoding=decoding_options(args),
+        mask_lang=args.lang,
     )
     print(json.dumps(result, indent=1, ensure_ascii=False))
 
@@ -419,12 +432,16 @@ def transcribe_onnx(args) -> list[str]:
 
 def transcribe_torch(args) -> list[str]:
     from xasr.data.audio import audio_duration
-    from xasr.decode.evaluate import transcribe_paths
+    from xasr.decode.evaluate import language_model, transcribe_paths
     from xasr.device import torch_device
-    from xasr.models.build import load_model_dir
+    from xasr.models.build import load_model_dir, resolve_model
+    from xasr.models.masks import LanguageMasks
 
     device = torch_device(args.device)
     model, _, vocab = load_model_dir(args.model)
+    masks = LanguageMasks.load(resolve_model(args.model))
+    if masks is not None:  # sparse sharing: the language's sub-network
+        model = language_model(model, masks, args.lang, args.model)
     durations = [audio_duration(path) for path in args.files]
     decoder = decoding_options(args).strategy(model, vocab)
     return transcribe_paths(model, vocab, args.files, durations, device=device, decoder=decoder)
@@ -478,6 +495,26 @@ def cmd_rank_sources(args) -> None:
         steps=args.steps,
         progress=not args.no_progress,
     )
+
+
+def cmd_masks(args) -> None:
+    from xasr.transfer.sparse import by_language, find_masks
+
+    masks = find_masks(
+        args.out,
+        args.source,
+        by_language(args.train, "--train"),
+        by_language(args.valid, "--valid"),
+        args.sparsity,
+        train_config(args),
+        rounds=args.rounds,
+        progress=not args.no_progress,
+    )
+    overlap = masks.overlap()
+    print("share of a row language's kept weights that the column language keeps too:")
+    print("\t" + "\t".join(masks.langs))
+    for a in masks.langs:
+        print(a + "\t" + "\t".join(f"{overlap[a][b]:.2f}" for b in masks.langs))
 
 
 def cmd_experiment(args) -> None:
@@ -593,6 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--fisher-batches", type=int, default=20, metavar="N")
     forget.add_argument("--source-test", metavar="M", help="after training: CER before/after")
     forget.add_argument("--target-test", metavar="M", help="... and on the target's test set")
+    p.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="language masks (xasr masks): each batch trains its language's sub-network",
+    )
     st = p.add_argument_group("speech-translation-enhanced transfer (README)")
     st.add_argument(
         "--strategy",
@@ -625,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--lang", help="a model with language masks: decode with this one's")
     add_decoding_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -648,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="model directory, run directory or shipped name")
     source.add_argument("--onnx", help="an `xasr export` ONNX file: onnxruntime, no torch")
     p.add_argument("--device")
+    p.add_argument("--lang", help="a model with language masks: the audio's language")
     add_decoding_options(p)
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_transcribe)
@@ -697,6 +741,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/rank", help="one run per source + ranking.{json,md,png}")
     add_train_options(p)
     p.set_defaults(func=cmd_rank_sources)
+
+    p = sub.add_parser("masks", help="each language's sparse sub-network of a shared model")
+    p.add_argument("--from", dest="source", required=True, help="the shared multilingual model")
+    p.add_argument("--train", required=True, action="append", help="one manifest per language")
+    p.add_argument("--valid", required=True, action="append", help="its dev set, per language")
+    p.add_argument("--sparsity", type=float, required=True, help="share of weights pruned, 0-1")
+    p.add_argument("--rounds", type=int, default=1, help="iterative pruning with rewinding")
+    p.add_argument("--out", required=True, help="masks.safetensors, masks.json, overlap.json")
+    add_train_options(p)  # the adaptation's recipe (--max-steps: its budget)
+    p.set_defaults(func=cmd_masks)
     for command in sub.choices.values():  # so that main() can name the command in its errors
         command.set_defaults(command_parser=command)
     return parser

@@ -19,8 +19,10 @@ from xasr.decode.batches import duration_batches
 from xasr.decode.metrics import error_counts, error_counts_by_language, errors_by_stretch
 from xasr.decode.options import DecodingOptions
 from xasr.device import torch_device
+from xasr.errors import XasrError
 from xasr.io import output_file, write_text
-from xasr.models.build import load_model_dir
+from xasr.models.build import load_model_dir, resolve_model
+from xasr.models.masks import LanguageMasks
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,20 @@ def transcribe_paths(
     return texts
 
 
+def language_model(model, masks, lang: str | None, where):
+    """A copy of ``model`` whose masked weights are multiplied by ``lang``'s masks."""
+    import copy
+
+    from xasr.models.masks import apply_mask
+
+    if lang is None:
+        raise XasrError(
+            f"{where}: the model has language masks ({', '.join(masks.langs)}) and a line has "
+            "no lang: give each line a lang, or name one (--lang)"
+        )
+    return apply_mask(copy.deepcopy(model), masks.of(lang))
+
+
 def evaluate(
     model_dir: str | Path,
     manifest: str | Path,
@@ -81,6 +97,7 @@ def evaluate(
     skip_bad: bool = False,
     progress: bool = True,
     decoding: DecodingOptions | None = None,
+    mask_lang: str | None = None,
 ) -> dict:
     """WER/CER (and per language when the manifest mixes languages) of the model's default
     decoding, or of what ``decoding`` asks for (``xasr.decode.options``: e.g. a CTC beam search
@@ -91,7 +108,8 @@ def evaluate(
     "by_language": {lang: {...}}, "model", "manifest",
     "decoder": {"name", ...its parameters}, "decode_rtf"} (decode_rtf: seconds of search per
     second of audio; total_rtf: with audio loading and the model); with ``output`` also writes
-    it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...].
+    it as JSON, plus "hypotheses": [{"id", "ref", "hyp"}, ...]. A model with language masks
+    (``xasr.models.masks``) decodes each utterance with its ``lang``'s mask, or ``mask_lang``'s.
     """
     device = torch_device(device)
     if output:
@@ -100,17 +118,30 @@ def evaluate(
     decoder = (decoding or DecodingOptions()).strategy(model, vocab)
     stats = {}
     utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
-    hyps = transcribe_paths(
-        model,
-        vocab,
-        [u.audio_filepath for u in utterances],
-        [u.duration for u in utterances],
-        [u.source for u in utterances],
-        device=device,
-        progress=progress,
-        decoder=decoder,
-        stats=stats,
-    )
+    masks = LanguageMasks.load(resolve_model(model_dir))
+    hyps = [""] * len(utterances)
+    groups = {None: list(range(len(utterances)))}
+    if masks is not None:  # sparse sharing: each utterance through its language's sub-network
+        groups = {}
+        for i, u in enumerate(utterances):
+            groups.setdefault(mask_lang or u.lang, []).append(i)
+    for lang, idx in groups.items():
+        group_stats = {}
+        texts = transcribe_paths(
+            model if lang is None else language_model(model, masks, lang, manifest),
+            vocab,
+            [utterances[i].audio_filepath for i in idx],
+            [utterances[i].duration for i in idx],
+            [utterances[i].source for i in idx],
+            device=device,
+            progress=progress,
+            decoder=decoder,
+            stats=group_stats,
+        )
+        for i, text in zip(idx, texts):
+            hyps[i] = text
+        for key, value in group_stats.items():
+            stats[key] = stats.get(key, 0.0) + value
     refs = [u.text for u in utterances]
     result = error_counts(refs, hyps).to_json()
     langs = [u.lang or "" for u in utterances]

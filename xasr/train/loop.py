@@ -207,6 +207,7 @@ def train(
     skip_bad: bool = False,
     progress: bool = True,
     penalty: torch.nn.Module | None = None,
+    masks=None,
 ) -> TrainResult:
     """Train (or resume) a model until the dev CER stops improving or a budget runs out.
 
@@ -216,7 +217,9 @@ def train(
     manifest or several, validated together and per language; ``cfg.monitor`` picks what early
     stopping watches. ``init_model`` is the starting point (a transferred model); None trains
     from scratch with ``model_cfg``. ``vocab`` None builds one from the training transcripts.
-    ``penalty``: added to the loss (``AsrTask``).
+    ``penalty``: added to the loss (``AsrTask``). ``masks``: ``LanguageMasks`` (sparse
+    sharing, ``xasr.models.masks``): each batch, of one language, trains and validates through
+    that language's sub-network; they are saved with the model.
     """
     torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
     run_dir = output_dir(run_dir)
@@ -224,6 +227,8 @@ def train(
     sources = as_sources(train_manifest)
     if cfg.meta_variant is not None:  # before any file is written (a vocabulary, a data record)
         MetaBatches(cfg.k_train, cfg.k_valid, cfg.meta_tasks).task_indices(len(sources))
+    if masks is not None:
+        check_masked_recipe(cfg, len(sources))
     valid_manifests = [s.manifest for s in as_sources(valid_manifest)]
     train_sets = [
         load_split(s.manifest, skip_bad, "train" if len(sources) == 1 else f"train[{i + 1}]")
@@ -245,8 +250,17 @@ def train(
     check_same_data(run_dir, sources, valid_manifests, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
+    if masks is not None:
+        masks.check(model)
+        masks.save(run_dir / "model")
     task = make_task(
-        model, vocab, cfg, frozen_until, penalty, tuple(langs) if len(langs) > 1 else ()
+        model,
+        vocab,
+        cfg,
+        frozen_until,
+        penalty,
+        tuple(langs) if len(langs) > 1 else (),
+        masks=masks,
     )
     train_cuts = [to_cuts(part, prefix=source_prefix(i)) for i, part in enumerate(train_sets)]
     data = CutsData(train_cuts, to_cuts(valid_utts), vocab, cfg, shares)
@@ -314,11 +328,22 @@ def train(
     return result
 
 
-def make_task(model, vocab, cfg: TrainConfig, *args) -> AsrTask:
+def make_task(model, vocab, cfg: TrainConfig, *args, masks=None) -> AsrTask:
     """``AsrTask``, or ``MetaAsrTask`` for meta-transfer learning (``cfg.meta_variant``)."""
     if cfg.meta_variant is None:
-        return AsrTask(model, vocab, cfg, *args)
+        return AsrTask(model, vocab, cfg, *args, masks=masks)
     return MetaAsrTask(model, vocab, cfg, *args, meta=MetaOptions.from_train_config(cfg))
+
+
+def check_masked_recipe(cfg: TrainConfig, n_sources: int) -> None:
+    """Sparse sharing needs batches of one language each."""
+    if cfg.meta_variant is not None:
+        raise XasrError("language masks and --meta-transfer do not combine")
+    if n_sources > 1 and cfg.source_batches != "language":
+        raise XasrError(
+            "training with language masks needs batches of one language each: "
+            "--source-batches language"
+        )
 
 
 def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:

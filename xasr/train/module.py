@@ -18,6 +18,7 @@ from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
 from xasr.decode.strategy import decode
+from xasr.errors import XasrError
 from xasr.train.meta import MetaOptions, meta_gradient
 
 
@@ -58,9 +59,13 @@ class AsrTask(L.LightningModule):
         frozen_until: frozenset[str] = frozenset(),
         penalty: nn.Module | None = None,
         val_langs: tuple[str, ...] = (),
+        masks=None,
     ):
         super().__init__()
         self.val_langs = val_langs
+        self.masks = masks  # LanguageMasks: each batch trains and decodes its language's
+        self._kept: dict[str, torch.Tensor] = {}
+        self._mask_lang: str | None = None
         self.frozen_until = frozen_until
         self.model = model
         self.penalty = penalty
@@ -83,7 +88,10 @@ class AsrTask(L.LightningModule):
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self.model.loss(batch, self._augment)
+        if self.masks is None:
+            loss, _ = self.model.loss(batch, self._augment)
+        else:
+            loss = self._masked_loss(batch)
         seconds = batch["audio_lengths"].sum() / 16000
         # "step" sets the step the logger records: the update this batch makes (1-based), where
         # Lightning would write the count of updates before it.
@@ -104,12 +112,66 @@ class AsrTask(L.LightningModule):
         )
         return loss
 
+    def _masked_loss(self, batch: dict) -> torch.Tensor:
+        """The loss through the batch's language's sub-network (``xasr.models.masks``)."""
+        from xasr.models.masks import masked_call
+
+        langs = set(batch["langs"])
+        if len(langs) != 1:
+            raise XasrError(
+                f"sparse sharing trains one language per batch, got {sorted(map(str, langs))}: "
+                "train with --source-batches language"
+            )
+        self._mask_lang = langs.pop()
+        masks = self.masks.of(self._mask_lang)
+        loss, _ = masked_call(self.model, masks, lambda m, b, a: m.loss(b, a), batch, self._augment)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # AdamW's momentum and weight decay would still move weights outside the language's
+        # mask (their gradient is 0): keep them, and put them back after the step.
+        if self.masks is not None:
+            params = dict(self.model.named_parameters())
+            self._kept = {n: params[n].detach().clone() for n in self.masks.of(self._mask_lang)}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.masks is None or not self._kept:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, mask in self.masks.of(self._mask_lang).items():
+                p = params[name]
+                p.copy_(torch.where(mask.to(p.device), p, self._kept[name]))
+        self._kept = {}
+
+    def _decode(self, batch: dict) -> list[str]:
+        """Hypotheses of a validation batch: with masks, each utterance through its
+        language's sub-network."""
+        audio, lengths = batch["audio"], batch["audio_lengths"]
+        if self.masks is None:
+            return decode(self._decoder, self.model, audio, lengths)
+        from xasr.models.masks import masked_call
+
+        hyps = [""] * len(lengths)
+        for lang in dict.fromkeys(batch["langs"]):
+            idx = [i for i, g in enumerate(batch["langs"]) if g == lang]
+            group = masked_call(
+                self.model,
+                self.masks.of(lang),
+                lambda m, a, n: decode(self._decoder, m, a, n),
+                audio[idx],
+                lengths[idx],
+            )
+            for i, hyp in zip(idx, group):
+                hyps[i] = hyp
+        return hyps
+
     def on_validation_epoch_start(self) -> None:
         self._val_counts = ErrorCounts()
         self._val_by_lang = {lang: ErrorCounts() for lang in self.val_langs}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        hyps = decode(self._decoder, self.model, batch["audio"], batch["audio_lengths"])
+        hyps = self._decode(batch)
         self._val_counts += error_counts(batch["texts"], hyps)
         if self.val_langs:
             by_lang = error_counts_by_language(batch["texts"], hyps, batch["langs"])

@@ -140,12 +140,15 @@ def transfer(
     skip_bad: bool = False,
     progress: bool = True,
     vocab_manifests: list | None = None,
+    masks=None,
 ) -> TrainResult:
     """Transfer ``opts.source`` to the target manifests and train (or resume) in ``run_dir``.
 
     The target vocabulary is built from the training texts (with replay, the target's and the
     replay's), or from those of ``vocab_manifests`` when given (a speech-translation model's
-    vocabulary is its target recognizer's: ``xasr.transfer.st``). L2-SP/EWC
+    vocabulary is its target recognizer's: ``xasr.transfer.st``). ``masks``: language masks
+    over the model's weights (``xasr.models.masks.LanguageMasks``): each batch trains through
+    its language's sub-network (sparse sharing). L2-SP/EWC
     reference weights are the source's, taken again from the source on a resume (and restored
     from the checkpoint); the Fisher is estimated once and kept in RUN/fisher.safetensors.
     """
@@ -225,6 +228,7 @@ def transfer(
         skip_bad=skip_bad,
         progress=progress,
         penalty=penalty,
+        masks=masks,
     )
 
 

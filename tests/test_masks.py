@@ -1,0 +1,143 @@
+"""Language-adaptive sparse sharing (xasr.models.masks, xasr.transfer.sparse): masks by
+magnitude, training through a mask, masks stored with the model, per-language decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xasr.config import MODEL_SIZES
+from xasr.errors import XasrError
+from xasr.models.build import build_model, load_model_dir
+from xasr.models.masks import LanguageMasks, magnitude_mask, prunable_names
+from xasr.transfer.finetune import TransferOptions, transfer
+from xasr.transfer.sparse import find_masks, magnitude_within
+
+
+def test_magnitude_mask_keeps_the_largest_weights():
+    w = torch.tensor([[0.1, -3.0, 2.0], [0.5, -0.2, 1.0]])
+    assert magnitude_mask(w, 0.5).tolist() == [[False, True, True], [False, False, True]]
+    assert magnitude_mask(w, 0.0).all() and magnitude_mask(w, 0.9).sum() == 1  # round(0.6)
+    # iterative pruning only ever drops weights the previous mask kept
+    kept = torch.tensor([[True, False, True], [True, True, True]])
+    assert magnitude_within(w, kept, 0.5).tolist() == [[False, False, True], [True, False, True]]
+    with pytest.raises(XasrError, match="sparsity"):
+        magnitude_mask(w, 1.0)
+
+
+def test_prunable_weights_are_linear_layers_less_the_head():
+    model = build_model(MODEL_SIZES["tiny"], 10)
+    names = prunable_names(model)
+    assert "head.weight" not in names and names
+    assert all(name.endswith(".weight") for name in names)
+    assert "encoder.layers.0.attn.qkv.weight" in names or any("qkv" in n for n in names)
+    params = dict(model.named_parameters())
+    assert all(params[n].dim() == 2 for n in names)  # no biases, norms or convolutions
+
+
+def random_masks(model, langs, sparsity=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    return LanguageMasks(
+        {
+            lang: {
+                n: magnitude_mask(torch.rand(params[n].shape, generator=g), sparsity)
+                for n in prunable_names(model)
+            }
+            for lang in langs
+        },
+        sparsity,
+    )
+
+
+def test_a_step_on_one_language_leaves_every_weight_outside_its_mask(
+    corpus, en_model, make_cfg, tmp_path
+):
+    source, _, _ = load_model_dir(en_model)
+    masks = random_masks(source, ["de"])
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    run = tmp_path / "de"
+    transfer(
+        run,
+        corpus.de_train,
+        corpus.de_dev,
+        TransferOptions(source=str(en_model)),
+        make_cfg(max_steps=3, val_every=3, lr=1e-2),
+        progress=False,
+        masks=masks,
+    )
+    after = load_file(str(run / "model" / "model.safetensors"))
+    moved_inside = 0
+    for name, mask in masks.of("de").items():
+        assert torch.equal(after[name][~mask], before[name][~mask]), name
+        moved_inside += int((after[name][mask] != before[name][mask]).any())
+    assert moved_inside == len(masks.of("de"))  # and every masked weight trained inside
+    # the masks are stored with the model and load back
+    saved = LanguageMasks.load(run / "model")
+    assert saved.langs == ["de"] and saved.sparsity == 0.5
+    assert all(torch.equal(saved.of("de")[n], m) for n, m in masks.of("de").items())
+
+
+def test_several_languages_need_batches_of_one_language(corpus, en_model, make_cfg, tmp_path):
+    source, _, _ = load_model_dir(en_model)
+    with pytest.raises(XasrError, match="--source-batches language"):
+        transfer(
+            tmp_path / "run",
+            [corpus.en_train, corpus.de_train],
+            [corpus.en_dev, corpus.de_dev],
+            TransferOptions(source=str(en_model)),
+            make_cfg(max_steps=2),
+            progress=False,
+            masks=random_masks(source, ["en", "de"]),
+        )
+
+
+def test_evaluate_decodes_each_utterance_with_its_languages_mask(
+    corpus, en_model, tmp_path, monkeypatch
+):
+    import shutil
+
+    from xasr.decode import evaluate as evaluation
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(en_model, model_dir)
+    source, _, _ = load_model_dir(en_model)
+    masks = random_masks(source, ["en", "de"], seed=3)
+    masks.save(model_dir)
+    seen = {}
+    real = evaluation.transcribe_paths
+
+    def recording(model, vocab, paths, *args, **kwargs):
+        seen[tuple(str(p) for p in paths)] = dict(model.named_parameters())
+        return real(model, vocab, paths, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "transcribe_paths", recording)
+    evaluation.evaluate(model_dir, corpus.mixed, progress=False)
+    assert len(seen) == 2  # one group per language
+    dense = dict(source.named_parameters())
+    for paths, params in seen.items():
+        lang = "en" if "/en-" in paths[0] else "de"
+        assert all(f"/{lang}-" in p for p in paths)
+        for name, mask in masks.of(lang).items():
+            assert torch.equal(params[name].detach(), dense[name].detach() * mask)
+
+
+def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path):
+    train = {"en": str(corpus.en_train), "de": str(corpus.de_train)}
+    valid = {"en": str(corpus.en_dev), "de": str(corpus.de_dev)}
+    cfg = make_cfg(max_steps=2, val_every=2)
+    once = find_masks(tmp_path / "once", str(en_model), train, valid, 0.6, cfg, progress=False)
+    assert once.langs == ["en", "de"]
+    assert abs(once.density("de") - 0.4) < 0.01
+    overlap = once.overlap()
+    assert overlap["en"]["en"] == 1.0 and 0.0 < overlap["en"]["de"] < 1.0
+    assert LanguageMasks.load(tmp_path / "once").langs == ["en", "de"]
+    twice = find_masks(
+        tmp_path / "iter", str(en_model), {"de": train["de"]}, valid, 0.6, cfg, rounds=2,
+        progress=False,
+    )  # fmt: skip
+    assert abs(twice.density("de") - 0.4) < 0.01
+    first = load_file(str(tmp_path / "iter/adapt/de/round-2/model/masks.safetensors"))
+    for name, mask in twice.of("de").items():  # round 2 trained through round 1's mask
+        assert not (mask & ~first[f"de/{name}"].bool()).any()
