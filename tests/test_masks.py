@@ -141,3 +141,45 @@ def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path)
     first = load_file(str(tmp_path / "iter/adapt/de/round-2/model/masks.safetensors"))
     for name, mask in twice.of("de").items():  # round 2 trained through round 1's mask
         assert not (mask & ~first[f"de/{name}"].bool()).any()
+
+
+def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path):
+    """kind: sparse-sharing on a few synthesized utterances: the dense model, a fine-tuned copy
+    per language, masks and a masked run per sparsity; the report counts parameters."""
+    import yaml
+
+    from xasr.experiments.sparse_sharing import run_sparse_sharing
+
+    recipe = {
+        "max_steps": 2,
+        "val_every": 2,
+        "warmup_steps": 1,
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "patience": 100,
+        "max_batch_seconds": 30.0,
+    }
+    config = tmp_path / "ss.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "sparse-sharing",
+                "name": "ss-tiny",
+                "languages": {"en": 0.05, "es": 0.05},
+                "synth": {"dev_utts": 2, "test_utts": 2},
+                "size": "tiny",
+                "recipe": recipe,
+                "sparsities": [0.5],
+            }
+        )
+    )
+    results = run_sparse_sharing(config, out=tmp_path / "out", progress=False)
+    runs = results["runs"]
+    assert list(runs) == ["dense", "finetune-en", "finetune-es", "sparse-0.5"]
+    assert set(runs["sparse-0.5"]["test"]) == {"en", "es"}
+    used = runs["sparse-0.5"]["parameters_used"]
+    assert all(v < runs["dense"]["parameters_used"]["en"] for v in used.values())
+    masks = LanguageMasks.load(tmp_path / "out/runs/sparse-0.5/model")
+    assert masks.langs == ["en", "es"] and abs(masks.density("es") - 0.5) < 0.01
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "the paper's direction" in report and "| fine-tuned copies |" in report

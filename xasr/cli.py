@@ -521,9 +521,10 @@ def cmd_experiment(args) -> None:
     from xasr.experiments.runner import run_experiment
 
     kind = load_yaml(args.config).get("kind")
-    if kind in ("multilingual", "codeswitch", "st-transfer"):
+    if kind in ("multilingual", "codeswitch", "st-transfer", "sparse-sharing"):
         from xasr.experiments.codeswitch import run_codeswitch
         from xasr.experiments.multilingual import run_multilingual
+        from xasr.experiments.sparse_sharing import run_sparse_sharing
         from xasr.experiments.st_transfer import run_st_transfer
 
         if args.dry_run or args.only_report:
@@ -532,6 +533,7 @@ def cmd_experiment(args) -> None:
             "multilingual": run_multilingual,
             "codeswitch": run_codeswitch,
             "st-transfer": run_st_transfer,
+            "sparse-sharing": run_sparse_sharing,
         }[kind]
         run(args.config, out=args.out, progress=not args.no_progress)
         return

@@ -1,0 +1,269 @@
+"""`xasr experiment` with ``kind: sparse-sharing``: Lu et al.'s (2022) comparison of
+language-adaptive sparse sharing with a dense shared multilingual model and per-language
+fine-tuned copies of it.
+
+Runs, each resumable and reused when finished:
+
+* ``dense`` (``OUT/runs/dense``): one model trained on every language at once (``dense``:
+  TrainConfig keys over ``recipe``, e.g. temperature mixing, macro monitor);
+* ``finetune-<lang>``: the dense model fine-tuned on one language (``finetune`` keys): a full
+  copy per language;
+* ``sparse-<s>``: masks at sparsity s (``OUT/masks-<s>``: ``xasr.transfer.sparse.find_masks``
+  from the dense model, ``adapt`` keys as the adaptation's recipe, ``rounds``), then the dense
+  model trained on every language through them (the ``dense`` recipe, batches of one language).
+
+Each is scored on every language's test set (sparse models through the language's mask).
+``OUT/report.md``: test CER/WER per language and model; the parameters each language uses and
+the total stored (a copy per language; the shared weights plus one bit per masked weight and
+language); whether sparse sharing beat the dense model, as the paper reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from xasr.config import TrainConfig, from_dict
+from xasr.errors import XasrError
+from xasr.experiments.config import load_named_yaml
+from xasr.io import write_text
+
+KEYS = (
+    "kind", "name", "out", "languages", "synth", "arch", "size", "recipe", "dense", "finetune",
+    "adapt", "sparsities", "rounds",
+)  # fmt: skip
+SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
+EARLY = "early stopping"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    out: Path
+    languages: dict[str, float]
+    synth: dict
+    arch: str
+    size: str
+    dense: TrainConfig
+    finetune: TrainConfig
+    adapt: TrainConfig
+    sparsities: tuple[float, ...]
+    rounds: int
+
+
+def read_setting(config: str | Path, out: str | Path | None = None) -> Setting:
+    data = load_named_yaml(config, KEYS)
+    languages = data.get("languages") or {}
+    if not isinstance(languages, dict) or len(languages) < 2:
+        raise XasrError(f"{config}: languages must map two or more codes to train minutes")
+    sparsities = tuple(float(s) for s in data.get("sparsities") or ())
+    if not sparsities or not all(0.0 < s < 1.0 for s in sparsities):
+        raise XasrError(f"{config}: sparsities must list values in (0, 1), e.g. [0.3, 0.5, 0.7]")
+    recipe = from_dict(TrainConfig, data.get("recipe") or {}, f"{config}: recipe")
+
+    def variant(key: str, defaults: dict | None = None) -> TrainConfig:
+        changes = {**(defaults or {}), **(data.get(key) or {})}
+        merged = {**dataclasses.asdict(recipe), **changes}
+        return from_dict(TrainConfig, merged, f"{config}: {key}")
+
+    return Setting(
+        name=data["name"],
+        out=Path(out or data.get("out") or Path("runs") / "experiments" / data["name"]),
+        languages={str(k): float(v) for k, v in languages.items()},
+        synth={**SYNTH_DEFAULTS, **(data.get("synth") or {})},
+        arch=str(data.get("arch", "ctc")),
+        size=str(data.get("size", "xsmall")),
+        dense=variant("dense", {"monitor": "macro"}),
+        finetune=variant("finetune", {"monitor": "all"}),
+        adapt=variant("adapt", {"monitor": "all"}),
+        sparsities=sparsities,
+        rounds=int(data.get("rounds", 1)),
+    )
+
+
+def run_sparse_sharing(config: str | Path, out: str | Path | None = None, progress=True) -> dict:
+    """Build the data, train and score every run, write the report."""
+    from xasr.data.synth import build_xlt_synth
+
+    s = read_setting(config, out)
+    splits = {
+        lang: build_xlt_synth(
+            [lang], s.out / "data" / lang, train_minutes=m, progress=progress, **s.synth
+        )[lang]
+        for lang, m in s.languages.items()
+    }
+    runs = {"dense": train_dense(s, splits, progress)}
+    for lang in s.languages:
+        runs[f"finetune-{lang}"] = train_finetuned(s, splits, lang, progress)
+    for sparsity in s.sparsities:
+        runs[f"sparse-{sparsity:g}"] = train_sparse(s, splits, sparsity, progress)
+    summary = {name: summarise(s, splits, name, run) for name, run in runs.items()}
+    results = {
+        "name": s.name,
+        "languages": s.languages,
+        "arch": s.arch,
+        "size": s.size,
+        "rounds": s.rounds,
+        "dense_recipe": dataclasses.asdict(s.dense),
+        "runs": summary,
+    }
+    write_text(s.out / "results.json", json.dumps(results, indent=1))
+    report = sparse_sharing_report(results)
+    write_text(s.out / "report.md", report)
+    print(report)
+    return results
+
+
+def train_dense(s: Setting, splits: dict, progress: bool) -> Path:
+    from xasr.models.build import model_config
+    from xasr.train.loop import train
+
+    run = s.out / "runs" / "dense"
+    if not (run / "result.json").is_file():
+        print("== dense ==", flush=True)
+        train_manifests = [splits[lang]["train"] for lang in s.languages]
+        dev = [splits[lang]["dev"] for lang in s.languages]
+        size = model_config(s.size, s.arch)
+        train(run, train_manifests, dev, s.dense, size, progress=progress)
+    return run
+
+
+def train_finetuned(s: Setting, splits: dict, lang: str, progress: bool) -> Path:
+    from xasr.transfer.finetune import TransferOptions, transfer
+
+    run = s.out / "runs" / f"finetune-{lang}"
+    if not (run / "result.json").is_file():
+        print(f"== finetune-{lang} ==", flush=True)
+        opts = TransferOptions(source=str(s.out / "runs" / "dense" / "model"))
+        transfer(
+            run, [splits[lang]["train"]], [splits[lang]["dev"]], opts, s.finetune, progress=progress
+        )
+    return run
+
+
+def train_sparse(s: Setting, splits: dict, sparsity: float, progress: bool) -> Path:
+    from xasr.transfer.finetune import TransferOptions, transfer
+    from xasr.transfer.sparse import find_masks
+
+    dense = str(s.out / "runs" / "dense" / "model")
+    run = s.out / "runs" / f"sparse-{sparsity:g}"
+    if (run / "result.json").is_file():
+        return run
+    print(f"== sparse-{sparsity:g} ==", flush=True)
+    train = {lang: str(splits[lang]["train"]) for lang in s.languages}
+    dev = {lang: str(splits[lang]["dev"]) for lang in s.languages}
+    masks = find_masks(
+        s.out / f"masks-{sparsity:g}", dense, train, dev, sparsity, s.adapt, s.rounds, progress
+    )
+    cfg = dataclasses.replace(s.dense, source_batches="language")
+    opts = TransferOptions(source=dense)
+    transfer(
+        run, list(train.values()), list(dev.values()), opts, cfg, progress=progress, masks=masks
+    )
+    return run
+
+
+def summarise(s: Setting, splits: dict, name: str, run: Path) -> dict:
+    """Test CER/WER on the languages the run serves, its stop, the parameters it uses."""
+    from xasr.decode.evaluate import evaluate
+    from xasr.models.build import load_model_dir
+    from xasr.models.masks import LanguageMasks, prunable_names
+
+    result = json.loads((run / "result.json").read_text(encoding="utf-8"))
+    langs = [name.removeprefix("finetune-")] if name.startswith("finetune-") else list(s.languages)
+    tests = {}
+    for lang in langs:
+        path = run / f"test-{lang}.json"
+        if not path.is_file():
+            evaluate(run / "model", splits[lang]["test"], output=path, progress=False)
+        scored = json.loads(path.read_text(encoding="utf-8"))
+        tests[lang] = {"cer": scored["cer"], "wer": scored["wer"]}
+    model, _, _ = load_model_dir(run / "model")
+    total = sum(p.numel() for p in model.parameters())
+    masks = LanguageMasks.load(run / "model")
+    used = {lang: total for lang in langs}
+    stored = total
+    if masks is not None:
+        params = dict(model.named_parameters())
+        masked = sum(params[n].numel() for n in prunable_names(model))
+        used = {lang: round(total - masked * (1 - masks.density(lang))) for lang in langs}
+        stored = total + masked * len(masks.langs) / 32  # one bit per weight and language
+    return {
+        "run_dir": str(run),
+        "test": tests,
+        "steps": result["steps"],
+        "best_step": result["best_step"],
+        "stopped_by": result["stopped_by"],
+        "minutes": result["seconds"] / 60,
+        "parameters_used": used,
+        "stored_float32_equivalent": stored,
+    }
+
+
+def sparse_sharing_report(results: dict) -> str:
+    runs, langs = results["runs"], list(results["languages"])
+    sparse = [n for n in runs if n.startswith("sparse-")]
+    head = ["language", "train min", "dense", "fine-tuned copy", *sparse]
+    lines = [
+        f"# {results['name']}: language-adaptive sparse sharing",
+        "",
+        (
+            f"Model {results['arch']} {results['size']}; masks by magnitude after adapting the dense "
+            f"model to each language ({results['rounds']} round(s)); test CER (WER)."
+        ),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
+    ]
+
+    def cell(name, lang):
+        test = runs[name]["test"][lang]
+        return f"{test['cer']:.1%} ({test['wer']:.1%})"
+
+    for lang in langs:
+        row = [lang, f"{results['languages'][lang]:g}", cell("dense", lang)]
+        row += [cell(f"finetune-{lang}", lang), *(cell(n, lang) for n in sparse)]
+        lines.append("| " + " | ".join(row) + " |")
+    dense_total = runs["dense"]["stored_float32_equivalent"]
+    lines += [
+        "",
+        (
+            "Parameters (millions): used per language, and stored for all languages (masks at one bit "
+            "per weight and language, in float32 equivalents)."
+        ),
+        "",
+        "| model | per language | stored |",
+        "|---|---:|---:|",
+        f"| dense | {dense_total / 1e6:.2f} | {dense_total / 1e6:.2f} |",
+        f"| fine-tuned copies | {dense_total / 1e6:.2f} | {dense_total * len(langs) / 1e6:.2f} |",
+    ]
+    for name in sparse:
+        used = runs[name]["parameters_used"]
+        mean = sum(used.values()) / len(used)
+        lines.append(
+            f"| {name} | {mean / 1e6:.2f} | {runs[name]['stored_float32_equivalent'] / 1e6:.2f} |"
+        )
+    return "\n".join(lines + ["", *verdict(results)]) + "\n"
+
+
+def verdict(results: dict) -> list[str]:
+    runs, langs = results["runs"], list(results["languages"])
+    lines = []
+    for name in (n for n in runs if n.startswith("sparse-")):
+        better = [
+            g for g in langs if runs[name]["test"][g]["cer"] < runs["dense"]["test"][g]["cer"]
+        ]
+        held = "held" if len(better) == len(langs) else "did not hold"
+        lines.append(
+            f"{name}: lower test CER than the dense model for {len(better)} of {len(langs)} "
+            f"languages ({', '.join(better) or 'none'}): the paper's direction (sparse sharing "
+            f"beats the dense model for every language) {held}."
+        )
+    capped = [n for n, r in runs.items() if r["stopped_by"] != EARLY]
+    lines.append(
+        f"Stopped otherwise than by early stopping: {', '.join(capped)}."
+        if capped
+        else "Every run stopped by early stopping."
+    )
+    return lines
