@@ -147,12 +147,10 @@ def training_sources(args: argparse.Namespace) -> list:
     return as_sources(args.train, args.weights)
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    base = (
-        from_dict(TrainConfig, load_yaml(args.config), args.config)
-        if args.config
-        else TrainConfig()
-    )
+def train_config(args: argparse.Namespace, config: str | None = None) -> TrainConfig:
+    """The recipe: ``config`` (default ``--config``) with the command line's flags over it."""
+    config = config or args.config
+    base = from_dict(TrainConfig, load_yaml(config), config) if config else TrainConfig()
     given = {k: getattr(args, k, None) for k in TRAIN_FLAGS}
     if getattr(args, "weights", None) is not None and given["mixing"] is None:
         given["mixing"] = "weights"  # weights given: they are what mixes the sources
@@ -249,7 +247,15 @@ def requested_architecture(args):
         return None
     if args.source is None:  # --scratch without a source
         return model_config(args.size or "small", args.arch or "ctc")
-    source_cfg = read_model_config(resolve_model(args.source))[0]
+    from xasr.models.pretrained import foreign_kind
+
+    directory = resolve_model(args.source)
+    if foreign_kind(directory) or read_model_config(directory)[0].architecture == "pretrained-ctc":
+        raise XasrError(
+            f"--arch/--size: {args.source} is a pretrained encoder, which keeps its own "
+            "architecture; drop --arch/--size"
+        )
+    source_cfg = read_model_config(directory)[0]
     family = next(flag for flag, name in ARCH_FLAGS.items() if name == source_cfg.architecture)
     arch = args.arch or family
     if args.size is None and arch == family:
@@ -286,10 +292,21 @@ def cmd_transfer(args) -> None:
     }
     if tests and args.source is None:
         raise XasrError("--source-test/--target-test compare with the source model: pass --from")
+    if tests:
+        from xasr.models.build import resolve_model
+        from xasr.models.pretrained import has_ctc_head
+
+        if not has_ctc_head(resolve_model(args.source)):
+            raise XasrError(
+                f"--source-test/--target-test score the source model, and {args.source} has no "
+                "CTC head to score with; drop them"
+            )
     for name, path in tests.items():
         if not Path(path).is_file():
             raise XasrError(f"--{name}-test {path} does not exist or is not a file")
     if args.strategy == "st-enhanced":
+        if args.masks:
+            raise XasrError("--masks trains a multilingual model; not with --strategy st-enhanced")
         result = st_enhanced(args, opts)
     else:
         for flag in ("source_speech", "source_valid", "st_run", "st_config"):
@@ -348,11 +365,7 @@ def st_enhanced(args, opts):
         st_run=args.st_run,
     )
     cfg = train_config(args)
-    st_cfg = None
-    if args.st_config:
-        if not Path(args.st_config).is_file():
-            raise XasrError(f"--st-config {args.st_config} does not exist")
-        st_cfg = from_dict(TrainConfig, load_yaml(args.st_config), args.st_config)
+    st_cfg = train_config(args, args.st_config) if args.st_config else None
     return st_enhanced_transfer(
         args.out,
         training_sources(args),

@@ -26,6 +26,8 @@ from xasr.experiments.report import (
     steps_to_cer,
 )
 from xasr.io import write_text
+from xasr.models.build import resolve_model
+from xasr.models.pretrained import has_ctc_head
 from xasr.transfer.finetune import TransferOptions, transfer
 from xasr.transfer.forgetting import evaluate_before_after, evaluation_key
 
@@ -177,7 +179,9 @@ def run_cell(
         }
     # Forgetting is measured for finished cells too when source_data was added later
     # (evaluation only, never training again).
-    if source is not None and not cell.strategy.scratch and "forgetting" not in record:
+    wanted = source is not None and not cell.strategy.scratch and "forgetting" not in record
+    # a bare pretrained encoder (no CTC head) has no score before adaptation
+    if wanted and has_ctc_head(resolve_model(cell.source.model)):
         # The adapted model's target score is record["test"]; the base's scores are shared by
         # every cell of that base: neither is decoded again.
         _EVALUATIONS[evaluation_key(cell.dir / "model", data.test)] = record["test"]

@@ -429,6 +429,9 @@ def recipe_model(recipe: dict, recipe_path):
 def arch_tag(cfg: ModelConfig, vocab_kind: str = "char") -> str:
     """A short name for an architecture + vocabulary kind: a size name where one matches
     (``aed-`` before an encoder-decoder's)."""
+    if cfg.architecture == "pretrained-ctc":  # imported earlier: its family and a digest
+        digest = hashlib.sha1(json.dumps(cfg.hf_config, sort_keys=True).encode()).hexdigest()
+        return f"pretrained-{cfg.family}-{digest[:6]}"
     names = [name for name, size in SIZES[cfg.architecture].items() if size == cfg]
     if names:
         tag = names[0]

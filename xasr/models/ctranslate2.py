@@ -78,6 +78,8 @@ def read_model_bin(path: str | Path) -> tuple[str, int, dict[str, np.ndarray]]:
     for _ in range(reader.take("I")):
         alias, target = reader.string(), reader.string()
         variables[alias] = variables[target]
+        if target + "_scale" in variables:  # a quantised weight's alias takes its scale too
+            variables[alias + "_scale"] = variables[target + "_scale"]
     return spec, revision, dequantised(variables)
 
 

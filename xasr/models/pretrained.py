@@ -118,6 +118,10 @@ class WhisperLogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(WHISPER_FFT), False)
 
     def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(device_type=audio.device.type, enabled=False):  # fp32 always
+            return self._log_mel(audio, lengths)
+
+    def _log_mel(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         audio = F.pad(audio.float(), (0, WHISPER_FFT))  # zeros after the longest one too
         stft = torch.stft(audio, WHISPER_FFT, WHISPER_HOP, window=self.window, return_complex=True)
         frames = (lengths // WHISPER_HOP).clamp(min=1)
@@ -140,7 +144,10 @@ class ConvFeatureFrontend(nn.Module):
         self.convolutions = tuple(zip(hf_cfg.conv_kernel, hf_cfg.conv_stride))
 
     def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.feature_extractor(audio).transpose(1, 2)
+        # a frozen feature encoder needs no graph: its activations on raw audio are large
+        trains = any(p.requires_grad for p in self.feature_extractor.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
+            x = self.feature_extractor(audio).transpose(1, 2)
         x = self.feature_projection(x)
         if isinstance(x, tuple):  # wav2vec2's returns (projected, normalised input)
             x = x[0]
@@ -251,6 +258,8 @@ def assemble(cfg: PretrainedConfig, hf: nn.Module, vocab_size: int, head=None):
         if getattr(config, "add_adapter", False):
             raise CheckpointError(f"{cfg.source}: a model with an adapter after the encoder")
         features = WaveformNorm(cfg.normalize_waveform)
+        if cfg.freeze_feature_encoder:  # as HF's freeze_feature_encoder(): no input gradient
+            hf.feature_extractor._freeze_parameters()
         frontend = ConvFeatureFrontend(hf.feature_extractor, hf.feature_projection, config)
         encoder, hidden = hf.encoder, config.hidden_size
         fixed = ("frontend.feature_extractor.",) if cfg.freeze_feature_encoder else ()
@@ -321,9 +330,26 @@ def import_hf(directory: Path):
 
 
 def saved_hf_config(config) -> dict:
-    """The Hugging Face config as a plain dict that rebuilds the same model."""
+    """The Hugging Face config as a plain dict that rebuilds the same model, with LayerDrop
+    off (a layer skipped at random leaves its parameters without a gradient, which DDP
+    refuses)."""
     data = config.to_dict()
-    return {k: v for k, v in data.items() if k not in HF_CONFIG_DROPPED and not k.startswith("_")}
+    data = {k: v for k, v in data.items() if k not in HF_CONFIG_DROPPED and not k.startswith("_")}
+    for key in ("layerdrop", "encoder_layerdrop", "decoder_layerdrop"):
+        if key in data:
+            data[key] = 0.0
+    return data
+
+
+def has_ctc_head(directory: str | Path) -> bool:
+    """Whether a model directory comes with a CTC head (and vocabulary): an xasr directory or
+    a Hugging Face ...ForCTC one does; an encoder alone does not (read without loading it)."""
+    directory = Path(directory)
+    kind = foreign_kind(directory)
+    if kind == "hf":
+        archs = read_json(directory / "config.json").get("architectures") or []
+        return any(a.endswith("ForCTC") for a in archs)
+    return kind is None
 
 
 def do_normalize(directory: Path) -> bool:

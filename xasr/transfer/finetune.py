@@ -168,6 +168,11 @@ def transfer(
         source, source_cfg, source_vocab = load_model_dir(
             resolve_model(opts.source), need_head=False
         )
+        if source_vocab is None and opts.ewc_weight:
+            raise XasrError(
+                f"--ewc estimates the Fisher information through the source's CTC head; "
+                f"{opts.source} has none (use --l2sp)"
+            )
     model_cfg = target_config(source_cfg, opts)
     vocab = (
         load_vocab(run_dir)

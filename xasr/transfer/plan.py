@@ -99,7 +99,9 @@ def plan_transfer(
         )
     dropped = tuple(range(n_layers - drop_layers, n_layers)) if copies and drop_layers else ()
     copied, rows = (), ()
-    frozen = frozenset(frozen_parameter_names(model, freeze_layers)) | set(model.fixed_parameters())
+    frozen = frozenset(frozen_parameter_names(model, freeze_layers))
+    if copies:  # a random feature encoder (a scratch baseline) must train
+        frozen |= set(model.fixed_parameters())
     if copies:
         copied = copyable(model, source_shapes or {}, strict=same_family)
         rows = vocab_rows_in(model, source_shapes or {})

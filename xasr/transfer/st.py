@@ -114,9 +114,12 @@ def st_enhanced_transfer(
     st.check_files()
     lang = st.lang or target_language(train_manifest)
     st_dir = Path(st.st_run) if st.st_run else run_dir / "st"
-    st_model = train_st(
-        st_dir, opts.source, train_manifest, lang, st, st_cfg or cfg, skip_bad, progress
-    )
+    if st_dir.resolve() == run_dir.resolve():
+        raise XasrError(f"--st-run {st_dir} is --out itself: give the ST stage its own folder")
+    # the layer options and the monitor are the recognizer's; the ST stage trains every layer
+    # on its one held-out set
+    st_cfg = dataclasses.replace(st_cfg or cfg, freeze_layers=0, freeze_steps=None, monitor="all")
+    st_model = train_st(st_dir, opts.source, train_manifest, lang, st, st_cfg, skip_bad, progress)
     chain = {
         "strategy": "st-enhanced",
         "st_run": str(st_dir),
@@ -160,18 +163,24 @@ def train_st(
 ) -> Path:
     """Translate, train (or resume, or reuse) the ST model in ``st_dir``, score it; returns its
     model directory."""
+    from xasr.models.pretrained import foreign_kind
+
     st_dir = output_dir(st_dir, "--st-run")
-    model_cfg, _ = read_model_config(resolve_model(source))
-    if model_cfg.architecture != "aed":
+    directory = resolve_model(source)
+    architecture = "pretrained encoder" if foreign_kind(directory) else None
+    architecture = architecture or read_model_config(directory)[0].architecture
+    if architecture != "aed":
         raise XasrError(
-            f"--from {source} is a {model_cfg.architecture} model: speech translation needs an "
+            f"--from {source} is a {architecture} model: speech translation needs an "
             "attention encoder-decoder's decoder (e.g. --from en-small-aed)"
         )
     claim_st_run(st_dir, st.record(source, lang))
     manifests = translated_manifests(st_dir / "translations", st, lang)
-    if not (st_dir / "result.json").is_file():
+    targets = [s.manifest for s in as_sources(target_train)]
+    if (st_dir / "result.json").is_file():
+        warn_missing_letters(st_dir, targets)
+    else:
         print(f"== speech translation {manifests['train']} -> {lang} text ==", flush=True)
-        targets = [s.manifest for s in as_sources(target_train)]
         transfer(
             st_dir,
             [manifests["train"]],
@@ -185,6 +194,24 @@ def train_st(
     if not (st_dir / QUALITY).is_file():
         score_translation(st_dir, manifests["heldout"], skip_bad)
     return st_dir / "model"
+
+
+def warn_missing_letters(st_dir: Path, targets: list) -> None:
+    """A reused ST model's vocabulary was made with another target's text: say which of this
+    target's characters it lacks (stage 3 starts them as new rows)."""
+    from xasr.data.vocab import SPACE, load_vocab
+
+    vocab = load_vocab(st_dir / "model")
+    if vocab.kind != "char":
+        return
+    letters = {c for m in targets for u in read_manifest(m) for c in u.text.replace(" ", SPACE)}
+    missing = sorted(letters - set(vocab.tokens))
+    if missing:
+        log.warning(
+            "the ST model in %s has no row for %s of the target's characters; they start new",
+            st_dir,
+            " ".join(missing),
+        )
 
 
 def claim_st_run(st_dir: Path, record: dict) -> None:
