@@ -289,3 +289,21 @@ def test_ctranslate2_whisper_directory_gives_whispers_encoder(tmp_path):
         ours = model.encoder(hidden_states=x, attention_mask=mask).last_hidden_state
         theirs = encoder(feats).last_hidden_state
     torch.testing.assert_close(ours, theirs, atol=5e-2, rtol=1e-2)  # float16 weights
+
+
+def test_a_frozen_feature_encoder_keeps_no_graph_and_a_scratch_one_trains(wav2vec2_ctc_dir):
+    model, cfg, vocab = load_model_dir(wav2vec2_ctc_dir)
+    assert cfg.hf_config["layerdrop"] == 0.0  # DDP would refuse layers skipped at random
+    for p in model.frontend.feature_extractor.parameters():
+        p.requires_grad_(False)
+    model.train()
+    _, audio, lengths = audio_batch((0.5,))
+    with torch.enable_grad():
+        x, _ = model.frontend(audio, lengths)
+    assert x.grad_fn is not None  # the projection trains ...
+    x.sum().backward()
+    conv = model.frontend.feature_extractor.conv_layers[-1].conv.weight
+    assert conv.grad is None  # ... and nothing reached the frozen convolutions
+    target = build_model(cfg, len(vocab))
+    plan = plan_transfer(target, vocab, None, True, False, 0, 0, source_shapes=None)
+    assert not plan.frozen  # a scratch baseline trains its random feature encoder

@@ -258,3 +258,16 @@ def test_command_line_names_what_the_chain_misses(xasr, corpus, en_aed_dir, tmp_
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0]
+
+
+def test_the_st_stage_needs_its_own_folder(corpus, en_aed_dir, make_cfg, tmp_path):
+    with pytest.raises(XasrError, match="--out itself"):
+        st_enhanced_transfer(
+            tmp_path / "run",
+            corpus.de_train,
+            corpus.de_dev,
+            TransferOptions(source=str(en_aed_dir)),
+            st_options(corpus, st_run=str(tmp_path / "run")),
+            make_cfg(),
+            progress=False,
+        )
