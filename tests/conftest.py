@@ -45,6 +45,20 @@ VENV_BIN = Path(sys.executable).parent
 XASR = str(VENV_BIN / "xasr") if (VENV_BIN / "xasr").exists() else shutil.which("xasr")
 
 
+def tiny_recipe(**changes) -> dict:
+    """An experiment config's ``recipe`` for tiny runs: a few steps, CPU, no workers."""
+    base = {
+        "max_steps": 4,
+        "val_every": 2,
+        "warmup_steps": 1,
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "patience": 100,
+        "max_batch_seconds": 30.0,
+    }
+    return {**base, **changes}
+
+
 def tiny_train_config(**changes) -> TrainConfig:
     """The recipe every in-process training in the suite starts from: tiny, CPU, no workers."""
     base = {
@@ -142,6 +156,12 @@ def en_run(corpus, tmp_path_factory) -> Path:
 def en_model(en_run) -> Path:
     """The exported model directory of ``en_run``."""
     return en_run / "model"
+
+
+@pytest.fixture(scope="session")
+def make_recipe():
+    """``make_recipe(**changes)``: an experiment config's tiny recipe (see ``tiny_recipe``)."""
+    return tiny_recipe
 
 
 @pytest.fixture(scope="session")

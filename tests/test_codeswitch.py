@@ -143,7 +143,7 @@ def test_synth_builds_a_code_switched_pair(tmp_path, en_model, pair):
     assert set(by) == {"es", "en"} and all(v["chars"] > 0 for v in by.values())
 
 
-def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model):
+def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model, make_recipe):
     """kind: codeswitch on a few synthesized utterances: every (start, strategy) cell trains
     its own way (meta runs record their variant, joint-finetune starts from the joint model),
     is scored on the target and the sources, and the report names the winner."""
@@ -152,15 +152,7 @@ def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model):
     from xasr.experiments.codeswitch import STRATEGIES, run_codeswitch
 
     config = tmp_path / "cs.yaml"
-    recipe = {
-        "max_steps": 4,
-        "val_every": 2,
-        "warmup_steps": 1,
-        "num_workers": 0,
-        "accelerator": "cpu",
-        "patience": 100,
-        "max_batch_seconds": 30.0,
-    }
+    recipe = make_recipe()
     config.write_text(
         yaml.safe_dump(
             {

@@ -143,22 +143,14 @@ def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path)
         assert not (mask & ~first[f"de/{name}"].bool()).any()
 
 
-def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path):
+def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_recipe):
     """kind: sparse-sharing on a few synthesized utterances: the dense model, a fine-tuned copy
     per language, masks and a masked run per sparsity; the report counts parameters."""
     import yaml
 
     from xasr.experiments.sparse_sharing import run_sparse_sharing
 
-    recipe = {
-        "max_steps": 2,
-        "val_every": 2,
-        "warmup_steps": 1,
-        "num_workers": 0,
-        "accelerator": "cpu",
-        "patience": 100,
-        "max_batch_seconds": 30.0,
-    }
+    recipe = make_recipe(max_steps=2)
     config = tmp_path / "ss.yaml"
     config.write_text(
         yaml.safe_dump(

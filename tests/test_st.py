@@ -170,22 +170,14 @@ def test_translation_scores():
     assert worse["bleu"] < 50 and worse["chrf"] < perfect["chrf"]
 
 
-def test_st_transfer_experiment_runs_every_cell_and_reports(tmp_path, en_aed_dir):
+def test_st_transfer_experiment_runs_every_cell_and_reports(tmp_path, en_aed_dir, make_recipe):
     """kind: st-transfer on a few synthesized utterances: scratch, direct and an ST cell per
     translator; the ST cell's recognizer starts from its ST model; the report compares them."""
     import yaml
 
     from xasr.experiments.st_transfer import run_st_transfer
 
-    recipe = {
-        "max_steps": 4,
-        "val_every": 2,
-        "warmup_steps": 1,
-        "num_workers": 0,
-        "accelerator": "cpu",
-        "patience": 100,
-        "max_batch_seconds": 30.0,
-    }
+    recipe = make_recipe()
     sed = {"name": "sed", "backend": "command", "command": "sed -e s/the/el/g"}
     config = tmp_path / "st.yaml"
     config.write_text(

@@ -28,7 +28,7 @@ from pathlib import Path
 from xasr.config import TrainConfig, from_dict
 from xasr.errors import XasrError
 from xasr.experiments.config import load_named_yaml
-from xasr.io import write_text
+from xasr.experiments.results import save_outcome
 
 KEYS = (
     "kind",
@@ -125,15 +125,11 @@ def read_setting(config: str | Path, out: str | Path | None = None) -> Setting:
 
 def run_codeswitch(config: str | Path, out: str | Path | None = None, progress=True) -> dict:
     """Build the data, run every (start, strategy) cell, evaluate, write the report."""
-    from xasr.data.synth import build_xlt_synth
+    from xasr.data.synth import build_per_language
 
     s = read_setting(config, out)
-    splits = {
-        lang: build_xlt_synth(
-            [lang], s.out / "data" / lang, train_minutes=minutes, progress=progress, **s.synth
-        )[lang]
-        for lang, minutes in {s.pair: s.target_minutes, **s.sources}.items()
-    }
+    minutes = {s.pair: s.target_minutes, **s.sources}
+    splits = build_per_language(s.out / "data", minutes, progress, **s.synth)
     runs = {}
     for start in s.starts:
         for strategy in s.strategies:
@@ -151,11 +147,8 @@ def run_codeswitch(config: str | Path, out: str | Path | None = None, progress=T
         "recipe": dataclasses.asdict(s.recipe),
         "runs": runs,
     }
-    write_text(s.out / "results.json", json.dumps(results, indent=1))
     plot_dev_curves(s, runs)
-    report = codeswitch_report(results)
-    write_text(s.out / "report.md", report)
-    print(report)
+    save_outcome(s.out, results, codeswitch_report(results))
     return results
 
 

@@ -21,14 +21,14 @@ from xasr.config import TrainConfig, from_dict
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
 from xasr.experiments.config import load_named_yaml
-from xasr.io import write_text
+from xasr.experiments.results import save_outcome
 
 KEYS = ("kind", "name", "out", "languages", "synth", "arch", "size", "recipe", "joint")
 SYNTH_DEFAULTS = {"dev_utts": 100, "test_utts": 200, "conditions": "noisy", "seed": 0}
 
 
 def run_multilingual(config: str | Path, out: str | Path | None = None, progress=True) -> dict:
-    from xasr.data.synth import build_xlt_synth
+    from xasr.data.synth import build_per_language
     from xasr.models.build import model_config
     from xasr.train.loop import train
 
@@ -43,12 +43,7 @@ def run_multilingual(config: str | Path, out: str | Path | None = None, progress
         TrainConfig, {**asdict(recipe), **(data.get("joint") or {})}, f"{config}: joint"
     )
     size = model_config(data.get("size", "small"), data.get("arch", "ctc"))
-    splits = {
-        lang: build_xlt_synth(
-            [lang], out / "data" / lang, train_minutes=minutes, progress=progress, **synth
-        )[lang]
-        for lang, minutes in languages.items()
-    }
+    splits = build_per_language(out / "data", languages, progress, **synth)
     alone = dataclasses.replace(recipe, monitor="all")  # one dev language: nothing else
     runs = {
         f"alone-{lang}": ([splits[lang]["train"]], [splits[lang]["dev"]], alone)
@@ -87,10 +82,7 @@ def run_multilingual(config: str | Path, out: str | Path | None = None, progress
         "joint_recipe": asdict(joint_recipe),
         "runs": summary,
     }
-    write_text(out / "results.json", json.dumps(results, indent=1))
-    report = multilingual_table(results)
-    write_text(out / "report.md", report)
-    print(report)
+    save_outcome(out, results, multilingual_table(results))
     return results
 
 

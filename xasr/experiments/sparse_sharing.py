@@ -27,7 +27,7 @@ from pathlib import Path
 from xasr.config import TrainConfig, from_dict
 from xasr.errors import XasrError
 from xasr.experiments.config import load_named_yaml
-from xasr.io import write_text
+from xasr.experiments.results import save_outcome
 
 KEYS = (
     "kind", "name", "out", "languages", "synth", "arch", "size", "recipe", "dense", "finetune",
@@ -84,15 +84,10 @@ def read_setting(config: str | Path, out: str | Path | None = None) -> Setting:
 
 def run_sparse_sharing(config: str | Path, out: str | Path | None = None, progress=True) -> dict:
     """Build the data, train and score every run, write the report."""
-    from xasr.data.synth import build_xlt_synth
+    from xasr.data.synth import build_per_language
 
     s = read_setting(config, out)
-    splits = {
-        lang: build_xlt_synth(
-            [lang], s.out / "data" / lang, train_minutes=m, progress=progress, **s.synth
-        )[lang]
-        for lang, m in s.languages.items()
-    }
+    splits = build_per_language(s.out / "data", s.languages, progress, **s.synth)
     runs = {"dense": train_dense(s, splits, progress)}
     for lang in s.languages:
         runs[f"finetune-{lang}"] = train_finetuned(s, splits, lang, progress)
@@ -108,10 +103,7 @@ def run_sparse_sharing(config: str | Path, out: str | Path | None = None, progre
         "dense_recipe": dataclasses.asdict(s.dense),
         "runs": summary,
     }
-    write_text(s.out / "results.json", json.dumps(results, indent=1))
-    report = sparse_sharing_report(results)
-    write_text(s.out / "report.md", report)
-    print(report)
+    save_outcome(s.out, results, sparse_sharing_report(results))
     return results
 
 

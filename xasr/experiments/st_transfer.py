@@ -26,7 +26,7 @@ from xasr.config import TrainConfig, from_dict
 from xasr.data.translate import BACKENDS
 from xasr.errors import XasrError
 from xasr.experiments.config import load_named_yaml
-from xasr.io import write_text
+from xasr.experiments.results import save_outcome
 
 KEYS = (
     "kind",
@@ -127,19 +127,12 @@ def translator_list(value, where: str) -> dict[str, dict]:
 
 def run_st_transfer(config: str | Path, out: str | Path | None = None, progress=True) -> dict:
     """Build the data, run every cell (reusing finished ones), evaluate, write the report."""
-    from xasr.data.synth import build_xlt_synth
+    from xasr.data.synth import build_per_language
 
     s = read_setting(config, out)
-    minutes = {
-        s.source_lang: s.source_minutes,
-        **{k: t["train_minutes"] for k, t in s.targets.items()},
-    }
-    splits = {
-        lang: build_xlt_synth(
-            [lang], s.out / "data" / lang, train_minutes=m, progress=progress, **s.synth
-        )[lang]
-        for lang, m in minutes.items()
-    }
+    minutes = {s.source_lang: s.source_minutes}
+    minutes.update({lang: t["train_minutes"] for lang, t in s.targets.items()})
+    splits = build_per_language(s.out / "data", minutes, progress, **s.synth)
     runs: dict[str, dict] = {}
     for lang, cell in s.cells():
         run_dir = run_cell(s, splits, lang, cell, progress)
@@ -154,11 +147,8 @@ def run_st_transfer(config: str | Path, out: str | Path | None = None, progress=
         "st_recipe": dataclasses.asdict(s.st_recipe),
         "runs": runs,
     }
-    write_text(s.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
     plot(s, runs)
-    report = st_transfer_report(results)
-    write_text(s.out / "report.md", report)
-    print(report)
+    save_outcome(s.out, results, st_transfer_report(results))
     return results
 
 

@@ -23,7 +23,7 @@ Layout: ``OUT/<code>/{train,dev,test}.jsonl`` (NeMo JSONL, relative audio paths)
 ``OUT/<code>/audio/<split>/<id>.wav`` (16-bit PCM) and ``OUT/<code>/synth.json``.
 """
 
-from xasr.data.synth.build import CONDITIONS, SPLITS, build_xlt_synth
+from xasr.data.synth.build import CONDITIONS, SPLITS, build_per_language, build_xlt_synth
 from xasr.data.synth.plan import HELDOUT_VARIANTS, TRAIN_VARIANTS
 from xasr.data.synth.sentences import (
     FORTUNE_ROOT,
@@ -44,6 +44,7 @@ __all__ = [
     "Sentence",
     "SynthLanguage",
     "available_sentences",
+    "build_per_language",
     "build_xlt_synth",
     "topics_of",
 ]

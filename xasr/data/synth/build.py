@@ -117,6 +117,19 @@ def _check_request(
         raise DataError(f"espeak-ng is not installed; install it with: {INSTALL_HINT}")
 
 
+def build_per_language(
+    root: Path, minutes: dict[str, float], progress: bool = True, **synth
+) -> dict[str, dict[str, Path]]:
+    """``build_xlt_synth`` for each language with its own train minutes, in ``root/<lang>/``
+    (the experiments' data: a few minutes of one language, hours of another)."""
+    return {
+        lang: build_xlt_synth(
+            [lang], Path(root) / lang, train_minutes=m, progress=progress, **synth
+        )[lang]
+        for lang, m in minutes.items()
+    }
+
+
 def _params(
     code: str, train_minutes: float, dev_utts: int, test_utts: int, seed: int, conditions: str
 ) -> dict:
