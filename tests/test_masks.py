@@ -138,7 +138,7 @@ def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path)
         progress=False,
     )  # fmt: skip
     assert abs(twice.density("de") - 0.4) < 0.01
-    first = load_file(str(tmp_path / "iter/adapt/de/round-2/model/masks.safetensors"))
+    first = load_file(str(tmp_path / "iter/adapt/de/s0.6-of-2/round-2/model/masks.safetensors"))
     for name, mask in twice.of("de").items():  # round 2 trained through round 1's mask
         assert not (mask & ~first[f"de/{name}"].bool()).any()
 
@@ -167,7 +167,7 @@ def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_r
     )
     results = run_sparse_sharing(config, out=tmp_path / "out", progress=False)
     runs = results["runs"]
-    assert list(runs) == ["dense", "finetune-en", "finetune-es", "sparse-0.5"]
+    assert list(runs) == ["dense", "dense-continued", "finetune-en", "finetune-es", "sparse-0.5"]
     assert set(runs["sparse-0.5"]["test"]) == {"en", "es"}
     used = runs["sparse-0.5"]["parameters_used"]
     assert all(v < runs["dense"]["parameters_used"]["en"] for v in used.values())
@@ -175,3 +175,39 @@ def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_r
     assert masks.langs == ["en", "es"] and abs(masks.density("es") - 0.5) < 0.01
     report = (tmp_path / "out" / "report.md").read_text()
     assert "the paper's direction" in report and "| fine-tuned copies |" in report
+
+
+def test_masked_runs_check_their_data_and_masks(corpus, en_model, make_cfg, tmp_path):
+    source, _, _ = load_model_dir(en_model)
+    run = tmp_path / "de"
+    cfg = make_cfg(max_steps=2, val_every=2)
+    options = TransferOptions(source=str(en_model))
+    with pytest.raises(XasrError, match="dev lines of language"):  # en dev, no en mask
+        transfer(run, corpus.de_train, corpus.en_dev, options, cfg, progress=False,
+                 masks=random_masks(source, ["de"]))  # fmt: skip
+    transfer(run, corpus.de_train, corpus.de_dev, options, cfg, progress=False,
+             masks=random_masks(source, ["de"]))  # fmt: skip
+    with pytest.raises(XasrError, match="--masks"):  # resumed through other masks
+        transfer(run, corpus.de_train, corpus.de_dev, options, make_cfg(max_steps=4, val_every=2),
+                 progress=False, masks=random_masks(source, ["de"], seed=9))  # fmt: skip
+
+
+def test_a_masked_model_refuses_lines_without_a_language(corpus, en_model, tmp_path):
+    import json
+    import shutil
+
+    from xasr.decode.evaluate import evaluate
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(en_model, model_dir)
+    source, _, _ = load_model_dir(en_model)
+    random_masks(source, ["en"]).save(model_dir)
+    rows = [json.loads(line) for line in corpus.en_dev.read_text().splitlines()]
+    for row in rows:
+        row.pop("lang")
+        row["audio_filepath"] = str(corpus.root / row["audio_filepath"])
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(XasrError, match="name the language"):
+        evaluate(model_dir, bare, progress=False)
+    assert "cer" in evaluate(model_dir, bare, progress=False, mask_lang="en")

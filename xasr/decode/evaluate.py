@@ -83,8 +83,8 @@ def language_model(model, masks, lang: str | None, where):
 
     if lang is None:
         raise XasrError(
-            f"{where}: the model has language masks ({', '.join(masks.langs)}) and a line has "
-            "no lang: give each line a lang, or name one (--lang)"
+            f"{where}: the model has language masks ({', '.join(masks.langs)}): name the "
+            "language (--lang), or give every manifest line a lang"
         )
     return apply_mask(copy.deepcopy(model), masks.of(lang))
 
@@ -116,7 +116,7 @@ def evaluate(
         output_file(output, "--json")
     model, _, vocab = load_model_dir(model_dir)
     decoder = (decoding or DecodingOptions()).strategy(model, vocab)
-    stats = {}
+    stats = {"audio_seconds": 0.0, "decode_seconds": 0.0, "total_seconds": 0.0}
     utterances, report = check_utterances(read_manifest(manifest), skip_bad=skip_bad)
     masks = LanguageMasks.load(resolve_model(model_dir))
     hyps = [""] * len(utterances)
@@ -128,7 +128,7 @@ def evaluate(
     for lang, idx in groups.items():
         group_stats = {}
         texts = transcribe_paths(
-            model if lang is None else language_model(model, masks, lang, manifest),
+            model if masks is None else language_model(model, masks, lang, manifest),
             vocab,
             [utterances[i].audio_filepath for i in idx],
             [utterances[i].duration for i in idx],

@@ -33,6 +33,7 @@ from xasr.data.features import HOP_LENGTH
 from xasr.errors import XasrError
 from xasr.io import output_file, write_file
 from xasr.models.build import load_model_dir, resolve_model
+from xasr.models.masks import LanguageMasks
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, opset: int = OPSET) -> d
     out = output_file(out, "--onnx")
     directory = resolve_model(model_dir)
     model, cfg, vocab = load_model_dir(directory)
+    if LanguageMasks.load(directory) is not None:
+        raise XasrError(
+            f"{model_dir} has language masks: the ONNX export would be the dense shared "
+            "model, which is no language's sub-network (not supported yet)"
+        )
     if cfg.architecture != "conformer-ctc":
         raise XasrError(
             f"{model_dir} is an {cfg.architecture} model; `xasr export` writes CTC models (an "

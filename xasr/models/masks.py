@@ -19,6 +19,7 @@ are shared; there are no language-specific modules.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +36,17 @@ MASKS_INFO = "masks.json"
 
 
 def prunable_names(model: nn.Module) -> list[str]:
-    """The weights of the model's linear layers, less its vocabulary rows and fixed weights."""
+    """The weights of the model's linear layers (and the fused input projection of
+    ``nn.MultiheadAttention``), less its vocabulary rows and fixed weights."""
     skip = set(model.vocab_params()) | set(model.fixed_parameters())
     names = []
     for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
         if isinstance(module, nn.Linear):
-            name = f"{module_name}.weight" if module_name else "weight"
-            if name not in skip:
-                names.append(name)
-    return names
+            names.append(prefix + "weight")
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            names.append(prefix + "in_proj_weight")  # its fused query/key/value projection
+    return [n for n in names if n not in skip]
 
 
 def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
@@ -97,6 +100,20 @@ class LanguageMasks:
                 for b in self.langs
             }
         return table
+
+    def digest(self) -> str:
+        """SHA-1 of the languages, sparsity and every mask: what a resumed run must keep."""
+        h = hashlib.sha1(json.dumps([self.langs, self.sparsity]).encode())
+        for lang in self.langs:
+            for name in sorted(self.masks[lang]):
+                h.update(f"{lang}/{name}".encode())
+                h.update(self.masks[lang][name].to(torch.uint8).cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def on(self, device) -> LanguageMasks:
+        """The same masks on ``device`` (moved once, not at every step)."""
+        moved = {g: {n: m.to(device) for n, m in ms.items()} for g, ms in self.masks.items()}
+        return LanguageMasks(moved, self.sparsity)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -158,9 +175,7 @@ def masked_call(model: nn.Module, masks: dict[str, Tensor], fn, *args, **kwargs)
     """``fn(model, *args, **kwargs)`` with every masked weight w replaced by ``mask ⊙ w`` (a
     tensor that keeps w's gradient path: the gradient reaching w is masked)."""
     params = dict(model.named_parameters())
-    swapped = {
-        f"model.{n}": params[n] * m.to(params[n].device, params[n].dtype) for n, m in masks.items()
-    }
+    swapped = {f"model.{n}": params[n] * m.to(params[n].device) for n, m in masks.items()}
     return torch.func.functional_call(_Call(model), swapped, (fn, *args), kwargs, strict=False)
 
 

@@ -247,7 +247,9 @@ def train(
     )
     langs = sorted({utt.lang or "unknown" for utt in valid_utts})
     check_monitor(cfg, langs)
-    check_same_data(run_dir, sources, valid_manifests, cfg)
+    if masks is not None:
+        check_masked_data(masks, sources, train_sets, valid_utts)
+    check_same_data(run_dir, sources, valid_manifests, cfg, masks)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
     if masks is not None:
@@ -335,6 +337,20 @@ def make_task(model, vocab, cfg: TrainConfig, *args, masks=None) -> AsrTask:
     return MetaAsrTask(model, vocab, cfg, *args, meta=MetaOptions.from_train_config(cfg))
 
 
+def check_masked_data(masks, sources, train_sets, valid_utts) -> None:
+    """Each training source is of one language with a mask, and so is every dev line."""
+    for source, utterances in zip(sources, train_sets):
+        langs = sorted({u.lang or "" for u in utterances})
+        if len(langs) != 1 or langs[0] not in masks.langs:
+            raise XasrError(
+                f"--masks: each --train manifest must be of one language with a mask "
+                f"({', '.join(masks.langs)}); {source.manifest} has {langs}"
+            )
+    missing = sorted({u.lang or "" for u in valid_utts} - set(masks.langs))
+    if missing:
+        raise XasrError(f"--masks: dev lines of language(s) {missing} have no mask")
+
+
 def check_masked_recipe(cfg: TrainConfig, n_sources: int) -> None:
     """Sparse sharing needs batches of one language each."""
     if cfg.meta_variant is not None:
@@ -369,10 +385,13 @@ DATA_KEYS = ("mixing", "temperature", "source_batches", "monitor")
 META_KEYS = ("meta_variant", "k_train", "k_valid", "meta_tasks")
 
 
-def check_same_data(run_dir: Path, sources, valid_manifests: list[str], cfg: TrainConfig) -> None:
-    """Record (first start) or compare (resume) the run's sources, dev sets, mixing and
-    monitor: a resumed run must go on with the data and metric it started with (the
-    checkpoint's data position and best-model state mean nothing for others)."""
+def check_same_data(
+    run_dir: Path, sources, valid_manifests: list[str], cfg: TrainConfig, masks=None
+) -> None:
+    """Record (first start) or compare (resume) the run's sources, dev sets, mixing,
+    monitor and language masks: a resumed run must go on with the data, metric and
+    sub-networks it started with (the checkpoint's data position and best-model state mean
+    nothing for others)."""
     spec = {
         "train": [[str(Path(s.manifest).resolve()), s.weight] for s in sources],
         "valid": [str(Path(m).resolve()) for m in valid_manifests],
@@ -380,15 +399,18 @@ def check_same_data(run_dir: Path, sources, valid_manifests: list[str], cfg: Tra
     }
     if cfg.meta_variant is not None:  # runs from before meta-transfer have no such keys
         spec.update({k: getattr(cfg, k) for k in META_KEYS})
+    if masks is not None:
+        spec["masks"] = masks.digest()
     path = run_dir / DATA_FILE
     resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if resuming and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        keys = [*spec, *(k for k in META_KEYS if k in saved and k not in spec)]
+        optional = (*META_KEYS, "masks")
+        keys = [*spec, *(k for k in optional if k in saved and k not in spec)]
         for key in keys:
             value = spec.get(key)
             if saved.get(key) != json.loads(json.dumps(value)):
-                flag = TRAIN_FLAGS.get(key, f"--{key}")
+                flag = TRAIN_FLAGS.get(key, f"--{key}")  # masks: --masks
                 raise XasrError(
                     f"{run_dir} was started with other {flag} ({saved.get(key)}, now {value}); "
                     "resume it with the same data and options, or train into a new --out"

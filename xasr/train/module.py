@@ -66,6 +66,7 @@ class AsrTask(L.LightningModule):
         self.masks = masks  # LanguageMasks: each batch trains and decodes its language's
         self._kept: dict[str, torch.Tensor] = {}
         self._mask_lang: str | None = None
+        self._device_masks = None  # (device, LanguageMasks there)
         self.frozen_until = frozen_until
         self.model = model
         self.penalty = penalty
@@ -112,6 +113,12 @@ class AsrTask(L.LightningModule):
         )
         return loss
 
+    def _masks_of(self, lang: str) -> dict[str, torch.Tensor]:
+        """``lang``'s masks on the model's device (moved there once)."""
+        if self._device_masks is None or self._device_masks[0] != self.device:
+            self._device_masks = (self.device, self.masks.on(self.device))
+        return self._device_masks[1].of(lang)
+
     def _masked_loss(self, batch: dict) -> torch.Tensor:
         """The loss through the batch's language's sub-network (``xasr.models.masks``)."""
         from xasr.models.masks import masked_call
@@ -123,25 +130,26 @@ class AsrTask(L.LightningModule):
                 "train with --source-batches language"
             )
         self._mask_lang = langs.pop()
-        masks = self.masks.of(self._mask_lang)
+        masks = self._masks_of(self._mask_lang)
         loss, _ = masked_call(self.model, masks, lambda m, b, a: m.loss(b, a), batch, self._augment)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # AdamW's momentum and weight decay would still move weights outside the language's
-        # mask (their gradient is 0): keep them, and put them back after the step.
+        # mask (their gradient is 0): keep them here, after the backward pass, and put them
+        # back as soon as the step is done (optimizer_step), before any callback sees them.
         if self.masks is not None:
             params = dict(self.model.named_parameters())
-            self._kept = {n: params[n].detach().clone() for n in self.masks.of(self._mask_lang)}
+            self._kept = {n: params[n].detach().clone() for n in self._masks_of(self._mask_lang)}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
         if self.masks is None or not self._kept:
             return
         params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, mask in self.masks.of(self._mask_lang).items():
-                p = params[name]
-                p.copy_(torch.where(mask.to(p.device), p, self._kept[name]))
+            for name, mask in self._masks_of(self._mask_lang).items():
+                params[name].copy_(torch.where(mask, params[name], self._kept[name]))
         self._kept = {}
 
     def _decode(self, batch: dict) -> list[str]:
@@ -157,7 +165,7 @@ class AsrTask(L.LightningModule):
             idx = [i for i, g in enumerate(batch["langs"]) if g == lang]
             group = masked_call(
                 self.model,
-                self.masks.of(lang),
+                self._masks_of(lang),
                 lambda m, a, n: decode(self._decoder, m, a, n),
                 audio[idx],
                 lengths[idx],

@@ -208,7 +208,7 @@ def transfer(
         report.update(initialise_from_source(model, source, plan, vocabs, model_cfg, cfg.seed))
     fixed = frozenset(model.fixed_parameters())  # never train, even after --freeze-steps
     frozen_until = plan.frozen - fixed if cfg.freeze_steps else frozenset()
-    still = fixed if cfg.freeze_steps else plan.frozen
+    still = fixed & plan.frozen if cfg.freeze_steps else plan.frozen  # scratch: none fixed
     for name, param in model.named_parameters():
         param.requires_grad_(name not in still)
     run_dir.mkdir(parents=True, exist_ok=True)

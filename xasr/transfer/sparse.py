@@ -8,8 +8,9 @@ in magnitude.
   and adapting through the mask found so far, then pruning to sparsity ``1 - (1 - s)^(r/R)``
   (the same share of the remaining weights each round) among the weights the mask keeps.
 
-Each adaptation is an ordinary ``transfer`` run in ``OUT/adapt/<lang>/round-<r>/`` (resumed
-when killed, reused when finished); the masks go to ``OUT/masks.safetensors`` with
+Each adaptation is an ordinary ``transfer`` run in ``OUT/adapt/<lang>/round-1/`` (the dense
+model's adaptation) or ``OUT/adapt/<lang>/s<s>-of-<R>/round-<r>/`` (resumed when killed,
+reused when finished; a resumed run refuses other masks); the masks go to ``OUT/masks.safetensors`` with
 ``OUT/masks.json`` and the overlap between languages to ``OUT/overlap.json``. Training the
 shared model through them: ``xasr transfer --masks OUT --source-batches language``.
 """
@@ -40,7 +41,7 @@ def by_language(manifests, flag: str) -> dict[str, str]:
 
     out = {}
     for source in as_sources(manifests):
-        lang = target_language([source.manifest])
+        lang = target_language([source.manifest], "give its lines their lang")
         if lang in out:
             raise XasrError(
                 f"{flag}: two manifests of language {lang} ({out[lang]}, {source.manifest})"
@@ -73,11 +74,15 @@ def find_masks(
     names = prunable_names(model)
     masks = {}
     for lang, manifest in train.items():
-        current = None
+        current, reached = None, 0.0
         for r in range(1, rounds + 1):
             target = 1.0 - (1.0 - sparsity) ** (r / rounds)
-            run = out / "adapt" / lang / f"round-{r}"
-            adapted = adapt(run, shared, manifest, valid[lang], cfg, lang, current, progress)
+            # round 1 adapts the dense model (any schedule's); later rounds depend on it
+            schedule = "" if r == 1 else f"s{sparsity:g}-of-{rounds}/"
+            run = out / "adapt" / lang / f"{schedule}round-{r}"
+            through = LanguageMasks({lang: current}, reached) if current is not None else None
+            adapted = adapt(run, shared, manifest, valid[lang], cfg, through, progress)
+            reached = target
             current = {
                 n: magnitude_within(adapted[n], current[n] if current else None, target)
                 for n in names
@@ -90,10 +95,9 @@ def find_masks(
     return result
 
 
-def adapt(run: Path, shared, manifest, dev, cfg: TrainConfig, lang, mask, progress) -> dict:
-    """The weights of ``shared`` adapted to one language (through ``mask`` when given)."""
+def adapt(run: Path, shared, manifest, dev, cfg: TrainConfig, masks, progress) -> dict:
+    """The weights of ``shared`` adapted to one language (through ``masks`` when given)."""
     if not (run / "result.json").is_file():
-        masks = LanguageMasks({lang: mask}, 0.0) if mask is not None else None
         cfg = dataclasses.replace(cfg, source_batches="language") if masks else cfg
         transfer(
             run,

@@ -141,13 +141,15 @@ def st_enhanced_transfer(
     )
 
 
-def target_language(train_manifest) -> str:
+def target_language(
+    train_manifest, hint: str = "name the target language with --target-lang"
+) -> str:
     """The ``lang`` of the first training manifest's first line, or a one-line error."""
     first = as_sources(train_manifest)[0].manifest
     utterances = read_manifest(first)
     lang = utterances[0].lang if utterances else None
     if not lang:
-        raise XasrError(f"{first} has no lang field: name the target language with --target-lang")
+        raise XasrError(f"{first} has no lang field: {hint}")
     return lang
 
 
