@@ -46,6 +46,14 @@ def st_options(corpus, **changes) -> StOptions:
     )
 
 
+def chain(corpus, run, source_dir, st: StOptions, cfg):
+    """The chain on the test corpus: English speech -> "German" text -> German recognizer."""
+    options = TransferOptions(source=str(source_dir))
+    return st_enhanced_transfer(
+        run, corpus.de_train, corpus.de_dev, options, st, cfg, progress=False
+    )
+
+
 def test_chain_stages_load_what_the_previous_saved(
     corpus, en_aed_dir, make_cfg, tmp_path, monkeypatch
 ):
@@ -61,15 +69,7 @@ def test_chain_stages_load_what_the_previous_saved(
     monkeypatch.setattr(finetune, "load_model_dir", recording_load)
     run = tmp_path / "de"
     cfg = make_cfg(max_steps=4, val_every=2)
-    result = st_enhanced_transfer(
-        run,
-        corpus.de_train,
-        corpus.de_dev,
-        TransferOptions(source=str(en_aed_dir)),
-        st_options(corpus),
-        cfg,
-        progress=False,
-    )
+    result = chain(corpus, run, en_aed_dir, st_options(corpus), cfg)
     st_dir = run / "st"
     # stage 1: the ST manifests are the English speech with the translation as text
     st_train = read_manifest(st_dir / "translations" / "train.jsonl")
@@ -96,60 +96,34 @@ def test_chain_stages_load_what_the_previous_saved(
     assert report["source"] == str(st_dir / "model")
     assert report["init_modules"]["copied"] == ["frontend", "encoder", "decoder"]
     assert not report["tokens"]["mapped"] and not report["tokens"]["new"]
-    chain = json.loads((run / "chain.json").read_text())
-    assert chain["st"]["translate_with"] == "command" and chain["translation_quality"] == quality
+    record = json.loads((run / "chain.json").read_text())
+    assert record["st"]["translate_with"] == "command" and record["translation_quality"] == quality
     assert result.model_dir == run / "model" and result.steps == 4
 
     # run again: nothing is translated or trained again; the finished ST run is reused
     before = (st_dir / "model" / "model.safetensors").stat().st_mtime_ns
     loaded.clear()
-    st_enhanced_transfer(
-        run,
-        corpus.de_train,
-        corpus.de_dev,
-        TransferOptions(source=str(en_aed_dir)),
-        st_options(corpus),
-        cfg,
-        progress=False,
-    )
+    chain(corpus, run, en_aed_dir, st_options(corpus), cfg)
     assert (st_dir / "model" / "model.safetensors").stat().st_mtime_ns == before
 
     # another recognizer reuses the ST run; one with another translator is refused
     other = tmp_path / "de-again"
-    st_enhanced_transfer(
-        other,
-        corpus.de_train,
-        corpus.de_dev,
-        TransferOptions(source=str(en_aed_dir)),
-        st_options(corpus, st_run=str(st_dir)),
-        cfg,
-        progress=False,
-    )
+    chain(corpus, other, en_aed_dir, st_options(corpus, st_run=str(st_dir)), cfg)
     assert json.loads((other / "transfer.json").read_text())["source"] == str(st_dir / "model")
     assert (st_dir / "model" / "model.safetensors").stat().st_mtime_ns == before
     with pytest.raises(XasrError, match="translator_command"):
-        st_enhanced_transfer(
+        chain(
+            corpus,
             tmp_path / "de-sed",
-            corpus.de_train,
-            corpus.de_dev,
-            TransferOptions(source=str(en_aed_dir)),
+            en_aed_dir,
             st_options(corpus, st_run=str(st_dir), translator_command="sed -e s/a/e/g"),
             cfg,
-            progress=False,
         )
 
 
 def test_a_ctc_source_is_refused_before_any_work(corpus, en_model, make_cfg, tmp_path):
     with pytest.raises(XasrError, match="attention encoder-decoder"):
-        st_enhanced_transfer(
-            tmp_path / "run",
-            corpus.de_train,
-            corpus.de_dev,
-            TransferOptions(source=str(en_model)),
-            st_options(corpus),
-            make_cfg(),
-            progress=False,
-        )
+        chain(corpus, tmp_path / "run", en_model, st_options(corpus), make_cfg())
     assert not (tmp_path / "run" / "st" / "translations").exists()
 
 
@@ -254,12 +228,10 @@ def test_command_line_names_what_the_chain_misses(xasr, corpus, en_aed_dir, tmp_
 
 def test_the_st_stage_needs_its_own_folder(corpus, en_aed_dir, make_cfg, tmp_path):
     with pytest.raises(XasrError, match="--out itself"):
-        st_enhanced_transfer(
+        chain(
+            corpus,
             tmp_path / "run",
-            corpus.de_train,
-            corpus.de_dev,
-            TransferOptions(source=str(en_aed_dir)),
+            en_aed_dir,
             st_options(corpus, st_run=str(tmp_path / "run")),
             make_cfg(),
-            progress=False,
         )
