@@ -15,7 +15,7 @@ from xasr.data.vocab import CharVocab
 from xasr.decode.attention import AttentionSearch, BeamSearch, CtcPrefixScorer
 from xasr.decode.strategy import decode
 from xasr.errors import CheckpointError, XasrError
-from xasr.models.aed import IGNORE, VggFrontend
+from xasr.models.aed import IGNORE, DecoderCache, VggFrontend, decoder_layer
 from xasr.models.build import build_model, load_model_dir, save_model_dir
 from xasr.transfer.finetune import initialise_from_source, parameter_shapes, target_vocab
 from xasr.transfer.plan import plan_transfer
@@ -375,7 +375,7 @@ class TableDecoder:
     sos_id = eos_id = 3
     blank_id = 0
 
-    def next_token_log_probs(self, tokens, states, lengths):
+    def next_token_log_probs(self, tokens, states, lengths, cache=None):  # stateless
         rows = []
         for row in tokens.tolist():
             probs = torch.full((4,), -50.0)
@@ -414,3 +414,39 @@ def test_arch_alone_keeps_the_source_size(en_model):
     assert asked("ctc", None) is None and asked(None, None) is None  # the source's own
     assert asked("aed", None) == AED_SIZES["tiny"]  # en_model is the tiny CTC size
     assert asked(None, "xsmall") == MODEL_SIZES["xsmall"]
+
+
+def test_cached_decoding_steps_equal_the_whole_prefix_at_once():
+    """Each step through a ``DecoderCache`` (one new position, and after a beam search's row
+    choice) gives the logits the uncached decoder gives for the whole prefix."""
+    torch.manual_seed(0)
+    model = build_model(AED_SIZES["tiny"], len(VOCAB)).eval()
+    batch = batch_of()
+    with torch.no_grad():
+        states, frames = model.encode(batch["audio"], batch["audio_lengths"])
+        tokens = torch.randint(0, len(VOCAB), (3, 7))
+        tokens[:, 0] = model.sos_id
+        cache = DecoderCache()
+        for length in range(1, 8):
+            if length == 5:  # hypotheses reordered, as a beam search does
+                rows = torch.tensor([2, 0, 0])
+                cache.select(rows)
+                tokens, states, frames = tokens[rows], states[rows], frames[rows]
+            stepped = model.next_token_log_probs(tokens[:, :length], states, frames, cache)
+            whole = model.next_token_log_probs(tokens[:, :length], states, frames)
+            assert cache.length == length
+            torch.testing.assert_close(stepped, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_layer_computes_what_torch_layer_does():
+    """``decoder_layer`` is ``nn.TransformerDecoderLayer.forward`` written out (pre-norm)."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerDecoderLayer(16, 4, 32, 0.1, batch_first=True, norm_first=True)
+    layer.eval()
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    frames = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    with torch.no_grad():
+        expected = layer(x, memory, tgt_mask=~causal, memory_key_padding_mask=~frames)
+        got, _ = decoder_layer(layer, x, None, causal, memory, frames[:, None, None, :])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

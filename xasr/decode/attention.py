@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from xasr import checks
+from xasr.models.aed import DecoderCache
 
 NEG = float("-inf")
 
@@ -81,8 +82,9 @@ def greedy_search(model, states: Tensor, frames: Tensor, ratio: float) -> list[l
     limits = max_lengths(frames, ratio)
     tokens = torch.full((batch, 1), model.sos_id, dtype=torch.long, device=states.device)
     done = torch.zeros(batch, dtype=torch.bool, device=states.device)
+    cache = DecoderCache()
     for step in range(int(limits.max())):
-        log_probs = model.next_token_log_probs(tokens, states, frames)
+        log_probs = model.next_token_log_probs(tokens, states, frames, cache)
         log_probs[:, model.blank_id] = NEG  # the blank is CTC's, never the decoder's
         best = torch.where(done, model.eos_id, log_probs.argmax(-1))
         tokens = torch.cat([tokens, best[:, None]], dim=1)
@@ -172,6 +174,7 @@ class BeamSearch:
         )
         self.finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(self.batch)]
         self.done = [False] * self.batch
+        self.cache = DecoderCache()  # rows follow the live hypotheses, as ``tokens`` does
 
     @torch.no_grad()
     def run(self) -> list[list[int]]:
@@ -190,6 +193,7 @@ class BeamSearch:
             token_flat = token.reshape(-1)
             scores = self.move_finished(best, token, tokens, rows, step)
             tokens = torch.cat([tokens[rows], token_flat[:, None]], dim=1)
+            self.cache.select(rows)
             if self.scorer is not None:
                 keep = torch.where(token_flat == model.eos_id, 0, token_flat)
                 self.scorer.select(rows, keep, *ctc)
@@ -199,7 +203,7 @@ class BeamSearch:
 
     def step_scores(self, tokens: Tensor):
         """Per-token score increments of every live hypothesis, (batch * k, vocab + 1)."""
-        log_probs = self.model.next_token_log_probs(tokens, self.states, self.frames)
+        log_probs = self.model.next_token_log_probs(tokens, self.states, self.frames, self.cache)
         log_probs[:, self.model.blank_id] = NEG
         if self.scorer is None:
             return log_probs, None

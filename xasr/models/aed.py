@@ -81,12 +81,32 @@ def sinusoids(length: int, d_model: int, device) -> Tensor:
     return table
 
 
+class DecoderCache:
+    """What an incremental decoding has computed so far, per decoder layer: the self-attention
+    keys and values of the tokens already decoded, (batch, heads, length, head_dim), and the
+    cross-attention keys and values of the encoder states, (batch, heads, frames, head_dim),
+    so that a step runs the decoder on the newest token only and projects the encoder states
+    once. ``select(rows)`` follows a beam search's choice of hypotheses."""
+
+    def __init__(self):
+        self.layers: list[tuple[Tensor, ...]] = []
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][0].shape[2] if self.layers else 0
+
+    def select(self, rows: Tensor) -> None:
+        self.layers = [tuple(x[rows] for x in layer) for layer in self.layers]
+
+
 class TransformerDecoder(nn.Module):
     """Token embedding + sinusoidal positions, pre-norm ``nn.TransformerDecoderLayer``s, final
     LayerNorm, output layer over ``n_tokens`` (the vocabulary and the start/end token).
 
     forward(tokens, memory, memory_lengths): tokens (batch, length) int64, memory (batch,
-    frames, d_model) -> logits (batch, length, n_tokens); position i sees tokens <= i.
+    frames, d_model) -> logits (batch, length, n_tokens); position i sees tokens <= i. With a
+    ``DecoderCache`` holding the first ``cache.length`` tokens' states, only the later positions
+    are computed (and added to the cache): a decoding step costs one position, not the prefix.
     """
 
     def __init__(self, n_tokens: int, cfg: AedConfig):
@@ -108,26 +128,80 @@ class TransformerDecoder(nn.Module):
         self.out = nn.Linear(cfg.d_model, n_tokens)
 
     def forward(
-        self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor, last_only: bool = False
+        self,
+        tokens: Tensor,
+        memory: Tensor,
+        memory_lengths: Tensor,
+        last_only: bool = False,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
-        length = tokens.shape[1]
-        x = self.embed(tokens) * math.sqrt(self.d_model)
-        x = x + sinusoids(length, self.d_model, tokens.device).to(x.dtype)
-        # Boolean masks, True = not attended: valid under any autocast dtype (a float mask
-        # would have to match the attention's dtype).
-        future = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1)
-        memory_pad = ~padding_mask(memory_lengths, memory.shape[1])
-        for layer in self.layers:
-            x = layer(
-                x,
-                memory,
-                tgt_mask=future,
-                tgt_is_causal=True,
-                memory_key_padding_mask=memory_pad,
-            )
+        cache = DecoderCache() if cache is None else cache
+        start, length = cache.length, tokens.shape[1]
+        x = self.embed(tokens[:, start:]) * math.sqrt(self.d_model)
+        x = x + sinusoids(length, self.d_model, tokens.device)[start:].to(x.dtype)
+        # Boolean masks, True = attended (scaled_dot_product_attention's convention; valid
+        # under any autocast dtype): new position start + i sees the positions <= it, and
+        # every frame inside its utterance.
+        positions = torch.arange(length, device=tokens.device)
+        causal = positions[None, :] <= positions[start:, None]
+        frames = padding_mask(memory_lengths, memory.shape[1])[:, None, None, :]
+        kept = []
+        for i, layer in enumerate(self.layers):
+            past = cache.layers[i] if start else None
+            x, keys_values = decoder_layer(layer, x, past, causal, memory, frames)
+            kept.append(keys_values)
+        cache.layers = kept
         if last_only:  # decoding needs the next token's scores only: skip the others' output
             x = x[:, -1:]
         return self.out(self.norm(x))
+
+
+def decoder_layer(
+    layer: nn.TransformerDecoderLayer,
+    x: Tensor,
+    past: tuple[Tensor, ...] | None,
+    causal: Tensor,
+    memory: Tensor,
+    frames: Tensor,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``nn.TransformerDecoderLayer.forward`` with ``norm_first`` (its parameters, its
+    computation) for new positions ``x`` (batch, n, d_model), written out so that keys and
+    values are kept: ``past`` is what an earlier call returned (or None). ``causal`` (n,
+    positions), ``frames`` (batch, 1, 1, frames): True where attended.
+    -> (output (batch, n, d_model), (self keys, self values, memory keys, memory values))."""
+    self_attn, cross = layer.self_attn, layer.multihead_attn
+    q, k, v = projections(self_attn, layer.norm1(x), 0, 3)
+    if past is None:
+        memory_k, memory_v = projections(cross, memory, 1, 3)
+    else:
+        k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        memory_k, memory_v = past[2], past[3]
+    x = x + layer.dropout1(attend(self_attn, q, k, v, causal))
+    (q,) = projections(cross, layer.norm2(x), 0, 1)
+    x = x + layer.dropout2(attend(cross, q, memory_k, memory_v, frames))
+    h = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm3(x)))))
+    return x + layer.dropout3(h), (k, v, memory_k, memory_v)
+
+
+def projections(attn: nn.MultiheadAttention, x: Tensor, first: int, last: int) -> list[Tensor]:
+    """The query (0), key (1) and value (2) projections ``first`` to ``last`` - 1 of ``x``
+    (batch, n, d_model) by ``attn``'s packed in-projection, each split into heads: (batch,
+    heads, n, head_dim)."""
+    d, heads = attn.embed_dim, attn.num_heads
+    rows = slice(first * d, last * d)
+    projected = F.linear(x, attn.in_proj_weight[rows], attn.in_proj_bias[rows])
+    batch, n, _ = x.shape
+    split = projected.view(batch, n, last - first, heads, d // heads).permute(2, 0, 3, 1, 4)
+    return list(split.unbind(0))
+
+
+def attend(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """``attn``'s attention of queries ``q`` over ``k``/``v`` (batch, heads, *, head_dim) where
+    ``mask`` is True, dropout on the weights as in training, heads merged and projected out."""
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    batch, _, n, _ = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, n, attn.embed_dim))
 
 
 class AedModel(nn.Module):
@@ -173,10 +247,13 @@ class AedModel(nn.Module):
             )
         return F.log_softmax(self.head(states).float(), dim=-1)
 
-    def next_token_log_probs(self, tokens: Tensor, states: Tensor, lengths: Tensor) -> Tensor:
+    def next_token_log_probs(
+        self, tokens: Tensor, states: Tensor, lengths: Tensor, cache: DecoderCache | None = None
+    ) -> Tensor:
         """Log-probabilities (batch, vocab + 1) of the token after each prefix ``tokens``
-        (batch, length), which start with ``sos_id``; in fp32."""
-        logits = self.decoder(tokens, states, lengths, last_only=True)[:, -1]
+        (batch, length), which start with ``sos_id``; in fp32. ``cache``: the decoder's states
+        of ``tokens[:, :cache.length]`` from earlier calls (updated to all of ``tokens``)."""
+        logits = self.decoder(tokens, states, lengths, last_only=True, cache=cache)[:, -1]
         return F.log_softmax(logits.float(), dim=-1)
 
     def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
