@@ -145,7 +145,8 @@ def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path)
 
 def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_recipe):
     """kind: sparse-sharing on a few synthesized utterances: the dense model, a fine-tuned copy
-    per language, masks and a masked run per sparsity; the report counts parameters."""
+    per language, masks and a masked run per sparsity (from one adaptation per language); the
+    report counts parameters."""
     import yaml
 
     from xasr.experiments.sparse_sharing import run_sparse_sharing
@@ -161,13 +162,22 @@ def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_r
                 "synth": {"dev_utts": 2, "test_utts": 2},
                 "size": "tiny",
                 "recipe": recipe,
-                "sparsities": [0.5],
+                "sparsities": [0.5, 0.7],
             }
         )
     )
     results = run_sparse_sharing(config, out=tmp_path / "out", progress=False)
     runs = results["runs"]
-    assert list(runs) == ["dense", "dense-continued", "finetune-en", "finetune-es", "sparse-0.5"]
+    assert list(runs) == [
+        "dense",
+        "dense-continued",
+        "finetune-en",
+        "finetune-es",
+        "sparse-0.5",
+        "sparse-0.7",
+    ]
+    adapted = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob("round-1/result.json"))
+    assert [str(p) for p in adapted] == ["out/adapt/en/round-1", "out/adapt/es/round-1"]
     assert set(runs["sparse-0.5"]["test"]) == {"en", "es"}
     used = runs["sparse-0.5"]["parameters_used"]
     assert all(v < runs["dense"]["parameters_used"]["en"] for v in used.values())

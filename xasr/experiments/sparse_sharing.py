@@ -10,7 +10,7 @@ Runs, each resumable and reused when finished:
   copy per language;
 * ``sparse-<s>`` (``-r<R>`` with ``rounds``: R > 1): masks at sparsity s (``OUT/masks-<s>``:
   ``xasr.transfer.sparse.find_masks`` from the dense model, ``adapt`` keys as the adaptation's
-  recipe), then the dense model trained on every language through them (the ``dense`` recipe,
+  recipe, its runs in ``OUT/adapt``, the first round's shared by every sparsity), then the dense model trained on every language through them (the ``dense`` recipe,
   batches of one language);
 * ``dense-continued``: the same further training without masks, the sparse runs' control (the
   verdict compares against it, so the extra budget is not credited to sparse sharing).
@@ -175,7 +175,11 @@ def train_sparse(s: Setting, splits: dict, sparsity: float, progress: bool) -> P
     dev = {lang: str(splits[lang]["dev"]) for lang in s.languages}
     dense = str(s.out / "runs" / "dense" / "model")
     masks_dir = s.out / sparse_name(s, sparsity).replace("sparse-", "masks-")
-    masks = find_masks(masks_dir, dense, train, dev, sparsity, s.adapt, s.rounds, progress)
+    # one adaptation per language serves every sparsity (one-shot masks differ only in the
+    # pruning); the later rounds of iterative schedules are kept apart by their schedule
+    masks = find_masks(
+        masks_dir, dense, train, dev, sparsity, s.adapt, s.rounds, progress, s.out / "adapt"
+    )
     return continue_dense(s, splits, run, masks, progress)
 
 

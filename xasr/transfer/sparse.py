@@ -8,8 +8,9 @@ in magnitude.
   and adapting through the mask found so far, then pruning to sparsity ``1 - (1 - s)^(r/R)``
   (the same share of the remaining weights each round) among the weights the mask keeps.
 
-Each adaptation is an ordinary ``transfer`` run in ``OUT/adapt/<lang>/round-1/`` (the dense
-model's adaptation) or ``OUT/adapt/<lang>/s<s>-of-<R>/round-<r>/`` (resumed when killed,
+Each adaptation is an ordinary ``transfer`` run in ``ADAPT/<lang>/round-1/`` (the dense
+model's adaptation, the same for every sparsity and schedule) or
+``ADAPT/<lang>/s<s>-of-<R>/round-<r>/`` (``ADAPT``: ``OUT/adapt`` by default; resumed when killed,
 reused when finished; a resumed run refuses other masks); the masks go to ``OUT/masks.safetensors`` with
 ``OUT/masks.json`` and the overlap between languages to ``OUT/overlap.json``. Training the
 shared model through them: ``xasr transfer --masks OUT --source-batches language``.
@@ -59,10 +60,14 @@ def find_masks(
     cfg: TrainConfig,
     rounds: int = 1,
     progress: bool = True,
+    adapt_dir: str | Path | None = None,
 ) -> LanguageMasks:
     """Each language of ``train`` (``{lang: manifest}``, with its dev set in ``valid``) gets a
-    mask over ``shared``'s prunable weights; returns them, saved in ``out``."""
+    mask over ``shared``'s prunable weights; returns them, saved in ``out``. The adaptation
+    runs live in ``adapt_dir`` (default ``out/adapt``): masks of several sparsities from one
+    shared model can share it, and with it their first round's adaptations."""
     out = output_dir(out)
+    adapt_dir = out / "adapt" if adapt_dir is None else Path(adapt_dir)
     if not 0.0 < sparsity < 1.0:
         raise XasrError(f"--sparsity must be in (0, 1), got {sparsity}")
     if rounds < 1:
@@ -79,7 +84,7 @@ def find_masks(
             target = 1.0 - (1.0 - sparsity) ** (r / rounds)
             # round 1 adapts the dense model (any schedule's); later rounds depend on it
             schedule = "" if r == 1 else f"s{sparsity:g}-of-{rounds}/"
-            run = out / "adapt" / lang / f"{schedule}round-{r}"
+            run = adapt_dir / lang / f"{schedule}round-{r}"
             through = LanguageMasks({lang: current}, reached) if current is not None else None
             adapted = adapt(run, shared, manifest, valid[lang], cfg, through, progress)
             reached = target
