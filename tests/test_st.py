@@ -180,8 +180,10 @@ def test_st_transfer_experiment_runs_every_cell_and_reports(tmp_path, en_aed_dir
     assert direct["source"] == str(en_aed_dir)
     scratch = json.loads((tmp_path / "out/runs/es/scratch/model/config.json").read_text())
     assert scratch["model"]["architecture"] == "aed"
+    assert cells["st-sed"]["vs_direct"]["verdict"] in {"a", "b", "tie"}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "the paper's direction" in report and "en->es (sed)" in report
+    assert "paired-bootstrap 95% interval" in report
     assert (tmp_path / "out" / "curves-es.png").is_file()
 
 

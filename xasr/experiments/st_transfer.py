@@ -137,6 +137,8 @@ def run_st_transfer(config: str | Path, out: str | Path | None = None, progress=
     for lang, cell in s.cells():
         run_dir = run_cell(s, splits, lang, cell, progress)
         runs.setdefault(lang, {})[cell] = summarise(s, splits[lang]["test"], run_dir)
+    for cells in runs.values():
+        compare_with_direct(cells)
     results = {
         "name": s.name,
         "source": {"lang": s.source_lang, "train_minutes": s.source_minutes},
@@ -221,6 +223,21 @@ def summarise(s: Setting, test_manifest: Path, run_dir: Path) -> dict:
     return summary
 
 
+def compare_with_direct(cells: dict) -> None:
+    """Each ST cell gains ``vs_direct``: the paired bootstrap of its test WER against direct
+    transfer's (``xasr.decode.significance``), so that the verdict can tell a win from chance."""
+    from xasr.decode.significance import compare_runs
+
+    direct = cells.get("direct")
+    if direct is None:
+        return
+    theirs = json.loads((Path(direct["run_dir"]) / "test.json").read_text(encoding="utf-8"))
+    for run in cells.values():
+        if "st" in run:
+            ours = json.loads((Path(run["run_dir"]) / "test.json").read_text(encoding="utf-8"))
+            run["vs_direct"] = compare_runs(ours, theirs, "wer")
+
+
 def st_summary(st_dir: Path) -> dict:
     quality = json.loads((st_dir / "translation.json").read_text(encoding="utf-8"))
     result = json.loads((st_dir / "result.json").read_text(encoding="utf-8"))
@@ -293,8 +310,12 @@ def st_transfer_report(results: dict) -> str:
 
 
 def verdict(results: dict) -> list[str]:
-    """Per ST cell: its test WER against direct transfer's, relative change, and whether the
-    paper's direction (ST-enhanced beats direct) held; then which runs did not early-stop."""
+    """Per ST cell: its test WER against direct transfer's, relative change, the paired
+    bootstrap's 95% interval of the difference, and whether the paper's direction
+    (ST-enhanced beats direct) held: "held" only when the interval lies below zero, "reversed"
+    when above, a tie otherwise; then which runs did not early-stop."""
+    from xasr.decode.significance import interval_text
+
     lines = []
     for lang, cells in results["runs"].items():
         best = min(cells, key=lambda c: cells[c]["test"]["wer"])
@@ -305,11 +326,18 @@ def verdict(results: dict) -> list[str]:
                 continue
             ours, theirs = run["test"]["wer"], direct["test"]["wer"]
             change = (ours - theirs) / theirs if theirs else 0.0
-            held = "held" if ours < theirs else "did not hold"
+            compared = run.get("vs_direct")
+            if compared is None:  # results written before the bootstrap: the figures alone
+                held, interval = ("held" if ours < theirs else "did not hold"), ""
+            else:
+                held = {"a": "held", "b": "reversed (direct transfer was better)"}.get(
+                    compared["verdict"], "is not shown: a tie (the 95% interval holds zero)"
+                )
+                interval = f", {interval_text(compared)} paired-bootstrap 95% interval"
             lines.append(
                 f"{lang}, {cell} (ST BLEU {run['st']['bleu']:.1f}): test WER {ours:.1%} against "
-                f"direct transfer's {theirs:.1%} ({change:+.1%} relative): the paper's direction "
-                f"(ST-enhanced beats direct transfer) {held}."
+                f"direct transfer's {theirs:.1%} ({change:+.1%} relative{interval}): the paper's "
+                f"direction (ST-enhanced beats direct transfer) {held}."
             )
     capped = not_early_stopped(results)
     lines.append(
