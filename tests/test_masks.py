@@ -183,8 +183,10 @@ def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_r
     assert all(v < runs["dense"]["parameters_used"]["en"] for v in used.values())
     masks = LanguageMasks.load(tmp_path / "out/runs/sparse-0.5/model")
     assert masks.langs == ["en", "es"] and abs(masks.density("es") - 0.5) < 0.01
+    assert set(runs["sparse-0.5"]["vs_control"]) == {"en", "es"}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "the paper's direction" in report and "| fine-tuned copies |" in report
+    assert "Outside chance (paired bootstrap, 95%)" in report
 
 
 def test_masked_runs_check_their_data_and_masks(corpus, en_model, make_cfg, tmp_path):
