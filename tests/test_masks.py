@@ -223,3 +223,28 @@ def test_a_masked_model_refuses_lines_without_a_language(corpus, en_model, tmp_p
     with pytest.raises(XasrError, match="name the language"):
         evaluate(model_dir, bare, progress=False)
     assert "cer" in evaluate(model_dir, bare, progress=False, mask_lang="en")
+
+
+def test_an_adaptation_made_otherwise_is_not_reused(corpus, en_model, make_cfg, tmp_path):
+    """The adaptations are shared between sparsities and kept: one made with another recipe
+    is refused by name, not silently pruned."""
+    from xasr.errors import XasrError
+    from xasr.transfer.sparse import find_masks
+
+    train, dev = {"de": str(corpus.de_train)}, {"de": str(corpus.de_dev)}
+    cfg = make_cfg(max_steps=2)
+    find_masks(tmp_path / "m5", str(en_model), train, dev, 0.5, cfg, adapt_dir=tmp_path / "a")
+    again = find_masks(
+        tmp_path / "m7", str(en_model), train, dev, 0.7, cfg, adapt_dir=tmp_path / "a"
+    )
+    assert abs(again.density("de") - 0.3) < 0.01
+    with pytest.raises(XasrError, match="another recipe"):
+        find_masks(
+            tmp_path / "m3",
+            str(en_model),
+            train,
+            dev,
+            0.3,
+            make_cfg(max_steps=2, lr=5e-4),
+            adapt_dir=tmp_path / "a",
+        )

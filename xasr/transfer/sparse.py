@@ -101,9 +101,32 @@ def find_masks(
 
 
 def adapt(run: Path, shared, manifest, dev, cfg: TrainConfig, masks, progress) -> dict:
-    """The weights of ``shared`` adapted to one language (through ``masks`` when given)."""
+    """The weights of ``shared`` adapted to one language (through ``masks`` when given). A
+    finished run is reused only if ``adapt.json`` says it was made from the same shared model,
+    data and recipe (runs are shared between sparsities, and kept between invocations)."""
+    cfg = dataclasses.replace(cfg, source_batches="language") if masks else cfg
+    made_of = json.loads(
+        json.dumps(
+            {
+                "shared": str(shared),
+                "train": str(manifest),
+                "dev": str(dev),
+                "recipe": dataclasses.asdict(cfg),
+            }
+        )
+    )
+    record = run / "adapt.json"
+    if record.is_file():
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+        if earlier != made_of:
+            changed = sorted(k for k in made_of if earlier.get(k) != made_of[k])
+            raise XasrError(
+                f"{run}: an adaptation made with another {', '.join(changed)}; delete it to "
+                "adapt again, or give the masks another output folder"
+            )
     if not (run / "result.json").is_file():
-        cfg = dataclasses.replace(cfg, source_batches="language") if masks else cfg
+        run.mkdir(parents=True, exist_ok=True)
+        write_text(record, json.dumps(made_of, indent=1))
         transfer(
             run,
             [manifest],
