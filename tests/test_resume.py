@@ -94,8 +94,11 @@ def test_killed_run_resumes_to_identical_weights(
     if devices == 1:  # under DDP each rank has half the batches
         assert state["CutsData"]["batches"] == {3: 1, 4: 4}[val_every]  # batches into the epoch
     assert len(state["callbacks"]["RandomState"]["ranks"]) == devices
+    before = state["callbacks"]["TrainingClock"]["seconds"]
     resumed = run_training(tmp_path / "killed", corpus, cfg)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # the run's time counts the killed process's until its checkpoint
+    assert json.loads((tmp_path / "killed" / "result.json").read_text())["seconds"] > before > 0
 
     expected, got = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")
     assert expected.keys() == got.keys()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import lightning as L
@@ -161,3 +162,27 @@ def _set_generator_states(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+class TrainingClock(L.Callback):
+    """Training seconds across resumes: a killed run's earlier processes are counted through
+    the checkpoint (``state_dict``), so that a resumed run's ``result.json`` reports the time
+    the whole run took, not its last process's (the steps redone after the last checkpoint
+    count twice, as they were computed twice)."""
+
+    def __init__(self):
+        self.before = 0.0
+        self.started = time.monotonic()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = float(state_dict["seconds"])

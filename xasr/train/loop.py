@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -49,6 +48,7 @@ from xasr.train.checkpoint import (
     ExportBestModel,
     LastAtEveryValidation,
     RandomState,
+    TrainingClock,
     ValidateAtLastStep,
 )
 from xasr.train.curve import LOG_DIR, CurveLogger, next_attempt, write_curve
@@ -290,12 +290,12 @@ def train(
         mode="min",
         check_on_train_epoch_end=False,
     )
-    trainer = make_trainer(run_dir, cfg, [export, early], progress)
+    clock = TrainingClock()
+    trainer = make_trainer(run_dir, cfg, [export, early, clock], progress)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         check_checkpoint(last, task)
         log.info("resuming from %s", last)
-    started = time.monotonic()
     try:
         trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
     except SystemExit:  # Lightning's answer to Ctrl-C, after a graceful shutdown
@@ -322,7 +322,7 @@ def train(
         best_step=export.best_step,
         steps=trainer.global_step,
         stopped_by=_stop_reason(trainer, early, cfg),
-        seconds=time.monotonic() - started,
+        seconds=clock.seconds,
     )
     if trainer.is_global_zero:
         write_curve(run_dir)
