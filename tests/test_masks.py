@@ -187,6 +187,7 @@ def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_r
     report = (tmp_path / "out" / "report.md").read_text()
     assert "the paper's direction" in report and "| fine-tuned copies |" in report
     assert "Outside chance (paired bootstrap, 95%)" in report
+    assert "sparse-0.7: share of the row language" in report
 
 
 def test_masked_runs_check_their_data_and_masks(corpus, en_model, make_cfg, tmp_path):

@@ -204,12 +204,13 @@ def summarise(s: Setting, splits: dict, name: str, run: Path) -> dict:
     total = sum(p.numel() for p in model.parameters())
     masks = LanguageMasks.load(run / "model")
     used = {lang: total for lang in langs}
-    stored = total
+    stored, extra = total, {}
     if masks is not None:
         params = dict(model.named_parameters())
         masked = sum(params[n].numel() for n in prunable_names(model))
         used = {lang: round(total - masked * (1 - masks.density(lang))) for lang in langs}
         stored = total + masked * len(masks.langs) / 32  # one bit per weight and language
+        extra["mask_overlap"] = masks.overlap()
     return {
         "run_dir": str(run),
         "test": tests,
@@ -219,6 +220,7 @@ def summarise(s: Setting, splits: dict, name: str, run: Path) -> dict:
         "minutes": result["seconds"] / 60,
         "parameters_used": used,
         "stored_float32_equivalent": stored,
+        **extra,
     }
 
 
@@ -278,7 +280,29 @@ def sparse_sharing_report(results: dict) -> str:
         lines.append(
             f"| {name} | {mean / 1e6:.2f} | {runs[name]['stored_float32_equivalent'] / 1e6:.2f} |"
         )
+    lines += overlap_tables(runs, langs)
     return "\n".join(lines + ["", *verdict(results)]) + "\n"
+
+
+def overlap_tables(runs: dict, langs: list[str]) -> list[str]:
+    """Per sparse run, the matrix of its masks' overlap: row a, column b is the share of a's
+    kept weights that b keeps too."""
+    lines = []
+    for name, run in runs.items():
+        overlap = run.get("mask_overlap")
+        if not overlap:
+            continue
+        lines += [
+            "",
+            f"{name}: share of the row language's kept weights that the column language keeps",
+            "",
+            "| | " + " | ".join(langs) + " |",
+            "|---|" + "---:|" * len(langs),
+        ]
+        lines += [
+            f"| {a} | " + " | ".join(f"{overlap[a][b]:.1%}" for b in langs) + " |" for a in langs
+        ]
+    return lines
 
 
 def verdict(results: dict) -> list[str]:
