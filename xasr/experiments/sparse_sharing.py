@@ -323,7 +323,13 @@ def verdict(results: dict) -> list[str]:
             detail = ""
         else:
             wins = [g for g in langs if compared[g]["verdict"] == "a"]
-            held = "held" if len(wins) == len(langs) else "did not hold"
+            rest = [g for g in langs if g not in wins]
+            held = (
+                "held"
+                if not rest
+                else f"held for {len(wins)} of {len(langs)} languages only (not shown for "
+                f"{', '.join(rest)})"
+            )
             detail = (
                 f" Outside chance (paired bootstrap, 95%): {len(wins)} of {len(langs)}; CER "
                 "differences: "
