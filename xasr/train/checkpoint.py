@@ -13,7 +13,6 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from xasr.io import write_file
-from xasr.models.build import save_model_dir
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -51,17 +50,17 @@ class LastAtEveryValidation(ModelCheckpoint):
 
 
 class ExportBestModel(L.Callback):
-    """After each validation that improves dev CER, write the self-describing model directory.
+    """After each validation that improves the monitored metric, write the model directory.
 
-    The directory (config, vocabulary, safetensors) is what `xasr evaluate`, `transcribe` and
-    `transfer --from` read; Lightning's .ckpt files are only for resuming.
+    ``save(model, meta)`` writes it: for a recognizer the self-describing xasr directory
+    (config, vocabulary, safetensors) that `xasr evaluate`, `transcribe` and `transfer --from`
+    read; Lightning's .ckpt files are only for resuming. ``meta`` is ``meta`` with the step and
+    the dev scores of that validation.
     """
 
-    def __init__(self, directory: Path, model_cfg, vocab, meta: dict, monitor: str = "val_cer"):
-        self.directory = Path(directory)
+    def __init__(self, save, meta: dict, monitor: str = "val_cer"):
+        self.save = save
         self.monitor = monitor
-        self.model_cfg = model_cfg
-        self.vocab = vocab
         self.meta = meta
         self.best = float("inf")
         self.best_step = -1
@@ -69,19 +68,19 @@ class ExportBestModel(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        cer = float(trainer.callback_metrics[self.monitor])
-        if cer < self.best:
-            self.best, self.best_step = cer, trainer.global_step
+        metrics = trainer.callback_metrics
+        value = float(metrics[self.monitor])
+        if value < self.best:
+            self.best, self.best_step = value, trainer.global_step
             if trainer.is_global_zero:
-                meta = {
-                    **self.meta,
-                    "dev_cer": float(trainer.callback_metrics["val_cer"]),
-                    "monitor": self.monitor,
-                    "monitored_cer": cer,
-                    "step": trainer.global_step,
-                    "dev_wer": float(trainer.callback_metrics.get("val_wer", float("nan"))),
-                }
-                save_model_dir(self.directory, pl_module.model, self.model_cfg, self.vocab, meta)
+                meta = {**self.meta, "monitor": self.monitor, "step": trainer.global_step}
+                if "val_cer" in metrics:  # a recognizer's (keys older directories have too)
+                    meta["dev_cer"] = float(metrics["val_cer"])
+                    meta["monitored_cer"] = value
+                    meta["dev_wer"] = float(metrics.get("val_wer", float("nan")))
+                else:
+                    meta["monitored"] = value
+                self.save(pl_module.model, meta)
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_step": self.best_step}

@@ -41,7 +41,7 @@ from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, sa
 from xasr.device import training_machine
 from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
 from xasr.io import output_dir, write_text
-from xasr.models.build import build_model
+from xasr.models.build import build_model, save_model_dir
 from xasr.models.ctc import CtcModel
 from xasr.train.checkpoint import (
     AtomicCheckpointIO,
@@ -282,7 +282,11 @@ def train(
             cfg.mixing,
             ", ".join(f"{s.manifest} {share:.1%}" for s, share in zip(sources, shares)),
         )
-    export = ExportBestModel(run_dir / "model", model_cfg, vocab, meta, cfg.monitor_key)
+    export = ExportBestModel(
+        lambda model, meta: save_model_dir(run_dir / "model", model, model_cfg, vocab, meta),
+        meta,
+        cfg.monitor_key,
+    )
     early = EarlyStopping(
         cfg.monitor_key,
         min_delta=cfg.min_delta,
@@ -292,6 +296,25 @@ def train(
     )
     clock = TrainingClock()
     trainer = make_trainer(run_dir, cfg, [export, early, clock], progress)
+    fit(trainer, task, data, run_dir, cfg)
+    result = TrainResult(
+        run_dir=run_dir,
+        model_dir=run_dir / "model",
+        best_dev_cer=export.best,
+        best_step=export.best_step,
+        steps=trainer.global_step,
+        stopped_by=stop_reason(trainer, early, cfg),
+        seconds=clock.seconds,
+    )
+    if trainer.is_global_zero:
+        write_curve(run_dir)
+        write_text(run_dir / "result.json", json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def fit(trainer: L.Trainer, task: AsrTask, data: CutsData, run_dir: Path, cfg: TrainConfig):
+    """``trainer.fit``, resuming from ``RUN/checkpoints/last.ckpt`` when there is one; Ctrl-C
+    and a GPU out of memory end in one-line errors that say how to resume."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         check_checkpoint(last, task)
@@ -315,19 +338,6 @@ def train(
             f"the GPU ran out of memory with batches of {cfg.max_batch_seconds:g} s of audio; "
             "lower --batch-seconds (max_batch_seconds), then run the same command to resume"
         ) from None
-    result = TrainResult(
-        run_dir=run_dir,
-        model_dir=run_dir / "model",
-        best_dev_cer=export.best,
-        best_step=export.best_step,
-        steps=trainer.global_step,
-        stopped_by=_stop_reason(trainer, early, cfg),
-        seconds=clock.seconds,
-    )
-    if trainer.is_global_zero:
-        write_curve(run_dir)
-        write_text(run_dir / "result.json", json.dumps(result.to_json(), indent=1))
-    return result
 
 
 def make_task(model, vocab, cfg: TrainConfig, *args, masks=None) -> AsrTask:
@@ -453,12 +463,15 @@ def check_checkpoint(path: Path, task: AsrTask) -> None:
         )
 
 
-def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: bool) -> L.Trainer:
+def make_trainer(
+    run_dir: Path, cfg: TrainConfig, callbacks: list, progress: bool, monitor: str | None = None
+) -> L.Trainer:
+    """``monitor``: the metric the best checkpoint follows (default ``cfg.monitor_key``)."""
     accelerator, precision = training_machine(cfg)
     checkpoint = LastAtEveryValidation(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor=cfg.monitor_key,
+        monitor=monitor or cfg.monitor_key,
         mode="min",
         save_top_k=1,
         save_last=True,
@@ -493,7 +506,7 @@ def make_trainer(run_dir: Path, cfg: TrainConfig, callbacks: list, progress: boo
     )
 
 
-def _stop_reason(trainer: L.Trainer, early: EarlyStopping, cfg: TrainConfig) -> str:
+def stop_reason(trainer: L.Trainer, early: EarlyStopping, cfg: TrainConfig) -> str:
     if trainer.global_step >= cfg.max_steps:  # first: the last step's validation may count
         return "max steps"
     if early.stopped_epoch > 0 or (early.wait_count >= cfg.patience):
