@@ -530,6 +530,24 @@ def cmd_masks(args) -> None:
         print(a + "\t" + "\t".join(f"{overlap[a][b]:.2f}" for b in masks.langs))
 
 
+def cmd_pretrain(args) -> None:
+    from xasr.models.ssl import SslOptions
+    from xasr.train.pretrain import continue_pretraining
+
+    result = continue_pretraining(
+        args.out,
+        training_sources(args),
+        args.valid,
+        train_config(args),
+        args.source,
+        SslOptions(args.mask_prob, args.mask_length, args.gumbel_temperature),
+        masks=read_masks(args.masks),
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(result, indent=1))
+
+
 def cmd_experiment(args) -> None:
     from xasr.experiments.runner import run_experiment
 
@@ -766,6 +784,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="masks.safetensors, masks.json, overlap.json")
     add_train_options(p)  # the adaptation's recipe (--max-steps: its budget)
     p.set_defaults(func=cmd_masks)
+    p = sub.add_parser(
+        "pretrain", help="continue a wav2vec2 model's self-supervised pre-training on speech"
+    )
+    p.add_argument(
+        "--from", dest="source", required=True, help="a Hugging Face ...ForPreTraining directory"
+    )
+    add_data_options(p)  # the transcripts are not used
+    p.add_argument("--out", required=True, help="run directory (re-run to resume)")
+    p.add_argument("--masks", help="language masks (xasr masks): each language's sub-network")
+    p.add_argument("--mask-prob", type=float, default=0.65, help="share of frames starting a span")
+    p.add_argument("--mask-length", type=int, default=10, help="masked span, in frames")
+    p.add_argument("--gumbel-temperature", type=float, default=0.5, help="the quantizer's")
+    add_train_options(p)
+    p.set_defaults(func=cmd_pretrain)
     for command in sub.choices.values():  # so that main() can name the command in its errors
         command.set_defaults(command_parser=command)
     return parser

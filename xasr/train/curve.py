@@ -34,7 +34,8 @@ def next_attempt(run_dir: Path) -> str:
 
 def read_curve(run_dir: str | Path) -> list[dict]:
     """Rows {"step": int, "train_loss"?, "train_penalty"?, "val_cer"?, "val_wer"?,
-    "val_cer_<lang>"?, "val_wer_<lang>"?: float} by step."""
+    "val_cer_<lang>"?, "val_wer_<lang>"?, "val_loss"?, "val_loss_<lang>"?: float} by step
+    (``val_loss``: continued self-supervised pre-training's dev score)."""
     attempts = sorted(
         (Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
         key=lambda p: int(p.parent.name.split("-")[1]),
@@ -45,7 +46,7 @@ def read_curve(run_dir: str | Path) -> list[dict]:
             new = [_parse(row) for row in csv.DictReader(handle)]
         # Where this attempt took over: its first row of the curve itself (epoch-level rows
         # such as audio_seconds carry Lightning's own step count, which can lie earlier).
-        curve = [row["step"] for row in new if row.keys() & {"train_loss", "val_cer"}]
+        curve = [row["step"] for row in new if row.keys() & {"train_loss", "val_cer", "val_loss"}]
         if curve:
             rows = [row for row in rows if row["step"] < min(curve)]
         rows.extend(new)
@@ -57,8 +58,11 @@ def write_curve(run_dir: str | Path) -> Path:
     keys = ["step", "train_loss", "val_cer", "val_wer"]
     if any("train_penalty" in row for row in rows):  # transfer --l2sp / --ewc
         keys.insert(2, "train_penalty")
-    # a dev set of several languages: each one's CER and WER (AsrTask.val_langs)
-    keys += sorted({k for row in rows for k in row if k.startswith(("val_cer_", "val_wer_"))})
+    if any("val_loss" in row for row in rows):  # continued pre-training (SslTask)
+        keys.append("val_loss")
+    # a dev set of several languages: each one's scores (AsrTask.val_langs)
+    prefixes = ("val_cer_", "val_wer_", "val_loss_")
+    keys += sorted({k for row in rows for k in row if k.startswith(prefixes)})
     path = Path(run_dir) / "metrics.csv"
 
     def write(tmp: Path) -> None:

@@ -332,3 +332,62 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def _delayed(schedule, start: int, step: int) -> float:
     return 0.0 if step < start else schedule(step)
+
+
+class SslTask(AsrTask):
+    """Continued self-supervised pre-training (``xasr.models.ssl``): AsrTask's training step
+    (the model's loss, through the batch's language mask when there are masks); validation is
+    the same loss on the dev set, logged as ``val_loss`` (and ``val_loss_<lang>``,
+    ``val_loss_macro`` for several languages). Its masked spans and distractors are drawn from
+    numpy's generator seeded by the batch's index, then the training's generator is put back:
+    every validation scores the same task, so early stopping compares like with like."""
+
+    def on_validation_epoch_start(self) -> None:
+        # [loss x utterances, utterances] for the whole set, then for each language
+        self._val_sums = torch.zeros(1 + len(self.val_langs), 2, dtype=torch.float64)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        import numpy as np
+
+        saved = np.random.get_state()
+        np.random.seed(batch_idx)
+        try:
+            for lang, idx in self._language_groups(batch):
+                loss = float(self._validation_loss(batch, idx, lang))
+                rows = [0] + ([1 + self.val_langs.index(lang)] if lang in self.val_langs else [])
+                for row in rows:
+                    self._val_sums[row] += torch.tensor([loss * len(idx), len(idx)])
+        finally:
+            np.random.set_state(saved)
+
+    def _language_groups(self, batch: dict) -> list[tuple[str | None, list[int]]]:
+        """Whole batch at once without masks; else one group per language (its mask)."""
+        langs = batch["langs"]
+        if self.masks is None and not self.val_langs:
+            return [(None, list(range(len(langs))))]
+        return [
+            (lang, [i for i, g in enumerate(langs) if g == lang]) for lang in dict.fromkeys(langs)
+        ]
+
+    def _validation_loss(self, batch: dict, idx: list[int], lang) -> torch.Tensor:
+        sub = {
+            "audio": batch["audio"][idx],
+            "audio_lengths": batch["audio_lengths"][idx],
+            "texts": [batch["texts"][i] for i in idx],
+        }
+        if self.masks is None:
+            return self.model.loss(sub)[0]
+        from xasr.models.masks import masked_call
+
+        return masked_call(self.model, self._masks_of(lang), lambda m, b: m.loss(b)[0], sub)
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums.to(self.device), reduce_op="sum")
+        means = (sums[:, 0] / sums[:, 1].clamp(min=1)).tolist()
+        log = partial(self.log, sync_dist=False, rank_zero_only=False)
+        log("step", float(self.global_step))
+        log("val_loss", means[0], prog_bar=True)
+        for lang, value in zip(self.val_langs, means[1:]):
+            log(f"val_loss_{lang}", value)
+        if self.val_langs:
+            log("val_loss_macro", sum(means[1:]) / len(self.val_langs))

@@ -1,0 +1,138 @@
+"""`continue_pretraining()`: a wav2vec2 ``...ForPreTraining`` directory and speech in, the same
+kind of directory out, trained further on the contrastive task (``xasr.models.ssl``) by the
+ordinary training loop: several sources, language masks, checkpoints, exact resume.
+
+    RUN/model/          the best Hugging Face ...ForPreTraining directory so far (dev loss),
+                        with training.json (its step, dev loss, data); `--from` accepts it
+    RUN/checkpoints/    Lightning's state (resume), as for every run
+    RUN/metrics.csv     train_loss, val_loss by step
+    RUN/data.json, RUN/result.json   as for every run (result: best_dev_loss, not a CER)
+
+The transcripts are not read beyond the manifests' checks: untranscribed speech is the point,
+and a manifest's ``text`` may be empty.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+
+from xasr.config import TrainConfig
+from xasr.data.batching import source_prefix, to_cuts
+from xasr.data.sources import as_sources, source_shares
+from xasr.data.vocab import CharVocab
+from xasr.device import training_machine
+from xasr.errors import XasrError
+from xasr.io import output_dir, write_text
+from xasr.models.ssl import SslOptions, load_for_pretraining, pretraining_class
+from xasr.train.checkpoint import ExportBestModel, TrainingClock
+from xasr.train.curve import write_curve
+from xasr.train.loop import (
+    CutsData,
+    check_masked_data,
+    check_masked_recipe,
+    check_monitor,
+    check_same_data,
+    fit,
+    load_split,
+    make_trainer,
+    stop_reason,
+)
+from xasr.train.module import SslTask
+
+
+def continue_pretraining(
+    run_dir: str | Path,
+    train_manifest,
+    valid_manifest,
+    cfg: TrainConfig,
+    source: str | Path,
+    options: SslOptions | None = None,
+    masks=None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Continue ``source``'s self-supervised pre-training on the speech of ``train_manifest``
+    (one manifest or several sources, mixed by ``cfg.mixing``) until the dev loss stops
+    improving (``cfg.patience``, ``cfg.min_delta``) or a budget runs out; ``masks``
+    (``LanguageMasks``): each batch, of one language, trains through that language's
+    sub-network (Lu et al. 2022's language-adaptive pre-training). Returns result.json."""
+    torch.set_flush_denormal(True)  # AdamW state decaying to denormals slows CPUs 10-20x
+    options = options or SslOptions()
+    pretraining_class(source)  # a directory without a quantizer: before any data is read
+    run_dir = output_dir(run_dir)
+    training_machine(cfg)
+    if cfg.meta_variant is not None:
+        raise XasrError("continued pre-training does not combine with meta-transfer learning")
+    sources = as_sources(train_manifest)
+    if masks is not None:
+        check_masked_recipe(cfg, len(sources))
+    valid_manifests = [s.manifest for s in as_sources(valid_manifest)]
+    train_sets = [
+        load_split(s.manifest, skip_bad, f"train[{i + 1}]") for i, s in enumerate(sources)
+    ]
+    valid_utts = [u for m in valid_manifests for u in load_split(m, skip_bad, "valid")]
+    shares = source_shares(
+        [sum(u.duration for u in part) for part in train_sets],
+        cfg.mixing,
+        [s.weight for s in sources],
+        cfg.temperature,
+    )
+    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
+    check_monitor(cfg, langs)
+    if masks is not None:
+        check_masked_data(masks, sources, train_sets, valid_utts)
+    check_same_data(run_dir, sources, valid_manifests, cfg, masks)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = load_for_pretraining(source, options)
+    if masks is not None:
+        masks.check(model, f"masks for {source}")
+    # the loaders tokenise transcripts: a vocabulary of every character, read by nothing else
+    vocab = CharVocab.from_texts(u.text for part in [*train_sets, valid_utts] for u in part)
+    task = SslTask(model, vocab, cfg, val_langs=tuple(langs) if len(langs) > 1 else (), masks=masks)
+    train_cuts = [to_cuts(part, prefix=source_prefix(i)) for i, part in enumerate(train_sets)]
+    data = CutsData(train_cuts, to_cuts(valid_utts), vocab, cfg, shares)
+    monitor = cfg.monitor_key.replace("val_cer", "val_loss")
+    meta = {
+        "source": str(source),
+        "ssl": asdict(options),
+        "train": asdict(cfg),
+        "train_manifests": [s.manifest for s in sources],
+        "valid_manifests": valid_manifests,
+    }
+
+    def save(model, meta: dict) -> None:
+        directory = model.save(run_dir / "model")
+        if masks is not None:
+            masks.save(directory)
+        write_text(directory / "training.json", json.dumps(meta, indent=1))
+
+    export = ExportBestModel(save, meta, monitor)
+    early = EarlyStopping(
+        monitor,
+        min_delta=cfg.min_delta,
+        patience=cfg.patience,
+        mode="min",
+        check_on_train_epoch_end=False,
+    )
+    clock = TrainingClock()
+    trainer = make_trainer(run_dir, cfg, [export, early, clock], progress, monitor=monitor)
+    fit(trainer, task, data, run_dir, cfg)
+    result = {
+        "run_dir": str(run_dir),
+        "model_dir": str(run_dir / "model"),
+        "best_dev_loss": export.best,
+        "best_step": export.best_step,
+        "steps": trainer.global_step,
+        "stopped_by": stop_reason(trainer, early, cfg),
+        "seconds": clock.seconds,
+    }
+    if trainer.is_global_zero:
+        write_curve(run_dir)
+        write_text(run_dir / "result.json", json.dumps(result, indent=1))
+    return result
