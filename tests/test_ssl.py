@@ -114,6 +114,11 @@ def test_continued_pretraining_writes_a_directory_a_transfer_starts_from(
     assert json.loads((out / "training.json").read_text())["step"] == result["best_step"]
     curve = (tmp_path / "ssl" / "metrics.csv").read_text()
     assert "val_loss" in curve
+    # the same command again resumes from the last checkpoint (here: already finished)
+    again = continue_pretraining(
+        tmp_path / "ssl", corpus.en_train, corpus.en_dev, cfg, pretraining_dir, progress=False
+    )
+    assert (again["steps"], again["best_step"]) == (4, result["best_step"])
     # trained further: the encoder moved, the frozen feature encoder did not
     before, after = load_for_pretraining(pretraining_dir), load_for_pretraining(out)
     b, a = dict(before.named_parameters()), dict(after.named_parameters())
