@@ -249,3 +249,34 @@ def test_an_adaptation_made_otherwise_is_not_reused(corpus, en_model, make_cfg, 
             make_cfg(max_steps=2, lr=5e-4),
             adapt_dir=tmp_path / "a",
         )
+
+
+def test_export_writes_one_languages_sub_network(en_model, tmp_path):
+    import shutil
+
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from xasr.export.onnx import _check_batch, export_onnx
+    from xasr.models.masks import apply_mask
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(en_model, model_dir)
+    source, _, _ = load_model_dir(en_model)
+    masks = random_masks(source, ["en", "de"], seed=4)
+    masks.save(model_dir)
+    with pytest.raises(XasrError, match=r"language masks \(en, de\).*--lang"):
+        export_onnx(model_dir, tmp_path / "dense.onnx")
+    report = export_onnx(model_dir, tmp_path / "de.onnx", lang="de")
+    assert report["max_abs_diff"] < 1e-4  # checked against the masked model
+    session = onnxruntime.InferenceSession(str(tmp_path / "de.onnx"))
+    audio, lengths = _check_batch((1.0,))
+    got, _ = session.run(None, {"audio": audio.numpy(), "lengths": lengths.numpy()})
+    source.frontend.per_utterance = None
+    with torch.no_grad():
+        dense, _ = source.eval()(audio, lengths)
+        german, _ = apply_mask(source, masks.of("de"))(audio, lengths)
+    assert np.abs(got - german.numpy()).max() < 1e-4 < np.abs(got - dense.numpy()).max()
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "de.onnx")).metadata_props}
+    assert meta["lang"] == "de"

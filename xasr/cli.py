@@ -463,7 +463,8 @@ def transcribe_torch(args) -> list[str]:
 def cmd_export(args) -> None:
     from xasr.export.onnx import export_onnx
 
-    print(json.dumps(export_onnx(args.model, args.onnx, opset=args.opset), indent=1))
+    report = export_onnx(args.model, args.onnx, opset=args.opset, lang=args.lang)
+    print(json.dumps(report, indent=1))
 
 
 def cmd_demo(args) -> None:
@@ -733,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory, run directory or shipped name")
     p.add_argument("--onnx", required=True, help="output file, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--lang", help="a model with language masks: the language's sub-network")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="transfer vs scratch on XLT-Synth, with a report")

@@ -33,7 +33,7 @@ from xasr.data.features import HOP_LENGTH
 from xasr.errors import XasrError
 from xasr.io import output_file, write_file
 from xasr.models.build import load_model_dir, resolve_model
-from xasr.models.masks import LanguageMasks
+from xasr.models.masks import LanguageMasks, apply_mask
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,14 @@ class _Graph(nn.Module):
         return self.model(audio, lengths)
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, opset: int = OPSET) -> dict:
+def export_onnx(
+    model_dir: str | Path, out: str | Path, opset: int = OPSET, lang: str | None = None
+) -> dict:
     """Export ``model_dir`` to ``out`` (written atomically), check it against torch on
-    utterances of several lengths, and return a report: path, bytes, opset, max_abs_diff."""
+    utterances of several lengths, and return a report: path, bytes, opset, max_abs_diff.
+
+    A model with language masks (sparse sharing) is exported as ``lang``'s sub-network: its
+    masked weights multiplied by the mask, one graph per language."""
     try:
         import onnx
     except ImportError:
@@ -69,11 +74,16 @@ def export_onnx(model_dir: str | Path, out: str | Path, opset: int = OPSET) -> d
     out = output_file(out, "--onnx")
     directory = resolve_model(model_dir)
     model, cfg, vocab = load_model_dir(directory)
-    if LanguageMasks.load(directory) is not None:
+    masks = LanguageMasks.load(directory)
+    if masks is not None and lang not in masks.langs:
         raise XasrError(
-            f"{model_dir} has language masks: the ONNX export would be the dense shared "
-            "model, which is no language's sub-network (not supported yet)"
+            f"{model_dir} has language masks ({', '.join(masks.langs)}): export one "
+            f"language's sub-network with --lang{f', not {lang}' if lang else ''}"
         )
+    if masks is None and lang is not None:
+        raise XasrError(f"--lang {lang}: {model_dir} has no language masks (one graph serves all)")
+    if masks is not None:
+        apply_mask(model, masks.of(lang))
     if cfg.architecture != "conformer-ctc":
         raise XasrError(
             f"{model_dir} is an {cfg.architecture} model; `xasr export` writes CTC models (an "
@@ -104,6 +114,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, opset: int = OPSET) -> d
         "sample_rate": str(SAMPLE_RATE),
         "frame_seconds": str(HOP_LENGTH * 4 / SAMPLE_RATE),  # 10 ms hop, 4x subsampling
         "source_model": directory.name,
+        **({"lang": lang} if masks is not None else {}),
     }
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
