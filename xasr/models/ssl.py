@@ -178,12 +178,20 @@ def load_for_pretraining(
     """A Hugging Face wav2vec2(-conformer) ``...ForPreTraining`` directory, ready to train:
     its feature encoder frozen (as in fine-tuning; wav2vec 2.0 pre-training scaled its
     gradient down instead), LayerDrop off (DDP refuses a parameter without a gradient)."""
+    options = options or SslOptions()
     cls = pretraining_class(directory)
+    # masking on, at this task's rate: the config's (fine-tuning's, or 0 with no
+    # masked_spec_embed built at all) is not what continued pre-training masks with
     pretraining = cls.from_pretrained(
-        directory, local_files_only=True, layerdrop=0.0, apply_spec_augment=True
+        directory,
+        local_files_only=True,
+        layerdrop=0.0,
+        apply_spec_augment=True,
+        mask_time_prob=options.mask_prob,
+        mask_time_length=options.mask_length,
     )
     pretraining.freeze_feature_encoder()
-    model = Wav2Vec2Pretraining(pretraining, do_normalize(Path(directory)), options or SslOptions())
+    model = Wav2Vec2Pretraining(pretraining, do_normalize(Path(directory)), options)
     return model.float().train()
 
 
