@@ -63,7 +63,7 @@ DURATION_SLACK_SECONDS, DURATION_SLACK_FRACTION = 1.0, 0.25
 
 
 def check_utterances(
-    utterances: list[Utterance], skip_bad: bool = False
+    utterances: list[Utterance], skip_bad: bool = False, require_text: bool = True
 ) -> tuple[list[Utterance], CheckReport]:
     """Decode each audio file once, fill in missing durations, and catch bad lines early.
 
@@ -71,7 +71,8 @@ def check_utterances(
     decoded length far from the manifest's duration (``DURATION_SLACK_*``) and an empty
     transcript raise ``DataError`` naming the manifest line, unless ``skip_bad``: then the line
     is dropped and counted in the report. Silent audio (peak below ``SILENCE_PEAK``) is kept
-    with a warning and a count, or with ``skip_bad`` dropped and counted.
+    with a warning and a count, or with ``skip_bad`` dropped and counted. ``require_text``
+    False accepts empty transcripts (untranscribed speech for self-supervised training).
     """
     report = CheckReport()
     kept = []
@@ -79,7 +80,7 @@ def check_utterances(
     for utt in utterances:
         try:
             info = _audio_info(utt)
-            if not utt.text.strip():
+            if require_text and not utt.text.strip():
                 raise DataError(
                     f"{utt.source}: empty transcript for {utt.audio_filepath}; "
                     "remove the line or pass --skip-bad to drop such lines",

@@ -17,6 +17,7 @@ continued pre-training reads one and writes one, and ``--from`` accepts it for a
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,13 @@ class Wav2Vec2Pretraining(nn.Module):
     # validation monitors this model's loss (no transcript is decoded)
     self_supervised = True
 
-    def __init__(self, pretraining: nn.Module, normalize: bool, options: SslOptions):
+    def __init__(
+        self,
+        pretraining: nn.Module,
+        normalize: bool,
+        options: SslOptions,
+        saved_config: dict | None = None,
+    ):
         super().__init__()
         base = getattr(pretraining, pretraining.base_model_prefix)
         self.features = WaveformNorm(normalize)
@@ -87,6 +94,8 @@ class Wav2Vec2Pretraining(nn.Module):
         self.masked_spec_embed = base.masked_spec_embed
         self._hf = (pretraining,)
         self.options = options
+        # the config values loading changed for this task, written back as they were on save
+        self.saved_config = dict(saved_config or {})
         pretraining.set_gumbel_temperature(options.gumbel_temperature)
 
     @property
@@ -98,14 +107,17 @@ class Wav2Vec2Pretraining(nn.Module):
     def config(self):
         return self.pretraining.config
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.pretraining.train(mode)  # its own flags (outside this module tree) too
-        return self
+    def _sync_mode(self) -> None:
+        """The train/eval flag of the Hugging Face modules outside this module tree (the
+        model, its base, the features' dropout): Lightning sets and restores the flags of the
+        modules it sees, not theirs."""
+        for module in self.pretraining.modules():
+            module.training = self.training
 
     def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
         """``batch["audio"]`` (batch, samples), ``batch["audio_lengths"]`` (batch,); the texts
         are not read. ``augment`` is ignored: masking frames is the task itself."""
+        self._sync_mode()
         audio, lengths = self.features(batch["audio"], batch["audio_lengths"])
         masked, negatives = self.sample_targets(lengths, audio.shape[1])
         # Group-norm feature encoders (wav2vec2-base) normalise over the padded length and
@@ -118,8 +130,13 @@ class Wav2Vec2Pretraining(nn.Module):
             mask_time_indices=masked.to(audio.device),
             sampled_negative_indices=negatives.to(audio.device),
         )
+        # Hugging Face sums both terms over the masked frames
         frames = masked.sum().clamp(min=1).to(out.loss.device)
-        parts = {"contrastive": out.contrastive_loss / frames, "diversity": out.diversity_loss}
+        parts = {
+            "contrastive": out.contrastive_loss / frames,
+            "diversity": out.diversity_loss / frames,
+            "frames": frames,
+        }
         return out.loss / frames, parts
 
     def sample_targets(self, lengths: Tensor, samples: int) -> tuple[Tensor, Tensor]:
@@ -131,9 +148,8 @@ class Wav2Vec2Pretraining(nn.Module):
             _sample_negative_indices,
         )
 
-        base = getattr(self.pretraining, self.pretraining.base_model_prefix)
-        frames = base._get_feat_extract_output_lengths(lengths.cpu()).long()
-        total = int(base._get_feat_extract_output_lengths(torch.tensor(samples)))
+        frames = self.frames(lengths.cpu())
+        total = int(self.frames(torch.tensor(samples)))
         valid = (torch.arange(total) < frames[:, None]).long()
         masked = _compute_mask_indices(
             (len(lengths), total),
@@ -147,6 +163,11 @@ class Wav2Vec2Pretraining(nn.Module):
         )
         return torch.from_numpy(masked), torch.from_numpy(negatives.astype(np.int64))
 
+    def frames(self, samples: Tensor) -> Tensor:
+        """The feature encoder's frame count for these sample counts (any shape)."""
+        base = getattr(self.pretraining, self.pretraining.base_model_prefix)
+        return base._get_feat_extract_output_lengths(samples).long()
+
     def default_decoder(self, vocab):
         return None  # nothing to decode: the training task's validation is its loss
 
@@ -156,10 +177,22 @@ class Wav2Vec2Pretraining(nn.Module):
     def fixed_parameters(self) -> tuple[str, ...]:
         return tuple(n for n, p in self.named_parameters() if not p.requires_grad)
 
-    def save(self, directory: str | Path) -> Path:
-        """A Hugging Face ``...ForPreTraining`` directory, with its preprocessor config."""
-        directory = output_dir(directory)
-        self.pretraining.save_pretrained(directory, safe_serialization=True)
+    def save(self, directory: str | Path, extra_files=()) -> Path:
+        """A Hugging Face ``...ForPreTraining`` directory, with its preprocessor config; its
+        config as loaded (the masking and LayerDrop this task changed put back).
+        ``extra_files``: functions ``write(directory)`` of more files. All is written into
+        ``DIR.tmp`` first, then renamed into place: a kill leaves the previous one whole."""
+        directory = Path(directory)
+        staging = output_dir(directory.with_name(directory.name + ".tmp"))
+        config = self.pretraining.config
+        changed = {k: getattr(config, k) for k in self.saved_config}
+        try:
+            for key, value in self.saved_config.items():
+                setattr(config, key, value)
+            self.pretraining.save_pretrained(staging, safe_serialization=True)
+        finally:
+            for key, value in changed.items():
+                setattr(config, key, value)
         preprocessor = {
             "feature_extractor_type": "Wav2Vec2FeatureExtractor",
             "do_normalize": self.features.normalize,
@@ -168,7 +201,15 @@ class Wav2Vec2Pretraining(nn.Module):
             "padding_value": 0.0,
             "return_attention_mask": self.config.feat_extract_norm == "layer",
         }
-        write_text(directory / "preprocessor_config.json", json.dumps(preprocessor, indent=1))
+        write_text(staging / "preprocessor_config.json", json.dumps(preprocessor, indent=1))
+        for write in extra_files:
+            write(staging)
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+        staging.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
         return directory
 
 
@@ -180,18 +221,19 @@ def load_for_pretraining(
     gradient down instead), LayerDrop off (DDP refuses a parameter without a gradient)."""
     options = options or SslOptions()
     cls = pretraining_class(directory)
+    changes = {
+        "layerdrop": 0.0,
+        "apply_spec_augment": True,
+        "mask_time_prob": options.mask_prob,
+        "mask_time_length": options.mask_length,
+    }
+    loaded = cls.config_class.from_pretrained(directory, local_files_only=True)
+    saved_config = {key: getattr(loaded, key) for key in changes}
     # masking on, at this task's rate: the config's (fine-tuning's, or 0 with no
     # masked_spec_embed built at all) is not what continued pre-training masks with
-    pretraining = cls.from_pretrained(
-        directory,
-        local_files_only=True,
-        layerdrop=0.0,
-        apply_spec_augment=True,
-        mask_time_prob=options.mask_prob,
-        mask_time_length=options.mask_length,
-    )
+    pretraining = cls.from_pretrained(directory, local_files_only=True, **changes)
     pretraining.freeze_feature_encoder()
-    model = Wav2Vec2Pretraining(pretraining, do_normalize(Path(directory)), options)
+    model = Wav2Vec2Pretraining(pretraining, do_normalize(Path(directory)), options, saved_config)
     return model.float().train()
 
 

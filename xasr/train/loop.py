@@ -188,8 +188,12 @@ def check_alphabet(utterances: list[Utterance], vocab: Vocab, on_unknown: str, n
     log.warning("%s; mapped to <unk>", message)
 
 
-def load_split(path: str | Path, skip_bad: bool, name: str) -> list[Utterance]:
-    utterances, report = check_utterances(read_manifest(path), skip_bad=skip_bad)
+def load_split(
+    path: str | Path, skip_bad: bool, name: str, require_text: bool = True
+) -> list[Utterance]:
+    utterances, report = check_utterances(
+        read_manifest(path), skip_bad=skip_bad, require_text=require_text
+    )
     log.info("%s %s: %s", name, path, report.summary())
     return utterances
 
@@ -396,16 +400,23 @@ META_KEYS = ("meta_variant", "k_train", "k_valid", "meta_tasks")
 
 
 def check_same_data(
-    run_dir: Path, sources, valid_manifests: list[str], cfg: TrainConfig, masks=None
+    run_dir: Path,
+    sources,
+    valid_manifests: list[str],
+    cfg: TrainConfig,
+    masks=None,
+    task: dict | None = None,
 ) -> None:
     """Record (first start) or compare (resume) the run's sources, dev sets, mixing,
     monitor and language masks: a resumed run must go on with the data, metric and
     sub-networks it started with (the checkpoint's data position and best-model state mean
-    nothing for others)."""
+    nothing for others). ``task``: more keys that must not change (continued pre-training's
+    source and masking: its dev loss scores that task)."""
     spec = {
         "train": [[str(Path(s.manifest).resolve()), s.weight] for s in sources],
         "valid": [str(Path(m).resolve()) for m in valid_manifests],
         **{k: getattr(cfg, k) for k in DATA_KEYS},
+        **(task or {}),
     }
     if cfg.meta_variant is not None:  # runs from before meta-transfer have no such keys
         spec.update({k: getattr(cfg, k) for k in META_KEYS})

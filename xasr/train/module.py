@@ -343,7 +343,7 @@ class SslTask(AsrTask):
     every validation scores the same task, so early stopping compares like with like."""
 
     def on_validation_epoch_start(self) -> None:
-        # [loss x utterances, utterances] for the whole set, then for each language
+        # [loss x masked frames, masked frames] for the whole set, then for each language
         self._val_sums = torch.zeros(1 + len(self.val_langs), 2, dtype=torch.float64)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -353,10 +353,10 @@ class SslTask(AsrTask):
         np.random.seed(batch_idx)
         try:
             for lang, idx in self._language_groups(batch):
-                loss = float(self._validation_loss(batch, idx, lang))
+                loss, frames = self._validation_loss(batch, idx, lang)
                 rows = [0] + ([1 + self.val_langs.index(lang)] if lang in self.val_langs else [])
                 for row in rows:
-                    self._val_sums[row] += torch.tensor([loss * len(idx), len(idx)])
+                    self._val_sums[row] += torch.tensor([float(loss * frames), float(frames)])
         finally:
             np.random.set_state(saved)
 
@@ -369,17 +369,20 @@ class SslTask(AsrTask):
             (lang, [i for i, g in enumerate(langs) if g == lang]) for lang in dict.fromkeys(langs)
         ]
 
-    def _validation_loss(self, batch: dict, idx: list[int], lang) -> torch.Tensor:
+    def _validation_loss(self, batch: dict, idx: list[int], lang):
+        """(loss per masked frame, masked frames) of the utterances ``idx`` of ``batch``."""
         sub = {
             "audio": batch["audio"][idx],
             "audio_lengths": batch["audio_lengths"][idx],
             "texts": [batch["texts"][i] for i in idx],
         }
         if self.masks is None:
-            return self.model.loss(sub)[0]
-        from xasr.models.masks import masked_call
+            loss, parts = self.model.loss(sub)
+        else:
+            from xasr.models.masks import masked_call
 
-        return masked_call(self.model, self._masks_of(lang), lambda m, b: m.loss(b)[0], sub)
+            loss, parts = masked_call(self.model, self._masks_of(lang), lambda m, b: m.loss(b), sub)
+        return loss, parts["frames"]
 
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums.to(self.device), reduce_op="sum")

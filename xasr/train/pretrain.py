@@ -8,13 +8,15 @@ ordinary training loop: several sources, language masks, checkpoints, exact resu
     RUN/metrics.csv     train_loss, val_loss by step
     RUN/data.json, RUN/result.json   as for every run (result: best_dev_loss, not a CER)
 
-The transcripts are not read beyond the manifests' checks: untranscribed speech is the point,
-and a manifest's ``text`` may be empty.
+The transcripts are not read: untranscribed speech is the point, and a manifest's ``text``
+may be empty (``"text": ""``). An utterance too short to hold a masked span is an error, or
+with ``skip_bad`` dropped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,11 +25,12 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from xasr.config import TrainConfig
+from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import source_prefix, to_cuts
 from xasr.data.sources import as_sources, source_shares
 from xasr.data.vocab import CharVocab
 from xasr.device import training_machine
-from xasr.errors import XasrError
+from xasr.errors import DataError, XasrError
 from xasr.io import output_dir, write_text
 from xasr.models.ssl import SslOptions, load_for_pretraining, pretraining_class
 from xasr.train.checkpoint import ExportBestModel, TrainingClock
@@ -44,6 +47,26 @@ from xasr.train.loop import (
     stop_reason,
 )
 from xasr.train.module import SslTask
+
+log = logging.getLogger(__name__)
+
+
+def long_enough(model, utterances: list, skip_bad: bool) -> list:
+    """``utterances`` with frames enough for a masked span (``mask_length``) and one frame
+    beside it; a shorter line raises ``DataError`` naming it, or with ``skip_bad`` is dropped
+    and counted (Hugging Face's span sampling fails on it)."""
+    need = model.options.mask_length + 1
+    samples = torch.tensor([round(u.duration * SAMPLE_RATE) for u in utterances] or [0])
+    frames = model.frames(samples).tolist()
+    short = [u for u, n in zip(utterances, frames) if n < need]
+    if short and not skip_bad:
+        raise DataError(
+            f"{short[0].source}: {short[0].audio_filepath} is too short for a masked span of "
+            f"{need - 1} frames ({len(short)} such lines); drop them with --skip-bad"
+        )
+    if short:
+        log.warning("dropped %d utterances too short for a masked span", len(short))
+    return [u for u, n in zip(utterances, frames) if n >= need]
 
 
 def continue_pretraining(
@@ -73,10 +96,18 @@ def continue_pretraining(
     if masks is not None:
         check_masked_recipe(cfg, len(sources))
     valid_manifests = [s.manifest for s in as_sources(valid_manifest)]
+    # seeded first: weights the checkpoint lacks (masked_spec_embed) start the same every run
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = load_for_pretraining(source, options)
     train_sets = [
-        load_split(s.manifest, skip_bad, f"train[{i + 1}]") for i, s in enumerate(sources)
+        long_enough(model, load_split(s.manifest, skip_bad, f"train[{i + 1}]", False), skip_bad)
+        for i, s in enumerate(sources)
     ]
-    valid_utts = [u for m in valid_manifests for u in load_split(m, skip_bad, "valid")]
+    valid_utts = [
+        u
+        for m in valid_manifests
+        for u in long_enough(model, load_split(m, skip_bad, "valid", False), skip_bad)
+    ]
     shares = source_shares(
         [sum(u.duration for u in part) for part in train_sets],
         cfg.mixing,
@@ -87,9 +118,13 @@ def continue_pretraining(
     check_monitor(cfg, langs)
     if masks is not None:
         check_masked_data(masks, sources, train_sets, valid_utts)
-    check_same_data(run_dir, sources, valid_manifests, cfg, masks)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = load_for_pretraining(source, options)
+    task_keys = {
+        "from": str(Path(source).resolve()),
+        "mask-prob": options.mask_prob,
+        "mask-length": options.mask_length,
+        "gumbel-temperature": options.gumbel_temperature,
+    }
+    check_same_data(run_dir, sources, valid_manifests, cfg, masks, task_keys)
     if masks is not None:
         masks.check(model, f"masks for {source}")
     # the loaders tokenise transcripts: a vocabulary of every character, read by nothing else
@@ -107,10 +142,10 @@ def continue_pretraining(
     }
 
     def save(model, meta: dict) -> None:
-        directory = model.save(run_dir / "model")
-        if masks is not None:
-            masks.save(directory)
-        write_text(directory / "training.json", json.dumps(meta, indent=1))
+        def training_json(directory: Path) -> None:
+            write_text(directory / "training.json", json.dumps(meta, indent=1))
+
+        model.save(run_dir / "model", [training_json, *([masks.save] if masks else [])])
 
     export = ExportBestModel(save, meta, monitor)
     early = EarlyStopping(
