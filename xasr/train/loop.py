@@ -243,16 +243,7 @@ def train(
     for source, utterances in zip(sources, train_sets):
         check_alphabet(utterances, vocab, cfg.on_unknown, f"train {source.manifest}")
     check_alphabet(valid_utts, vocab, "unk", "valid")
-    shares = source_shares(
-        [sum(u.duration for u in part) for part in train_sets],
-        cfg.mixing,
-        [s.weight for s in sources],
-        cfg.temperature,
-    )
-    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
-    check_monitor(cfg, langs)
-    if masks is not None:
-        check_masked_data(masks, sources, train_sets, valid_utts)
+    shares, langs = mix_and_check(cfg, sources, train_sets, valid_utts, masks)
     check_same_data(run_dir, sources, valid_manifests, cfg, masks)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = init_model if init_model is not None else build_model(model_cfg, len(vocab))
@@ -342,6 +333,22 @@ def fit(trainer: L.Trainer, task: AsrTask, data: CutsData, run_dir: Path, cfg: T
             f"the GPU ran out of memory with batches of {cfg.max_batch_seconds:g} s of audio; "
             "lower --batch-seconds (max_batch_seconds), then run the same command to resume"
         ) from None
+
+
+def mix_and_check(cfg: TrainConfig, sources, train_sets, valid_utts, masks=None):
+    """(each source's share of the batches, the dev set's languages), once the monitor names
+    one of those languages and, with masks, every training and dev line has its language's."""
+    shares = source_shares(
+        [sum(u.duration for u in part) for part in train_sets],
+        cfg.mixing,
+        [s.weight for s in sources],
+        cfg.temperature,
+    )
+    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
+    check_monitor(cfg, langs)
+    if masks is not None:
+        check_masked_data(masks, sources, train_sets, valid_utts)
+    return shares, langs
 
 
 def make_task(model, vocab, cfg: TrainConfig, *args, masks=None) -> AsrTask:

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from xasr.config import TrainConfig
 from xasr.data.audio import SAMPLE_RATE
 from xasr.data.batching import source_prefix, to_cuts
-from xasr.data.sources import as_sources, source_shares
+from xasr.data.sources import as_sources
 from xasr.data.vocab import CharVocab
 from xasr.device import training_machine
 from xasr.errors import DataError, XasrError
@@ -37,13 +37,12 @@ from xasr.train.checkpoint import ExportBestModel, TrainingClock
 from xasr.train.curve import write_curve
 from xasr.train.loop import (
     CutsData,
-    check_masked_data,
     check_masked_recipe,
-    check_monitor,
     check_same_data,
     fit,
     load_split,
     make_trainer,
+    mix_and_check,
     stop_reason,
 )
 from xasr.train.module import SslTask
@@ -108,16 +107,7 @@ def continue_pretraining(
         for m in valid_manifests
         for u in long_enough(model, load_split(m, skip_bad, "valid", False), skip_bad)
     ]
-    shares = source_shares(
-        [sum(u.duration for u in part) for part in train_sets],
-        cfg.mixing,
-        [s.weight for s in sources],
-        cfg.temperature,
-    )
-    langs = sorted({utt.lang or "unknown" for utt in valid_utts})
-    check_monitor(cfg, langs)
-    if masks is not None:
-        check_masked_data(masks, sources, train_sets, valid_utts)
+    shares, langs = mix_and_check(cfg, sources, train_sets, valid_utts, masks)
     task_keys = {
         "from": str(Path(source).resolve()),
         "mask-prob": options.mask_prob,
