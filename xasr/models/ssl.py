@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from xasr import checks
+from xasr.data.audio import SAMPLE_RATE
 from xasr.errors import CheckpointError
 from xasr.io import output_dir, write_text
 from xasr.models.pretrained import (
@@ -67,9 +68,6 @@ class SslOptions:
 class Wav2Vec2Pretraining(nn.Module):
     """``loss(batch)`` -> (the contrastive + diversity loss per masked frame, its parts):
     a Hugging Face ``...ForPreTraining`` model wrapped in xasr's training protocol."""
-
-    # validation monitors this model's loss (no transcript is decoded)
-    self_supervised = True
 
     def __init__(
         self,
@@ -196,7 +194,7 @@ class Wav2Vec2Pretraining(nn.Module):
         preprocessor = {
             "feature_extractor_type": "Wav2Vec2FeatureExtractor",
             "do_normalize": self.features.normalize,
-            "sampling_rate": 16000,
+            "sampling_rate": SAMPLE_RATE,
             "feature_size": 1,
             "padding_value": 0.0,
             "return_attention_mask": self.config.feat_extract_norm == "layer",
