@@ -184,6 +184,9 @@ def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model, m
     assert "runs/base/joint/model" in json.dumps(fine)  # its source: the joint model
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Lowest es-en test MER" in report and "the paper's direction" in report
+    # meta-transfer against joint training: a paired bootstrap of the MER, not the figures
+    assert {"low", "high", "verdict"} <= set(runs["base/meta-paper"]["vs_joint"])
+    assert "paired-bootstrap 95% interval" in report
     assert (tmp_path / "out" / "curves.png").is_file()
 
 

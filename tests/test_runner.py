@@ -249,6 +249,15 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
     assert "0.03 min" in report and "0.07 min" in report
     assert (out / "plots" / "de-error-vs-minutes.png").stat().st_size > 1000
     assert (out / "plots" / "de-curves-0.07min.png").stat().st_size > 1000
+    # which strategy won each size: the bootstrap over every cell's test hypotheses
+    assert all((out / row["cell"] / "test.json").is_file() for row in rows)
+    assert set(results["comparisons"]["de"]) == {"0.03", "0.07"}
+    for compared in results["comparisons"]["de"].values():
+        assert compared["best"] in ("transfer", "scratch") and compared["seeds"] == [0]
+        (other,) = compared["against"].values()
+        assert other["low"] <= other["difference"] <= other["high"]
+    assert "### Which strategy won (paired bootstrap)" in report and "**best**" in report
+    assert "At 0.07 min: **" in printed
     prefix = out / "data" / "de" / "train-0.03min.jsonl"
     assert len(prefix.read_text().splitlines()) == 2  # the shortest prefix reaching 1.8 s
 
@@ -279,6 +288,17 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
     capsys.readouterr()
     assert main(["experiment", str(path), "--dry-run"]) == 0
     assert "(done 4, partial 0, todo 0)" in capsys.readouterr().out
+
+    # a cell finished before cells kept test.json: --only-report says so, a run decodes it
+    record = out / rows[0]["cell"] / "cell.json"
+    mtime = record.stat().st_mtime_ns
+    (out / rows[0]["cell"] / "test.json").unlink()
+    assert main(["experiment", str(path), "--only-report", "--no-progress"]) == 0
+    assert "no test hypotheses for" in (out / "report.md").read_text()
+    evaluated = Spy(monkeypatch, "evaluate")
+    assert main(["experiment", str(path), "--no-progress"]) == 0
+    assert len(evaluated.calls) == 1 and record.stat().st_mtime_ns == mtime
+    assert "no test hypotheses" not in (out / "report.md").read_text()
 
     # a changed recipe for existing cells is an error, not a silent mix
     grid_config(tmp_path, en_model, de_target, recipe={**TINY_RECIPE, "lr": 0.5})
@@ -346,6 +366,46 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
     assert "b2 / transfer" in headline
     skipped, _ = runner.write_report(exp, rows, None, missing=["x"])
     assert "Skipped: `xasr.experiments.rank.rank_sources` is not available." in skipped.read_text()
+
+
+def test_the_winner_is_told_from_chance_over_the_common_seeds(tmp_path):
+    """compare_with_best on hand-written test.json files: a clear loser is outside chance, one
+    letter apart is within it; seeds only one strategy has are left out; no file: missing."""
+    from xasr.experiments.compare import compare_with_best
+
+    refs = [f"una frase de prueba numero {i}" for i in range(40)]
+    hyps = {
+        "good": refs,
+        "bad": ["xx" for _ in refs],
+        "close": [refs[0][:-1], *refs[1:]],
+    }
+
+    def rows(label: str, seeds: list[int]) -> list[dict]:
+        made = []
+        for seed in seeds:
+            cell = f"cells/{label}/seed{seed}"
+            (tmp_path / cell).mkdir(parents=True)
+            pairs = [
+                {"id": f"u{i}", "ref": r, "hyp": h}
+                for i, (r, h) in enumerate(zip(refs, hyps[label]))
+            ]
+            (tmp_path / cell / "test.json").write_text(json.dumps({"hypotheses": pairs}))
+            cer = 0.0 if label == "good" else 1.0 if label == "bad" else 0.001
+            made.append({"seed": seed, "cell": cell, "test_cer": cer})
+        return made
+
+    by_label = {
+        "bad": rows("bad", [0, 1]),
+        "good": rows("good", [0, 1, 2]),
+        "close": rows("close", [0, 1]),
+    }
+    compared = compare_with_best(tmp_path, by_label)
+    assert compared["best"] == "good" and compared["seeds"] == [0, 1]
+    bad, close = compared["against"]["bad"], compared["against"]["close"]
+    assert bad["verdict"] == "b" and bad["low"] > 0.5  # the best (b) is better, clearly
+    assert close["verdict"] == "tie" and close["low"] <= 0 <= close["high"]
+    (tmp_path / "cells/close/seed1/test.json").unlink()
+    assert compare_with_best(tmp_path, by_label) == {"missing": ["close"]}
 
 
 def test_forgetting_is_recorded_when_source_data_is_given(

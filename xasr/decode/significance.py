@@ -11,7 +11,11 @@ import numpy as np
 
 from xasr.decode.metrics import error_counts
 
-METRICS = {"wer": ("word_errors", "word_ref"), "cer": ("char_errors", "char_ref")}
+METRICS = {
+    "wer": ("word_errors", "word_ref"),
+    "cer": ("char_errors", "char_ref"),
+    "mer": ("mixed_errors", "mixed_ref"),  # code-switching's mixed error rate
+}
 
 
 def per_utterance(references: list[str], hypotheses: list[str], metric: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from xasr.config import TrainConfig, from_dict
 from xasr.data.manifest import read_manifest, take_minutes, write_manifest
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
+from xasr.experiments.compare import TEST_FILE
 from xasr.experiments.config import (
     RUNNER_OPTIONS,
     SOURCE_DIR,
@@ -154,7 +155,9 @@ def run_cell(
     source: TargetData | None,
     progress: bool,
 ) -> dict:
-    """Train (or resume), evaluate and record one cell; a finished cell is only read."""
+    """Train (or resume), evaluate and record one cell; a finished cell is only read (and
+    decoded again only when it has no ``test.json``, the hypotheses the report's bootstrap
+    compares)."""
     source_train = None
     if source is not None and source.train:
         source_train = next(iter(source.train.values()))
@@ -167,15 +170,18 @@ def run_cell(
     }
     _check_spec(cell, spec)
     record_path = cell.dir / "cell.json"
+    hypotheses = cell.dir / TEST_FILE
     changed = not record_path.is_file()
     if not changed:
         record = json.loads(record_path.read_text())
+        if not hypotheses.is_file():  # a cell finished before cells kept their hypotheses
+            evaluate(cell.dir / "model", data.test, output=hypotheses, progress=False)
     else:
         if not (cell.dir / "result.json").is_file():
             transfer(cell.dir, data.train[cell.minutes], data.dev, opts, cfg, progress=progress)
         record = {
             "train": json.loads((cell.dir / "result.json").read_text()),
-            "test": evaluate(cell.dir / "model", data.test, progress=False),
+            "test": evaluate(cell.dir / "model", data.test, output=hypotheses, progress=False),
         }
     # Forgetting is measured for finished cells too when source_data was added later
     # (evaluation only, never training again).

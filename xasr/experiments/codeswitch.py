@@ -147,6 +147,7 @@ def run_codeswitch(config: str | Path, out: str | Path | None = None, progress=T
         "recipe": dataclasses.asdict(s.recipe),
         "runs": runs,
     }
+    compare_with_joint(s.pair, runs)
     plot_dev_curves(s, runs)
     save_outcome(s.out, results, codeswitch_report(results))
     return results
@@ -213,6 +214,22 @@ def summarise(s: Setting, splits: dict, run_dir: Path) -> dict:
     }
 
 
+def compare_with_joint(pair: str, runs: dict) -> None:
+    """Each meta-transfer run gains ``vs_joint``: the paired bootstrap of its test MER on the
+    code-switched set against joint training's from the same start
+    (``xasr.decode.significance``), so that the verdict can tell a win from chance."""
+    from xasr.decode.significance import compare_runs
+
+    def scored(run: dict) -> dict:
+        return json.loads((Path(run["run_dir"]) / f"test-{pair}.json").read_text(encoding="utf-8"))
+
+    for name, run in runs.items():
+        start, _, strategy = name.partition("/")
+        joint = runs.get(f"{start}/joint")
+        if strategy.startswith("meta-") and joint is not None:
+            run["vs_joint"] = compare_runs(scored(run), scored(joint), "mer")
+
+
 def plot_dev_curves(s: Setting, runs: dict) -> Path:
     from xasr.experiments.report import plot_lines
 
@@ -264,6 +281,11 @@ def codeswitch_report(results: dict) -> str:
 
 
 def verdict(results: dict) -> list[str]:
+    """The lowest MER; per start, the best meta-transfer variant against joint training:
+    "held" only when the bootstrap's interval lies below zero, "reversed" when above, a tie
+    otherwise; then which runs did not early-stop."""
+    from xasr.decode.significance import interval_text
+
     pair, runs = results["pair"], results["runs"]
 
     def mer(name):
@@ -277,13 +299,18 @@ def verdict(results: dict) -> list[str]:
         joint = f"{start}/joint"
         if metas and joint in runs:
             top = min(metas, key=mer)
-            if mer(top) < mer(joint):
-                held = "held"
+            compared = runs[top].get("vs_joint")
+            if compared is None:  # results written before the bootstrap: the figures alone
+                held = "held" if mer(top) < mer(joint) else "did not hold"
+                interval = ""
             else:
-                held = "did not hold" + (" (a tie)" if mer(top) == mer(joint) else "")
+                held = {"a": "held", "b": "reversed (joint training was better)"}.get(
+                    compared["verdict"], "is not shown: a tie (the 95% interval holds zero)"
+                )
+                interval = f" ({interval_text(compared)} paired-bootstrap 95% interval)"
             lines.append(
-                f"From {start}: {top} {mer(top):.1%} against joint training {mer(joint):.1%}: "
-                f"the paper's direction (meta-transfer beats joint training) {held}."
+                f"From {start}: {top} {mer(top):.1%} against joint training {mer(joint):.1%}"
+                f"{interval}: the paper's direction (meta-transfer beats joint training) {held}."
             )
     capped = [n for n, r in runs.items() if r["stopped_by"] != "early stopping"]
     lines.append(

@@ -102,7 +102,7 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return values[0], None
 
 
-def _label(exp: Experiment, row: dict) -> str:
+def row_label(exp: Experiment, row: dict) -> str:
     """Row label in the tables: the strategy, prefixed by the base when there are several."""
     if len(exp.bases) == 1:
         return row["strategy"]
@@ -112,11 +112,11 @@ def _label(exp: Experiment, row: dict) -> str:
     return f"{row['base']} / {row['strategy']}"
 
 
-def _group(exp: Experiment, rows: list[dict]) -> dict[str, dict[float, list[dict]]]:
+def group_rows(exp: Experiment, rows: list[dict]) -> dict[str, dict[float, list[dict]]]:
     """label -> minutes -> rows (over seeds), in the config's order."""
     groups: dict[str, dict[float, list[dict]]] = {}
     for row in rows:
-        groups.setdefault(_label(exp, row), {}).setdefault(row["minutes"], []).append(row)
+        groups.setdefault(row_label(exp, row), {}).setdefault(row["minutes"], []).append(row)
     return groups
 
 
@@ -148,9 +148,15 @@ def _describe(target: Target) -> str:
 
 
 def write_report(
-    exp: Experiment, rows: list[dict], rank: dict | None, missing: list[str]
+    exp: Experiment,
+    rows: list[dict],
+    rank: dict | None,
+    missing: list[str],
+    comparisons: dict | None = None,
 ) -> tuple[Path, str]:
-    """OUT/report.md and its plots (OUT/plots/); returns its path and the headline tables."""
+    """OUT/report.md and its plots (OUT/plots/); returns its path and the headline tables.
+    ``comparisons``: ``xasr.experiments.compare.compare_grid``'s, the section saying which
+    strategy won each size (omitted when None)."""
     plots = exp.out / "plots"
     sizes = list(exp.minutes)
     size_header = [f"{m:g} min" for m in sizes]
@@ -186,7 +192,7 @@ def write_report(
         if not target_rows:
             parts.append("No finished cells yet.")
             continue
-        groups = _group(exp, target_rows)
+        groups = group_rows(exp, target_rows)
         table = markdown_table(
             ["strategy", *size_header],
             [
@@ -195,6 +201,10 @@ def write_report(
             ],
         )
         headline += [f"{target.name}: test CER (WER) by training minutes", table, ""]
+        winners = None
+        if comparisons is not None:
+            winners = _winner_section(groups, comparisons.get(target.name, {}), sizes)
+            headline += [line for line in winners if line.startswith("At ")] + [""]
         error_png = plot_lines(
             {
                 label: [
@@ -215,7 +225,7 @@ def write_report(
         first_seed = min(r["seed"] for r in target_rows)
         curve_png = plot_curves(
             {
-                _label(exp, r): exp.out / r["cell"]
+                row_label(exp, r): exp.out / r["cell"]
                 for r in target_rows
                 if r["minutes"] == largest and r["seed"] == first_seed
             },
@@ -229,6 +239,7 @@ def write_report(
             "",
             f"![error vs data size](plots/{error_png.name})",
             "",
+            *(winners or []),
             f"### Learning curves ({largest:g} min, seed {first_seed})",
             "",
             f"![learning curves](plots/{curve_png.name})",
@@ -270,6 +281,61 @@ def write_report(
     return path, "\n".join(headline)
 
 
+def _winner_section(groups: dict, compared: dict, sizes: list[float]) -> list[str]:
+    """Which strategy won each size: the best against every other, by the paired bootstrap
+    (``xasr.experiments.compare``); ends with a blank line."""
+    from xasr.decode.significance import interval_text
+
+    def cell(label: str, m: float) -> str:
+        c = compared.get(f"{m:g}")
+        if c is None or label not in groups or m not in groups[label]:
+            return ""
+        if "missing" in c:
+            return "no hypotheses"
+        if label == c["best"]:
+            return "**best**"
+        against = c["against"][label]
+        chance = "within chance" if against["verdict"] == "tie" else "outside chance"
+        return f"{interval_text(against)}, {chance}"
+
+    if not compared:
+        return []
+    seeds = sorted({s for c in compared.values() for s in c.get("seeds", [])})
+    lines = [
+        "### Which strategy won (paired bootstrap)",
+        "",
+        "At each size, the lowest test CER against every other strategy: the other's CER minus "
+        "the best's, in points, with the 95% paired-bootstrap interval over the test utterances"
+        + (f" (seeds {', '.join(map(str, seeds))} pooled)" if len(seeds) > 1 else "")
+        + "; *outside chance* when the interval excludes zero.",
+        "",
+        markdown_table(
+            ["strategy", *(f"{m:g} min" for m in sizes)],
+            [[label, *(cell(label, m) for m in sizes)] for label in groups],
+        ),
+        "",
+    ]
+    for m in sizes:
+        c = compared.get(f"{m:g}")
+        if c is None:
+            continue
+        if "missing" in c:
+            lines.append(
+                f"At {m:g} min: no test hypotheses for {', '.join(c['missing'])} (cells "
+                "finished before cells kept test.json: `xasr experiment` again decodes them)."
+            )
+            continue
+        clear = [lbl for lbl, a in c["against"].items() if a["verdict"] != "tie"]
+        ties = [lbl for lbl in c["against"] if lbl not in clear]
+        lines.append(
+            f"At {m:g} min: **{c['best']}** had the lowest test CER, outside chance against "
+            f"{len(clear)} of {len(c['against'])} others"
+            + (f"; within chance of {', '.join(ties)}" if ties else "")
+            + "."
+        )
+    return lines + [""]
+
+
 def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:
     """A code-switched target's test MER and CER within each language's stretches (means
     over seeds)."""
@@ -289,7 +355,7 @@ def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header
             ["strategy", *size_header],
             [
                 [label, *(cell(by[m]) if m in by else "" for m in sizes)]
-                for label, by in _group(exp, rows).items()
+                for label, by in group_rows(exp, rows).items()
             ],
         ),
     ]
@@ -319,7 +385,7 @@ def _forgetting_section(exp: Experiment, rows: list[dict]) -> list[str]:
                 _pct(mean(by[m], "target_cer_before")),
                 _pct(mean(by[m], "target_cer_after")),
             ]
-            for label, by in _group(exp, rows).items()
+            for label, by in group_rows(exp, rows).items()
             for m in exp.minutes
             if m in by
         ],

@@ -37,6 +37,7 @@ from xasr.experiments.cell import (
     prepare_source,
     run_cell,
 )
+from xasr.experiments.compare import compare_grid
 from xasr.experiments.config import Experiment, load_experiment
 from xasr.experiments.grid import plan_cells
 from xasr.experiments.report import write_report
@@ -80,6 +81,7 @@ def run_experiment(
         rank = run_rank(exp, data, progress)
     rows = [cell_row(exp, cell, records[cell.id]) for cell in cells if cell.id in records]
     missing = [cell.id for cell in cells if cell.id not in records]
+    comparisons = compare_grid(exp, rows)
     results = {
         "name": exp.name,
         "config": str(exp.config),
@@ -89,11 +91,12 @@ def run_experiment(
         "missing": missing,
         "rows": rows,
         "rank_sources": rank,
+        "comparisons": comparisons,
     }
     exp.out.mkdir(parents=True, exist_ok=True)
     write_text(exp.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
     write_csv(exp.out / "results.csv", rows)
-    path, headline = write_report(exp, rows, rank, missing)
+    path, headline = write_report(exp, rows, rank, missing, comparisons)
     print(headline)
     print(f"report: {path}")
     return results
