@@ -307,3 +307,61 @@ def test_a_frozen_feature_encoder_keeps_no_graph_and_a_scratch_one_trains(wav2ve
     target = build_model(cfg, len(vocab))
     plan = plan_transfer(target, vocab, None, True, False, 0, 0, source_shapes=None)
     assert not plan.frozen  # a scratch baseline trains its random feature encoder
+
+
+def whisper_ctc_dir(whisper_dir, path):
+    """An xasr model directory of the tiny Whisper encoder with a fresh CTC head."""
+    from xasr.data.vocab import CharVocab
+    from xasr.models.build import save_model_dir
+
+    _, cfg, _ = load_model_dir(whisper_dir, need_head=False)
+    vocab = CharVocab.from_texts(["hallo welt"])
+    torch.manual_seed(2)
+    return save_model_dir(path, build_model(cfg, len(vocab)), cfg, vocab)
+
+
+@pytest.mark.parametrize(("family", "frame_seconds"), [("wav2vec2", 20 / 16000), ("whisper", 0.02)])
+def test_pretrained_models_export_to_onnx(
+    family, frame_seconds, wav2vec2_ctc_dir, whisper_dir, corpus, tmp_path
+):
+    """The whole wrapped encoder as one graph: its check against torch passed, its frame rate
+    in the metadata, and onnxruntime gives torch's log-probabilities on a padded batch of
+    speech."""
+    pytest.importorskip("onnxruntime")
+    from xasr.data.audio import load_audio
+    from xasr.export.onnx import export_onnx
+    from xasr.export.onnx_runtime import OnnxRecognizer
+
+    model_dir = (
+        wav2vec2_ctc_dir if family == "wav2vec2" else whisper_ctc_dir(whisper_dir, tmp_path / "w")
+    )
+    report = export_onnx(model_dir, tmp_path / "model.onnx")
+    assert report["max_abs_diff"] < 1e-4
+    recognizer = OnnxRecognizer(tmp_path / "model.onnx")
+    meta = recognizer.session.get_modelmeta().custom_metadata_map
+    assert float(meta["frame_seconds"]) == pytest.approx(frame_seconds)
+    audios = [load_audio(corpus.root / row["audio_filepath"]) for row in corpus.de_rows[:2]]
+    got = recognizer.log_probs(audios)
+    lengths = torch.tensor([len(a) for a in audios])
+    batch = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(a) for a in audios], True)
+    model, _, _ = load_model_dir(model_dir)
+    with torch.no_grad():
+        expected, frames = model(batch, lengths)
+    for i, n in enumerate(frames.tolist()):
+        np.testing.assert_allclose(got[i], expected[i, :n].numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_relative_position_conformer_is_refused_by_the_export_in_one_line():
+    from xasr.config import PretrainedConfig
+    from xasr.errors import XasrError
+    from xasr.export.onnx import check_exportable
+
+    hf = {"model_type": "wav2vec2-conformer", "position_embeddings_type": "relative"}
+    with pytest.raises(XasrError, match="relative position embeddings is not exportable"):
+        check_exportable("m", PretrainedConfig(family="wav2vec2-conformer", hf_config=hf))
+    check_exportable(
+        "m",
+        PretrainedConfig(
+            family="wav2vec2-conformer", hf_config={**hf, "position_embeddings_type": "rotary"}
+        ),
+    )

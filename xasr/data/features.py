@@ -53,6 +53,8 @@ class LogMel(nn.Module):
     returns feats : Tensor, shape = (batch, frames, n_mels), and frame lengths : (batch,)
     """
 
+    hop = HOP_LENGTH  # samples per feature frame
+
     def __init__(self, n_mels: int = 80):
         super().__init__()
         # Not persistent: fixed by the formula, so checkpoints hold only learned weights.

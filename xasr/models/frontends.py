@@ -21,6 +21,8 @@ class Conv2dSubsampling(nn.Module):
     exported graph, whose shapes cannot depend on each utterance's length.
     """
 
+    stride = 4  # feature frames per output frame
+
     def __init__(self, n_mels: int, d_model: int, channels: int, per_utterance: bool | None = None):
         super().__init__()
         self.per_utterance = per_utterance

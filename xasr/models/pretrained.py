@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -77,6 +78,8 @@ class WaveformNorm(nn.Module):
     """audio (batch, samples), lengths -> the same, each utterance scaled to zero mean and unit
     variance over its own samples (Wav2Vec2FeatureExtractor's ``do_normalize``), padding 0."""
 
+    hop = 1  # samples per output frame (the front end's input)
+
     def __init__(self, normalize: bool = True):
         super().__init__()
         self.normalize = normalize
@@ -101,6 +104,8 @@ class WhisperLogMel(nn.Module):
     extractor's; the peak is taken over the utterance's own frames (``lengths // 160``).
     """
 
+    hop = WHISPER_HOP  # samples per feature frame
+
     def __init__(self, n_mels: int = 80):
         super().__init__()
         from transformers.audio_utils import mel_filter_bank
@@ -122,10 +127,13 @@ class WhisperLogMel(nn.Module):
             return self._log_mel(audio, lengths)
 
     def _log_mel(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        # frames of the batch from its shape, not from max(lengths): an exported graph's
+        # shapes cannot depend on values (the same count when the longest fills the batch)
+        kept = max(audio.shape[1] // WHISPER_HOP, 1)
         audio = F.pad(audio.float(), (0, WHISPER_FFT))  # zeros after the longest one too
         stft = torch.stft(audio, WHISPER_FFT, WHISPER_HOP, window=self.window, return_complex=True)
         frames = (lengths // WHISPER_HOP).clamp(min=1)
-        power = stft[..., : int(frames.max())].abs() ** 2  # (batch, 201, frames)
+        power = stft[..., :kept].abs() ** 2  # (batch, 201, frames)
         log_mel = (self.filters @ power).clamp(min=1e-10).log10()
         valid = torch.arange(log_mel.shape[-1], device=audio.device) < frames[:, None]
         peak = log_mel.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2))
@@ -142,6 +150,7 @@ class ConvFeatureFrontend(nn.Module):
         self.feature_extractor = feature_extractor
         self.feature_projection = feature_projection
         self.convolutions = tuple(zip(hf_cfg.conv_kernel, hf_cfg.conv_stride))
+        self.stride = math.prod(hf_cfg.conv_stride)  # input samples per output frame
 
     def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         # a frozen feature encoder needs no graph: its activations on raw audio are large
@@ -160,6 +169,8 @@ class WhisperFrontend(nn.Module):
     """log-mel (batch, frames, n_mels) -> (batch, ceil(frames / 2), d_model): Whisper's two
     convolutions with GELU, plus its position embeddings for as many frames as there are (at
     most 1500: 30 s)."""
+
+    stride = 2  # feature frames per output frame
 
     def __init__(self, conv1: nn.Conv1d, conv2: nn.Conv1d, embed_positions: nn.Embedding):
         super().__init__()
