@@ -211,3 +211,32 @@ def test_codeswitch_config_errors_name_the_key(tmp_path, extra, message):
     config.write_text("kind: codeswitch\nname: c\n" + "".join(base.values()) + extra)
     with pytest.raises(XasrError, match=message):
         read_setting(config)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "said"),
+    [
+        ("a", "the paper's direction (meta-transfer beats joint training) held."),
+        ("b", "reversed (joint training was better)."),
+        ("tie", "is not shown: a tie (the 95% interval holds zero)."),
+        (None, "held."),  # results written before the bootstrap: the figures alone
+    ],
+)
+def test_the_meta_transfer_verdict_follows_the_bootstrap(verdict, said):
+    from xasr.experiments.codeswitch import verdict as codeswitch_verdict
+
+    def run(mer, compared=None):
+        return {
+            "test": {"es-en": {"mer": mer, "wer": mer, "cer": mer / 2}},
+            "stopped_by": "early stopping",
+            **({"vs_joint": compared} if compared else {}),
+        }
+
+    compared = verdict and {"difference": -0.01, "low": -0.02, "high": 0.01, "verdict": verdict}
+    results = {
+        "pair": "es-en",
+        "runs": {"base/joint": run(0.50), "base/meta-reference": run(0.49, compared)},
+    }
+    (line,) = [x for x in codeswitch_verdict(results) if x.startswith("From base")]
+    assert line.endswith(said)
+    assert ("paired-bootstrap 95% interval" in line) == (verdict is not None)

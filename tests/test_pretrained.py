@@ -320,26 +320,54 @@ def whisper_ctc_dir(whisper_dir, path):
     return save_model_dir(path, build_model(cfg, len(vocab)), cfg, vocab)
 
 
-@pytest.mark.parametrize(("family", "frame_seconds"), [("wav2vec2", 20 / 16000), ("whisper", 0.02)])
+def conformer_ctc_dir(path, positions: str):
+    """A tiny random Wav2Vec2ConformerForCTC with ``positions`` position embeddings."""
+    config = transformers.Wav2Vec2ConformerConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        vocab_size=len(HF_TOKENS),
+        pad_token_id=0,
+        position_embeddings_type=positions,
+    )
+    torch.manual_seed(0)
+    transformers.Wav2Vec2ConformerForCTC(config).save_pretrained(path)
+    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(HF_TOKENS)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("family", "frame_seconds"),
+    [("wav2vec2", 20 / 16000), ("wav2vec2-conformer", 20 / 16000), ("whisper", 0.02)],
+)
 def test_pretrained_models_export_to_onnx(
     family, frame_seconds, wav2vec2_ctc_dir, whisper_dir, corpus, tmp_path
 ):
     """The whole wrapped encoder as one graph: its check against torch passed, its frame rate
-    in the metadata, and onnxruntime gives torch's log-probabilities on a padded batch of
-    speech."""
+    (and Whisper's 30 s) in the metadata, and onnxruntime gives torch's log-probabilities on a
+    padded batch of speech."""
     pytest.importorskip("onnxruntime")
     from xasr.data.audio import load_audio
     from xasr.export.onnx import export_onnx
     from xasr.export.onnx_runtime import OnnxRecognizer
 
-    model_dir = (
-        wav2vec2_ctc_dir if family == "wav2vec2" else whisper_ctc_dir(whisper_dir, tmp_path / "w")
-    )
+    model_dir = {
+        "wav2vec2": lambda: wav2vec2_ctc_dir,
+        "wav2vec2-conformer": lambda: conformer_ctc_dir(tmp_path / "c", "rotary"),
+        "whisper": lambda: whisper_ctc_dir(whisper_dir, tmp_path / "w"),
+    }[family]()
     report = export_onnx(model_dir, tmp_path / "model.onnx")
     assert report["max_abs_diff"] < 1e-4
     recognizer = OnnxRecognizer(tmp_path / "model.onnx")
     meta = recognizer.session.get_modelmeta().custom_metadata_map
     assert float(meta["frame_seconds"]) == pytest.approx(frame_seconds)
+    assert recognizer.max_seconds == (30.0 if family == "whisper" else float("inf"))
     audios = [load_audio(corpus.root / row["audio_filepath"]) for row in corpus.de_rows[:2]]
     got = recognizer.log_probs(audios)
     lengths = torch.tensor([len(a) for a in audios])
@@ -349,19 +377,21 @@ def test_pretrained_models_export_to_onnx(
         expected, frames = model(batch, lengths)
     for i, n in enumerate(frames.tolist()):
         np.testing.assert_allclose(got[i], expected[i, :n].numpy(), atol=1e-4, rtol=0)
+    if family == "whisper":  # longer than its position table: one line, before onnxruntime
+        import soundfile
+
+        from xasr.errors import DataError
+
+        soundfile.write(tmp_path / "long.wav", np.zeros(31 * 16000, dtype=np.float32), 16000)
+        with pytest.raises(DataError, match=r"long.wav: 31.0 s; this model takes at most 30 s"):
+            recognizer.transcribe([tmp_path / "long.wav"])
 
 
-def test_a_relative_position_conformer_is_refused_by_the_export_in_one_line():
-    from xasr.config import PretrainedConfig
+def test_a_relative_position_conformer_is_refused_by_the_export_in_one_line(tmp_path):
     from xasr.errors import XasrError
-    from xasr.export.onnx import check_exportable
+    from xasr.export.onnx import export_onnx
 
-    hf = {"model_type": "wav2vec2-conformer", "position_embeddings_type": "relative"}
+    model_dir = conformer_ctc_dir(tmp_path / "c", "relative")
     with pytest.raises(XasrError, match="relative position embeddings is not exportable"):
-        check_exportable("m", PretrainedConfig(family="wav2vec2-conformer", hf_config=hf))
-    check_exportable(
-        "m",
-        PretrainedConfig(
-            family="wav2vec2-conformer", hf_config={**hf, "position_embeddings_type": "rotary"}
-        ),
-    )
+        export_onnx(model_dir, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

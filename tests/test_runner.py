@@ -370,7 +370,9 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
 
 def test_the_winner_is_told_from_chance_over_the_common_seeds(tmp_path):
     """compare_with_best on hand-written test.json files: a clear loser is outside chance, one
-    letter apart is within it; seeds only one strategy has are left out; no file: missing."""
+    letter apart is within it; seeds only one strategy has are left out, and copies of one
+    seed do not narrow the interval (the utterance is the unit); no file, no common seed or
+    other utterances: no comparison, and why."""
     from xasr.experiments.compare import compare_with_best
 
     refs = [f"una frase de prueba numero {i}" for i in range(40)]
@@ -378,33 +380,43 @@ def test_the_winner_is_told_from_chance_over_the_common_seeds(tmp_path):
         "good": refs,
         "bad": ["xx" for _ in refs],
         "close": [refs[0][:-1], *refs[1:]],
+        "noisy": [r if i % 3 else r[:-4] for i, r in enumerate(refs)],
     }
 
-    def rows(label: str, seeds: list[int]) -> list[dict]:
+    def rows(label: str, seeds: list[int], ids: str = "u") -> list[dict]:
         made = []
         for seed in seeds:
-            cell = f"cells/{label}/seed{seed}"
-            (tmp_path / cell).mkdir(parents=True)
+            cell = f"cells/{label}{ids}/seed{seed}"
+            (tmp_path / cell).mkdir(parents=True, exist_ok=True)
             pairs = [
-                {"id": f"u{i}", "ref": r, "hyp": h}
-                for i, (r, h) in enumerate(zip(refs, hyps[label]))
+                {"id": f"{ids}{i}", "ref": r, "hyp": h}
+                for i, (r, h) in enumerate(zip(refs, hyps[label], strict=True))
             ]
             (tmp_path / cell / "test.json").write_text(json.dumps({"hypotheses": pairs}))
-            cer = 0.0 if label == "good" else 1.0 if label == "bad" else 0.001
-            made.append({"seed": seed, "cell": cell, "test_cer": cer})
+            made.append({"seed": seed, "cell": cell})
         return made
 
-    by_label = {
-        "bad": rows("bad", [0, 1]),
-        "good": rows("good", [0, 1, 2]),
-        "close": rows("close", [0, 1]),
-    }
+    by_label = {"bad": rows("bad", [0, 1]), "good": rows("good", [0, 1, 2])}
+    by_label["close"] = rows("close", [0, 1])
     compared = compare_with_best(tmp_path, by_label)
     assert compared["best"] == "good" and compared["seeds"] == [0, 1]
+    assert compared["rates"]["good"] == 0 and compared["rates"]["bad"] > 0.9
     bad, close = compared["against"]["bad"], compared["against"]["close"]
     assert bad["verdict"] == "b" and bad["low"] > 0.5  # the best (b) is better, clearly
     assert close["verdict"] == "tie" and close["low"] <= 0 <= close["high"]
-    (tmp_path / "cells/close/seed1/test.json").unlink()
+
+    one = compare_with_best(tmp_path, {"g": rows("good", [0]), "n": rows("noisy", [0])})
+    three = compare_with_best(
+        tmp_path, {"g": rows("good", [0, 1, 2]), "n": rows("noisy", [0, 1, 2])}
+    )
+    assert one["against"]["n"] == three["against"]["n"]  # identical seeds: the same interval
+
+    assert compare_with_best(tmp_path, {"g": rows("good", [0]), "b": rows("bad", [1])}) == {
+        "no_common_seeds": {"g": [0], "b": [1]}
+    }
+    other = compare_with_best(tmp_path, {"g": rows("good", [0]), "b": rows("bad", [0], "v")})
+    assert "different utterances" in other["error"]
+    (tmp_path / "cells/closeu/seed1/test.json").unlink()
     assert compare_with_best(tmp_path, by_label) == {"missing": ["close"]}
 
 

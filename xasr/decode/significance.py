@@ -40,22 +40,31 @@ def paired_bootstrap(
     its 95% bootstrap interval: {"metric", "difference", "low", "high", "a_better" (the share
     of resamples in which a's rate is lower), "verdict": "a", "b" or "tie" (the interval
     holds zero)}."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    check_metric(metric)
     a = per_utterance(references, hyps_a, metric)
     b = per_utterance(references, hyps_b, metric)
-    length = a[:, 1]
+    return {"metric": metric, **bootstrap_counts(a, b, resamples, seed)}
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+
+
+def bootstrap_counts(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """``paired_bootstrap`` of counts: ``a``, ``b`` (units, 2) are the errors and reference
+    length of each resampled unit (an utterance, or one utterance summed over several training
+    seeds: the unit stays the utterance), paired row by row."""
 
     def rate(counts: np.ndarray, index) -> np.ndarray:
-        return counts[index, 0].sum(-1) / np.maximum(length[index].sum(-1), 1)
+        return counts[index, 0].sum(-1) / np.maximum(counts[index, 1].sum(-1), 1)
 
-    every = np.arange(len(length))
-    index = np.random.default_rng(seed).integers(0, len(length), (resamples, len(length)))
+    every = np.arange(len(a))
+    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
     differences = rate(a, index) - rate(b, index)
     low, high = np.percentile(differences, [2.5, 97.5])
     verdict = "a" if high < 0 else "b" if low > 0 else "tie"
     return {
-        "metric": metric,
         "difference": float(rate(a, every) - rate(b, every)),
         "low": float(low),
         "high": float(high),
@@ -64,16 +73,38 @@ def paired_bootstrap(
     }
 
 
+def utterance_counts(evaluations: list[dict], metric: str) -> tuple[list[str], np.ndarray]:
+    """The utterance ids and (utterances, 2) errors and reference lengths under ``metric``,
+    summed over ``evaluations``: ``evaluate`` outputs (their "hypotheses") of one system on
+    the same utterances, e.g. one per training seed."""
+    check_metric(metric)
+    ids = [h["id"] for h in evaluations[0]["hypotheses"]]
+    total = np.zeros((len(ids), 2))
+    for scored in evaluations:
+        if [h["id"] for h in scored["hypotheses"]] != ids:
+            raise ValueError("the evaluations are not of the same utterances")
+        refs = [h["ref"] for h in scored["hypotheses"]]
+        total += per_utterance(refs, [h["hyp"] for h in scored["hypotheses"]], metric)
+    return ids, total
+
+
 def compare_runs(test_a: dict, test_b: dict, metric: str = "wer") -> dict:
     """``paired_bootstrap`` of two ``evaluate`` outputs (their "hypotheses") on one test set."""
-    refs = [h["ref"] for h in test_a["hypotheses"]]
-    if [h["id"] for h in test_a["hypotheses"]] != [h["id"] for h in test_b["hypotheses"]]:
+    ids_a, a = utterance_counts([test_a], metric)
+    ids_b, b = utterance_counts([test_b], metric)
+    if ids_a != ids_b:
         raise ValueError("the two evaluations are not of the same utterances")
-    return paired_bootstrap(
-        refs,
-        [h["hyp"] for h in test_a["hypotheses"]],
-        [h["hyp"] for h in test_b["hypotheses"]],
-        metric,
+    return {"metric": metric, **bootstrap_counts(a, b)}
+
+
+def direction(compared: dict | None, ours: float, theirs: float, other: str) -> str:
+    """Whether "ours beats ``other``" held: by the bootstrap of ours against theirs when there
+    is one ("held" only when the 95% interval lies below zero, "reversed" when above it, a tie
+    otherwise), else (results written before the bootstrap) from the two figures alone."""
+    if compared is None:
+        return "held" if ours < theirs else "did not hold" + (" (a tie)" if ours == theirs else "")
+    return {"a": "held", "b": f"reversed ({other} was better)"}.get(
+        compared["verdict"], "is not shown: a tie (the 95% interval holds zero)"
     )
 
 

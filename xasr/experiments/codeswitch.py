@@ -284,7 +284,7 @@ def verdict(results: dict) -> list[str]:
     """The lowest MER; per start, the best meta-transfer variant against joint training:
     "held" only when the bootstrap's interval lies below zero, "reversed" when above, a tie
     otherwise; then which runs did not early-stop."""
-    from xasr.decode.significance import interval_text
+    from xasr.decode.significance import direction, interval_text
 
     pair, runs = results["pair"], results["runs"]
 
@@ -300,14 +300,10 @@ def verdict(results: dict) -> list[str]:
         if metas and joint in runs:
             top = min(metas, key=mer)
             compared = runs[top].get("vs_joint")
-            if compared is None:  # results written before the bootstrap: the figures alone
-                held = "held" if mer(top) < mer(joint) else "did not hold"
-                interval = ""
-            else:
-                held = {"a": "held", "b": "reversed (joint training was better)"}.get(
-                    compared["verdict"], "is not shown: a tie (the 95% interval holds zero)"
-                )
-                interval = f" ({interval_text(compared)} paired-bootstrap 95% interval)"
+            held = direction(compared, mer(top), mer(joint), "joint training")
+            interval = (
+                f" ({interval_text(compared)} paired-bootstrap 95% interval)" if compared else ""
+            )
             lines.append(
                 f"From {start}: {top} {mer(top):.1%} against joint training {mer(joint):.1%}"
                 f"{interval}: the paper's direction (meta-transfer beats joint training) {held}."

@@ -1,10 +1,13 @@
-"""Which strategy won each (target, size) of a grid, told from chance: the cell with the lowest
-test CER against every other by the paired bootstrap over the test utterances
-(``xasr.decode.significance``), read from each cell's ``test.json`` (its hypotheses).
+"""Which strategy won each (target, size) of a grid, told from chance: the strategy with the
+lowest test CER against every other by the paired bootstrap over the test utterances
+(``xasr.decode.significance``), from each cell's ``test.json`` (its hypotheses).
 
-Seeds are pooled as (seed, utterance) pairs, over the seeds every compared strategy has: the
-interval covers the choice of test utterances, not the training noise between seeds (the
-report's ± over seeds shows that).
+With several seeds, each utterance's errors and reference length are summed over the seeds
+every compared strategy has, and the utterances are resampled: the unit stays the utterance
+(a hard utterance is hard for every seed), so more seeds do not narrow the interval by
+themselves. The interval covers the choice of test utterances, not the training noise
+between seeds (the report's ± shows that); the best is picked on the same test set, and each
+pair gets its own interval, with no correction for several comparisons.
 """
 
 from __future__ import annotations
@@ -19,43 +22,54 @@ if TYPE_CHECKING:
 TEST_FILE = "test.json"  # a cell's evaluate() output with its hypotheses
 
 
-def pooled_hypotheses(out: Path, rows: list[dict]) -> dict | None:
-    """One evaluation-shaped {"hypotheses": [...]} of the rows' test sets (one row per seed),
-    ids prefixed by the seed; None when a cell has no ``test.json``."""
-    hypotheses = []
+def seed_evaluations(out: Path, rows: list[dict]) -> list[dict] | None:
+    """The rows' ``test.json`` contents, one per seed in seed order; None when one is missing."""
+    evaluations = []
     for row in sorted(rows, key=lambda r: r["seed"]):
         path = out / row["cell"] / TEST_FILE
         if not path.is_file():
             return None
-        scored = json.loads(path.read_text(encoding="utf-8"))
-        hypotheses += [{**h, "id": f"{row['seed']}/{h['id']}"} for h in scored["hypotheses"]]
-    return {"hypotheses": hypotheses}
+        evaluations.append(json.loads(path.read_text(encoding="utf-8")))
+    return evaluations
 
 
 def compare_with_best(out: Path, by_label: dict[str, list[dict]], metric: str = "cer") -> dict:
-    """``by_label``: strategy label -> its rows (over seeds) of one target and size.
+    """``by_label``: strategy label -> its rows (one per seed) of one target and size.
 
-    Returns {"metric", "seeds", "best": label, "against": {label: paired bootstrap of that
-    label's rate minus the best's (``xasr.decode.significance.paired_bootstrap``)}}, or
-    {"missing": [labels without hypotheses]} when some cell has no ``test.json``.
+    Returns {"metric", "seeds" (those compared), "rates" (each label's rate over them),
+    "best", "against": {label: ``bootstrap_counts`` of that label's rate minus the best's}};
+    or, when no comparison can be made, {"missing": labels without ``test.json``},
+    {"no_common_seeds": {label: its seeds}} or {"error": why (test sets that differ)}.
     """
-    from xasr.decode.significance import compare_runs
+    from xasr.decode.significance import bootstrap_counts, utterance_counts
 
-    seeds = sorted(set.intersection(*({r["seed"] for r in rows} for rows in by_label.values())))
-    common = {label: [r for r in rows if r["seed"] in seeds] for label, rows in by_label.items()}
-    pooled = {label: pooled_hypotheses(out, rows) for label, rows in common.items()}
-    missing = [label for label, tests in pooled.items() if tests is None]
-    if missing or not seeds:
+    seeds = {label: sorted({r["seed"] for r in rows}) for label, rows in by_label.items()}
+    common = sorted(set.intersection(*(set(s) for s in seeds.values())))
+    if not common:
+        return {"no_common_seeds": seeds}
+    tests = {
+        label: seed_evaluations(out, [r for r in rows if r["seed"] in common])
+        for label, rows in by_label.items()
+    }
+    missing = [label for label, evaluations in tests.items() if evaluations is None]
+    if missing:
         return {"missing": missing}
-    key = f"test_{metric}"
-    best = min(common, key=lambda label: sum(r[key] for r in common[label]))
+    try:
+        counted = {label: utterance_counts(e, metric) for label, e in tests.items()}
+        if len({tuple(ids) for ids, _ in counted.values()}) > 1:
+            raise ValueError("the strategies' test.json files hold different utterances")
+    except ValueError as err:  # e.g. a test manifest changed between cells
+        return {"error": str(err)}
+    rates = {label: c[:, 0].sum() / max(c[:, 1].sum(), 1) for label, (_, c) in counted.items()}
+    best = min(rates, key=rates.get)
     return {
         "metric": metric,
-        "seeds": seeds,
+        "seeds": common,
+        "rates": {label: float(r) for label, r in rates.items()},
         "best": best,
         "against": {
-            label: compare_runs(tests, pooled[best], metric)
-            for label, tests in pooled.items()
+            label: bootstrap_counts(c, counted[best][1])
+            for label, (_, c) in counted.items()
             if label != best
         },
     }

@@ -201,10 +201,10 @@ def write_report(
             ],
         )
         headline += [f"{target.name}: test CER (WER) by training minutes", table, ""]
-        winners = None
+        winners: list[str] = []
         if comparisons is not None:
-            winners = _winner_section(groups, comparisons.get(target.name, {}), sizes)
-            headline += [line for line in winners if line.startswith("At ")] + [""]
+            winners, summary = _winner_section(groups, comparisons.get(target.name, {}), sizes)
+            headline += [*summary, ""] if summary else []
         error_png = plot_lines(
             {
                 label: [
@@ -239,7 +239,7 @@ def write_report(
             "",
             f"![error vs data size](plots/{error_png.name})",
             "",
-            *(winners or []),
+            *winners,
             f"### Learning curves ({largest:g} min, seed {first_seed})",
             "",
             f"![learning curves](plots/{curve_png.name})",
@@ -281,59 +281,79 @@ def write_report(
     return path, "\n".join(headline)
 
 
-def _winner_section(groups: dict, compared: dict, sizes: list[float]) -> list[str]:
-    """Which strategy won each size: the best against every other, by the paired bootstrap
-    (``xasr.experiments.compare``); ends with a blank line."""
+WINNER_NOTE = (
+    "The strategy with the lowest test CER at each size against every other: the other's CER "
+    "minus the best's, in points, with the 95% paired-bootstrap interval over the test "
+    "utterances (with several seeds, each utterance summed over the seeds every strategy has); "
+    "*outside chance* when the interval excludes zero. The best is picked on the same test "
+    "set, and each pair has its own interval (no correction for several comparisons)."
+)
+
+
+def _winner_section(
+    groups: dict, compared: dict, sizes: list[float]
+) -> tuple[list[str], list[str]]:
+    """Which strategy won each size, the best against every other by the paired bootstrap
+    (``xasr.experiments.compare``): (the section's lines, ending blank; its summary lines)."""
     from xasr.decode.significance import interval_text
 
     def cell(label: str, m: float) -> str:
         c = compared.get(f"{m:g}")
-        if c is None or label not in groups or m not in groups[label]:
+        if c is None or m not in groups[label]:
             return ""
-        if "missing" in c:
-            return "no hypotheses"
+        if "best" not in c:
+            return "no hypotheses" if label in c.get("missing", ()) else ""
         if label == c["best"]:
             return "**best**"
         against = c["against"][label]
-        chance = "within chance" if against["verdict"] == "tie" else "outside chance"
+        chance = {"tie": "within chance", "b": "outside chance"}.get(
+            against["verdict"], "better than the best, outside chance"
+        )
         return f"{interval_text(against)}, {chance}"
 
-    if not compared:
-        return []
-    seeds = sorted({s for c in compared.values() for s in c.get("seeds", [])})
+    summary = [_winner_summary(m, compared[f"{m:g}"]) for m in sizes if f"{m:g}" in compared]
+    if not summary:
+        return [], []
     lines = [
         "### Which strategy won (paired bootstrap)",
         "",
-        "At each size, the lowest test CER against every other strategy: the other's CER minus "
-        "the best's, in points, with the 95% paired-bootstrap interval over the test utterances"
-        + (f" (seeds {', '.join(map(str, seeds))} pooled)" if len(seeds) > 1 else "")
-        + "; *outside chance* when the interval excludes zero.",
+        WINNER_NOTE,
         "",
         markdown_table(
             ["strategy", *(f"{m:g} min" for m in sizes)],
             [[label, *(cell(label, m) for m in sizes)] for label in groups],
         ),
         "",
+        *summary,
+        "",
     ]
-    for m in sizes:
-        c = compared.get(f"{m:g}")
-        if c is None:
-            continue
-        if "missing" in c:
-            lines.append(
-                f"At {m:g} min: no test hypotheses for {', '.join(c['missing'])} (cells "
-                "finished before cells kept test.json: `xasr experiment` again decodes them)."
-            )
-            continue
-        clear = [lbl for lbl, a in c["against"].items() if a["verdict"] != "tie"]
-        ties = [lbl for lbl in c["against"] if lbl not in clear]
-        lines.append(
-            f"At {m:g} min: **{c['best']}** had the lowest test CER, outside chance against "
-            f"{len(clear)} of {len(c['against'])} others"
-            + (f"; within chance of {', '.join(ties)}" if ties else "")
-            + "."
+    return lines, summary
+
+
+def _winner_summary(minutes: float, c: dict) -> str:
+    """One line: the winner at this size, or why there is no comparison."""
+    at = f"At {minutes:g} min"
+    if "missing" in c:
+        return (
+            f"{at}: no test hypotheses for {', '.join(c['missing'])} (cells finished before "
+            "cells kept test.json: `xasr experiment` again decodes them)."
         )
-    return lines + [""]
+    if "no_common_seeds" in c:
+        seeds = "; ".join(f"{lbl} {s}" for lbl, s in c["no_common_seeds"].items())
+        return f"{at}: no seed that every strategy has ({seeds}), so no paired comparison."
+    if "error" in c:
+        return f"{at}: not compared: {c['error']}."
+    clear = [lbl for lbl, a in c["against"].items() if a["verdict"] != "tie"]
+    ties = [lbl for lbl in c["against"] if lbl not in clear]
+    seeds = c["seeds"]
+    pooled = f" (seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
+    return (
+        f"{at}{pooled}: **{c['best']}** had the lowest test CER "
+        f"({100 * c['rates'][c['best']]:.1f} %), outside chance against {len(clear)} of "
+        f"{len(c['against'])} others"
+        + (f"; within chance of {', '.join(ties)}" if ties else "")
+        + "."
+    )
 
 
 def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:

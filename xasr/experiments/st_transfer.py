@@ -314,7 +314,7 @@ def verdict(results: dict) -> list[str]:
     bootstrap's 95% interval of the difference, and whether the paper's direction
     (ST-enhanced beats direct) held: "held" only when the interval lies below zero, "reversed"
     when above, a tie otherwise; then which runs did not early-stop."""
-    from xasr.decode.significance import interval_text
+    from xasr.decode.significance import direction, interval_text
 
     lines = []
     for lang, cells in results["runs"].items():
@@ -327,13 +327,10 @@ def verdict(results: dict) -> list[str]:
             ours, theirs = run["test"]["wer"], direct["test"]["wer"]
             change = (ours - theirs) / theirs if theirs else 0.0
             compared = run.get("vs_direct")
-            if compared is None:  # results written before the bootstrap: the figures alone
-                held, interval = ("held" if ours < theirs else "did not hold"), ""
-            else:
-                held = {"a": "held", "b": "reversed (direct transfer was better)"}.get(
-                    compared["verdict"], "is not shown: a tie (the 95% interval holds zero)"
-                )
-                interval = f", {interval_text(compared)} paired-bootstrap 95% interval"
+            held = direction(compared, ours, theirs, "direct transfer")
+            interval = (
+                f", {interval_text(compared)} paired-bootstrap 95% interval" if compared else ""
+            )
             lines.append(
                 f"{lang}, {cell} (ST BLEU {run['st']['bleu']:.1f}): test WER {ours:.1%} against "
                 f"direct transfer's {theirs:.1%} ({change:+.1%} relative{interval}): the paper's "

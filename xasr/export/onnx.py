@@ -128,6 +128,8 @@ def export_onnx(
         "sample_rate": str(SAMPLE_RATE),
         "frame_seconds": str(model.features.hop * model.frontend.stride / SAMPLE_RATE),
         "source_model": directory.name,
+        # the longest utterance the graph takes (Whisper: its position table's 30 s)
+        **({"max_seconds": str(s)} if (s := getattr(model.frontend, "max_seconds", None)) else {}),
         **({"lang": lang} if masks is not None else {}),
     }
     for key, value in metadata.items():
@@ -166,7 +168,16 @@ def check_against_torch(path: Path, model: nn.Module, name: Path | None = None) 
     name = name or path
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    def failed(err: Exception, doing: str) -> XasrError:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        return XasrError(
+            f"{name}: the exported graph fails in onnxruntime {doing} ({first}); not written"
+        )
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+        raise failed(err, "when loaded") from None
     worst = 0.0
     for index, seconds in enumerate(CHECK_SECONDS):
         audio, lengths = _check_batch(seconds, seed=index + 1)
@@ -177,11 +188,7 @@ def check_against_torch(path: Path, model: nn.Module, name: Path | None = None) 
                 None, {"audio": audio.numpy(), "lengths": lengths.numpy()}
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
-            first = str(err).strip().splitlines()[0][:300]
-            raise XasrError(
-                f"{name}: the exported graph fails in onnxruntime on {len(seconds)} "
-                f"utterance(s) of {max(seconds):.1f} s ({first}); not written"
-            ) from None
+            raise failed(err, f"on {len(seconds)} utterance(s) of {max(seconds):.1f} s") from None
         if not np.array_equal(got_frames, frames.numpy()):
             raise XasrError(f"{name}: frame lengths {got_frames} differ from torch's {frames}")
         for i, n in enumerate(frames.tolist()):

@@ -16,7 +16,7 @@ import numpy as np
 from xasr.data.audio import load_audio
 from xasr.data.vocab import vocab_from_json
 from xasr.decode.batches import duration_batches
-from xasr.errors import XasrError
+from xasr.errors import DataError, XasrError
 
 MAX_BATCH_SECONDS = 200.0  # padded audio per run, as transcribe_paths batches
 
@@ -45,6 +45,7 @@ class OnnxRecognizer:
         self.vocab = vocab_from_json(json.loads(meta["vocab"]), str(path))
         self.blank_id = int(meta["blank_id"])
         self.sample_rate = int(meta["sample_rate"])
+        self.max_seconds = float(meta.get("max_seconds", "inf"))  # Whisper: 30
 
     def log_probs(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """One padded run: per utterance its (frames, vocab) log-probabilities."""
@@ -66,6 +67,12 @@ class OnnxRecognizer:
         audios = [load_audio(p, self.sample_rate) for p in paths]
         texts = [""] * len(audios)
         seconds = [len(a) / self.sample_rate for a in audios]
+        for path, s in zip(paths, seconds):
+            if s > self.max_seconds:
+                raise DataError(
+                    f"{path}: {s:.1f} s; this model takes at most {self.max_seconds:g} s a "
+                    "file: split longer audio"
+                )
         for batch in duration_batches(seconds, MAX_BATCH_SECONDS):
             outputs = self.log_probs([audios[i] for i in batch])
             decoded = (

@@ -176,13 +176,18 @@ class WhisperFrontend(nn.Module):
         super().__init__()
         self.conv1, self.conv2, self.embed_positions = conv1, conv2, embed_positions
 
+    @property
+    def max_seconds(self) -> float:
+        """The longest utterance the position table covers (30 s for Whisper's 1500)."""
+        return self.embed_positions.num_embeddings * self.stride * WHISPER_HOP / SAMPLE_RATE
+
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = F.gelu(self.conv1(feats.transpose(1, 2)))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.shape[1] > self.embed_positions.num_embeddings:
             raise DataError(
                 f"an utterance of {x.shape[1] / 50:.1f} s: Whisper's encoder takes at most "
-                f"{self.embed_positions.num_embeddings / 50:.0f} s; split longer audio"
+                f"{self.max_seconds:g} s; split longer audio"
             )
         x = x + self.embed_positions.weight[: x.shape[1]]
         return x, torch.div(lengths - 1, 2, rounding_mode="floor") + 1

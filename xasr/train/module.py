@@ -167,8 +167,7 @@ class AsrTask(L.LightningModule):
                 self.model,
                 self._masks_of(lang),
                 lambda m, a, n: decode(self._decoder, m, a, n),
-                audio[idx],
-                lengths[idx],
+                *sub_batch(audio, lengths, idx),
             )
             for i, hyp in zip(idx, group):
                 hyps[i] = hyp
@@ -322,6 +321,16 @@ class MetaAsrTask(AsrTask):
         self.lr_schedulers().step()
 
 
+def sub_batch(
+    audio: torch.Tensor, lengths: torch.Tensor, idx: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterances ``idx`` of a padded batch (batch, samples), cut to their own longest: as a
+    batch of only them would be padded, so a front end that counts frames by the batch's
+    shape (Whisper's log-mel) sees no more padding than it would there."""
+    lengths = lengths[idx]
+    return audio[idx, : int(lengths.max())], lengths
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 10% at ``total`` steps."""
     if step < warmup:
@@ -371,11 +380,8 @@ class SslTask(AsrTask):
 
     def _validation_loss(self, batch: dict, idx: list[int], lang):
         """(loss per masked frame, masked frames) of the utterances ``idx`` of ``batch``."""
-        sub = {
-            "audio": batch["audio"][idx],
-            "audio_lengths": batch["audio_lengths"][idx],
-            "texts": [batch["texts"][i] for i in idx],
-        }
+        audio, lengths = sub_batch(batch["audio"], batch["audio_lengths"], idx)
+        sub = {"audio": audio, "audio_lengths": lengths, "texts": [batch["texts"][i] for i in idx]}
         if self.masks is None:
             loss, parts = self.model.loss(sub)
         else:
