@@ -29,8 +29,11 @@ if train_manifest.startswith("["):  # several sources
     train_manifest = json.loads(train_manifest)
 
 class Kill(L.Callback):
+    # again at every later batch end until it takes: once, under heavy load, a SIGINT was
+    # lost and the run went on to the end (Python ignores a KeyboardInterrupt raised inside a
+    # __del__, which a garbage collection can run at any point)
     def on_train_batch_end(self, trainer, *args):
-        if trainer.global_step == int(kill_at):
+        if 0 <= int(kill_at) <= trainer.global_step:
             os.kill(os.getpid(), getattr(signal, sig))
 
 make_trainer = loop.make_trainer
