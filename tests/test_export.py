@@ -97,7 +97,19 @@ def test_onnx_mistakes_are_one_line(en_small_onnx, tmp_path, corpus, capsys):
         (["transcribe", "--onnx", str(en_small_onnx), "--device", "cuda", wav], "runs on the CPU"),
         (["export", "--model", "nowhere", "--onnx", str(tmp_path / "x.onnx")], "'nowhere'"),
         (["export", "--model", "en-small", "--onnx", str(tmp_path)], "is a folder"),
+        (["export", "--model", "en-small", "--onnx", "x.onnx", "--tolerance", "0"], "> 0"),
     ]:
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and culprit in lines[0], lines
+
+
+def test_a_graph_past_the_tolerance_is_not_written(en_model, tmp_path, capsys):
+    """--tolerance is the check's bound: below the rounding every export has, the graph is
+    refused in one line that says how to accept it, and no file is left."""
+    out = tmp_path / "tiny.onnx"
+    argv = ["export", "--model", str(en_model), "--onnx", str(out), "--tolerance", "1e-12"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "above the tolerance 1e-12; not written" in line and "--tolerance" in line
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -463,7 +463,9 @@ def transcribe_torch(args) -> list[str]:
 def cmd_export(args) -> None:
     from xasr.export.onnx import export_onnx
 
-    report = export_onnx(args.model, args.onnx, opset=args.opset, lang=args.lang)
+    report = export_onnx(
+        args.model, args.onnx, opset=args.opset, lang=args.lang, tolerance=args.tolerance
+    )
     print(json.dumps(report, indent=1))
 
 
@@ -735,6 +737,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, help="output file, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--lang", help="a model with language masks: the language's sub-network")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest log-probability difference to torch the check accepts (default 1e-4)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="transfer vs scratch on XLT-Synth, with a report")
