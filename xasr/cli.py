@@ -463,9 +463,8 @@ def transcribe_torch(args) -> list[str]:
 def cmd_export(args) -> None:
     from xasr.export.onnx import export_onnx
 
-    report = export_onnx(
-        args.model, args.onnx, opset=args.opset, lang=args.lang, tolerance=args.tolerance
-    )
+    bound = {} if args.tolerance is None else {"tolerance": args.tolerance}
+    report = export_onnx(args.model, args.onnx, opset=args.opset, lang=args.lang, **bound)
     print(json.dumps(report, indent=1))
 
 
@@ -740,8 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance",
         type=float,
-        default=1e-4,
-        help="largest log-probability difference to torch the check accepts (default 1e-4)",
+        help="largest log-probability difference to torch the check accepts "
+        "(default: xasr.export.onnx.TOLERANCE, 1e-4)",
     )
     p.set_defaults(func=cmd_export)
 

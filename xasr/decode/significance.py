@@ -73,12 +73,15 @@ def bootstrap_counts(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: 
     }
 
 
-def utterance_counts(evaluations: list[dict], metric: str) -> tuple[list[str], np.ndarray]:
+def utterance_counts(
+    evaluations: list[dict], metric: str, ids: list[str] | None = None
+) -> tuple[list[str], np.ndarray]:
     """The utterance ids and (utterances, 2) errors and reference lengths under ``metric``,
     summed over ``evaluations``: ``evaluate`` outputs (their "hypotheses") of one system on
-    the same utterances, e.g. one per training seed."""
+    the same utterances, e.g. one per training seed. ``ids``: the utterances they must hold
+    (another system's, to pair with); ValueError otherwise."""
     check_metric(metric)
-    ids = [h["id"] for h in evaluations[0]["hypotheses"]]
+    ids = ids if ids is not None else [h["id"] for h in evaluations[0]["hypotheses"]]
     total = np.zeros((len(ids), 2))
     for scored in evaluations:
         if [h["id"] for h in scored["hypotheses"]] != ids:
@@ -90,10 +93,8 @@ def utterance_counts(evaluations: list[dict], metric: str) -> tuple[list[str], n
 
 def compare_runs(test_a: dict, test_b: dict, metric: str = "wer") -> dict:
     """``paired_bootstrap`` of two ``evaluate`` outputs (their "hypotheses") on one test set."""
-    ids_a, a = utterance_counts([test_a], metric)
-    ids_b, b = utterance_counts([test_b], metric)
-    if ids_a != ids_b:
-        raise ValueError("the two evaluations are not of the same utterances")
+    ids, a = utterance_counts([test_a], metric)
+    _, b = utterance_counts([test_b], metric, ids=ids)
     return {"metric": metric, **bootstrap_counts(a, b)}
 
 

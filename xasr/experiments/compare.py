@@ -54,13 +54,12 @@ def compare_with_best(out: Path, by_label: dict[str, list[dict]], metric: str = 
     missing = [label for label, evaluations in tests.items() if evaluations is None]
     if missing:
         return {"missing": missing}
+    ids = [h["id"] for h in next(iter(tests.values()))[0]["hypotheses"]]
     try:
-        counted = {label: utterance_counts(e, metric) for label, e in tests.items()}
-        if len({tuple(ids) for ids, _ in counted.values()}) > 1:
-            raise ValueError("the strategies' test.json files hold different utterances")
-    except ValueError as err:  # e.g. a test manifest changed between cells
-        return {"error": str(err)}
-    rates = {label: c[:, 0].sum() / max(c[:, 1].sum(), 1) for label, (_, c) in counted.items()}
+        counted = {label: utterance_counts(e, metric, ids)[1] for label, e in tests.items()}
+    except ValueError:  # e.g. a test manifest changed between cells
+        return {"error": "the strategies' test.json files hold different utterances"}
+    rates = {label: c[:, 0].sum() / max(c[:, 1].sum(), 1) for label, c in counted.items()}
     best = min(rates, key=rates.get)
     return {
         "metric": metric,
@@ -68,8 +67,8 @@ def compare_with_best(out: Path, by_label: dict[str, list[dict]], metric: str = 
         "rates": {label: float(r) for label, r in rates.items()},
         "best": best,
         "against": {
-            label: bootstrap_counts(c, counted[best][1])
-            for label, (_, c) in counted.items()
+            label: bootstrap_counts(c, counted[best])
+            for label, c in counted.items()
             if label != best
         },
     }
