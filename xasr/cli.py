@@ -39,7 +39,9 @@ class Parser(argparse.ArgumentParser):
 # Help for the TrainConfig keys that have a flag; the flags themselves, their types and their
 # choices come from xasr.config (TRAIN_FLAGS and the dataclass), so a new key is one entry there.
 TRAIN_HELP = {
-    "max_minutes": "wall-clock budget",
+    "max_minutes": "wall-clock cap (never a comparison's budget)",
+    "max_audio_seconds": "budget: audio seconds seen (all sources)",
+    "max_passes": "budget: forward-backward passes (meta-transfer: 2 x tasks a step)",
     "max_batch_seconds": "audio seconds per batch and device",
     "val_every": "validate every N steps",
     "patience": "validations without improvement",

@@ -165,11 +165,17 @@ class TrainConfig:
     weight_decay: float = 1e-3
     warmup_steps: int = 300
     max_steps: int = 3000
+    # More budgets that end a run (xasr.train.budget): audio seconds seen, forward-backward
+    # passes (a meta-transfer step makes 2 x tasks). The cosine schedule follows max_steps.
+    max_audio_seconds: float | None = None
+    max_passes: int | None = None
     max_minutes: float | None = None
     max_batch_seconds: float = 120.0  # audio seconds per batch (per device)
     grad_clip: float = 5.0
     val_every: int = 100  # steps
-    patience: int = 5  # validations without dev CER improvement before stopping
+    # Validations without dev CER improvement (more than min_delta) before stopping; None: no
+    # early stopping, the run spends its whole budget (every arm of an experiment does).
+    patience: int | None = 5
     min_delta: float = 0.002  # dev CER improvement that counts
     seed: int = 0
     devices: int = 1
@@ -221,7 +227,12 @@ class TrainConfig:
         checks.number(n("max_batch_seconds"), self.max_batch_seconds, above=0)
         checks.number(n("grad_clip"), self.grad_clip, at_least=0)
         checks.integer(n("val_every"), self.val_every, at_least=1)
-        checks.integer(n("patience"), self.patience, at_least=0)
+        if self.patience is not None:
+            checks.integer(n("patience"), self.patience, at_least=0)
+        if self.max_audio_seconds is not None:
+            checks.number(n("max_audio_seconds"), self.max_audio_seconds, above=0)
+        if self.max_passes is not None:
+            checks.integer(n("max_passes"), self.max_passes, at_least=1)
         checks.number(n("min_delta"), self.min_delta, at_least=0)
         checks.integer(n("seed"), self.seed, at_least=0, at_most=2**32 - 1)
         checks.integer(n("devices"), self.devices, at_least=1)
@@ -276,6 +287,8 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 # with the flag; the others are set in a --config YAML file.
 TRAIN_FLAGS = {
     "max_steps": "--max-steps",
+    "max_audio_seconds": "--max-audio-seconds",
+    "max_passes": "--max-passes",
     "max_minutes": "--max-minutes",
     "lr": "--lr",
     "warmup_steps": "--warmup-steps",

@@ -10,6 +10,7 @@ by ``xasr.data.sources``.
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -187,6 +188,15 @@ def source_prefix(index: int) -> str:
     return f"src{index}-" if index else ""
 
 
+def source_index(cut_id: str) -> int:
+    """The training source a cut came from (``source_prefix``'s inverse): 0 for the first."""
+    match = _SOURCE_PREFIX.match(cut_id)
+    return int(match.group(1)) if match else 0
+
+
+_SOURCE_PREFIX = re.compile(r"^src(\d+)-")
+
+
 def to_cuts(utterances: list[Utterance], prefix: str = "") -> CutSet:
     """One lhotse cut per utterance; the language and manifest line travel as data.
 
@@ -299,7 +309,8 @@ class AsrDataset(torch.utils.data.Dataset):
 
     Returns a dict: ``audio`` (batch, samples) float32, ``audio_lengths`` (batch,),
     ``targets`` (batch, tokens) int64 padded with 0, ``target_lengths`` (batch,), ``texts`` and
-    ``langs`` (lists of str). A tuple of CutSets (a meta-transfer step, ``MetaSampler``)
+    ``langs`` (lists of str), ``sources`` (list of int: the training source of each line,
+    ``source_index``). A tuple of CutSets (a meta-transfer step, ``MetaSampler``)
     gives ``{"supports": [batch, ...], "query": batch}``.
     """
 
@@ -311,8 +322,9 @@ class AsrDataset(torch.utils.data.Dataset):
         if isinstance(cuts, tuple):
             *supports, query = (self[part] for part in cuts)
             return {"supports": supports, "query": query}
-        paths, wheres, targets, texts, langs = [], [], [], [], []
+        paths, wheres, targets, texts, langs, sources = [], [], [], [], [], []
         for cut in cuts:
+            sources.append(source_index(cut.id))
             sup = cut.supervisions[0]
             where = sup.custom.get("source", cut.id) if sup.custom else cut.id
             paths.append(cut.recording.sources[0].source)
@@ -328,6 +340,7 @@ class AsrDataset(torch.utils.data.Dataset):
             "target_lengths": torch.tensor([len(t) for t in targets]),
             "texts": texts,
             "langs": langs,
+            "sources": sources,
         }
 
 

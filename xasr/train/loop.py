@@ -43,6 +43,7 @@ from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
 from xasr.io import output_dir, write_text
 from xasr.models.build import build_model, save_model_dir
 from xasr.models.ctc import CtcModel
+from xasr.train.budget import WorkCounter
 from xasr.train.checkpoint import (
     AtomicCheckpointIO,
     ExportBestModel,
@@ -68,6 +69,7 @@ class TrainResult:
     steps: int
     stopped_by: str
     seconds: float
+    work: dict  # xasr.train.budget.Work: steps, passes, audio seconds (all, the target's)
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -282,15 +284,9 @@ def train(
         meta,
         cfg.monitor_key,
     )
-    early = EarlyStopping(
-        cfg.monitor_key,
-        min_delta=cfg.min_delta,
-        patience=cfg.patience,
-        mode="min",
-        check_on_train_epoch_end=False,
-    )
-    clock = TrainingClock()
-    trainer = make_trainer(run_dir, cfg, [export, early, clock], progress)
+    early = early_stopping(cfg, cfg.monitor_key)
+    clock, counter = TrainingClock(), work_counter(cfg)
+    trainer = make_trainer(run_dir, cfg, [export, *early, clock, counter], progress)
     fit(trainer, task, data, run_dir, cfg)
     result = TrainResult(
         run_dir=run_dir,
@@ -298,8 +294,9 @@ def train(
         best_dev_cer=export.best,
         best_step=export.best_step,
         steps=trainer.global_step,
-        stopped_by=stop_reason(trainer, early, cfg),
+        stopped_by=stop_reason(trainer, early, cfg, counter),
         seconds=clock.seconds,
+        work=counter.work.to_json(),
     )
     if trainer.is_global_zero:
         write_curve(run_dir)
@@ -524,9 +521,35 @@ def make_trainer(
     )
 
 
-def stop_reason(trainer: L.Trainer, early: EarlyStopping, cfg: TrainConfig) -> str:
+def early_stopping(cfg: TrainConfig, monitor: str) -> list[EarlyStopping]:
+    """Lightning's early stopping on ``monitor`` (none when ``cfg.patience`` is None: the run
+    spends its whole budget, as every arm of a comparison does)."""
+    if cfg.patience is None:
+        return []
+    return [
+        EarlyStopping(
+            monitor,
+            min_delta=cfg.min_delta,
+            patience=cfg.patience,
+            mode="min",
+            check_on_train_epoch_end=False,
+        )
+    ]
+
+
+def work_counter(cfg: TrainConfig) -> WorkCounter:
+    return WorkCounter(cfg.max_audio_seconds, cfg.max_passes)
+
+
+def stop_reason(
+    trainer: L.Trainer, early: list[EarlyStopping], cfg: TrainConfig, counter: WorkCounter
+) -> str:
+    """What ended the run: "max steps", "audio seconds budget", "passes budget", "early
+    stopping", "time budget" (``max_minutes``) or "finished"."""
     if trainer.global_step >= cfg.max_steps:  # first: the last step's validation may count
         return "max steps"
-    if early.stopped_epoch > 0 or (early.wait_count >= cfg.patience):
+    if counter.spent() is not None:
+        return counter.spent()
+    if any(e.stopped_epoch > 0 or e.wait_count >= cfg.patience for e in early):
         return "early stopping"
     return "time budget" if cfg.max_minutes else "finished"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
 
 from xasr.config import TrainConfig
 from xasr.data.audio import SAMPLE_RATE
@@ -39,11 +38,13 @@ from xasr.train.loop import (
     CutsData,
     check_masked_recipe,
     check_same_data,
+    early_stopping,
     fit,
     load_split,
     make_trainer,
     mix_and_check,
     stop_reason,
+    work_counter,
 )
 from xasr.train.module import SslTask
 
@@ -138,15 +139,11 @@ def continue_pretraining(
         model.save(run_dir / "model", [training_json, *([masks.save] if masks else [])])
 
     export = ExportBestModel(save, meta, monitor)
-    early = EarlyStopping(
-        monitor,
-        min_delta=cfg.min_delta,
-        patience=cfg.patience,
-        mode="min",
-        check_on_train_epoch_end=False,
+    early = early_stopping(cfg, monitor)
+    clock, counter = TrainingClock(), work_counter(cfg)
+    trainer = make_trainer(
+        run_dir, cfg, [export, *early, clock, counter], progress, monitor=monitor
     )
-    clock = TrainingClock()
-    trainer = make_trainer(run_dir, cfg, [export, early, clock], progress, monitor=monitor)
     fit(trainer, task, data, run_dir, cfg)
     result = {
         "run_dir": str(run_dir),
@@ -154,8 +151,9 @@ def continue_pretraining(
         "best_dev_loss": export.best,
         "best_step": export.best_step,
         "steps": trainer.global_step,
-        "stopped_by": stop_reason(trainer, early, cfg),
+        "stopped_by": stop_reason(trainer, early, cfg, counter),
         "seconds": clock.seconds,
+        "work": counter.work.to_json(),
     }
     if trainer.is_global_zero:
         write_curve(run_dir)
