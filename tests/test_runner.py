@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -18,15 +19,13 @@ from xasr.experiments import runner
 from xasr.transfer.finetune import TransferOptions
 
 TINY_RECIPE = {
-    "max_steps": 6,
     "val_every": 3,
     "warmup_steps": 2,
     "num_workers": 0,
     "max_batch_seconds": 30.0,
     "accelerator": "cpu",
-    "patience": 100,
-    "max_minutes": None,
 }
+TINY_BUDGET = {"steps": 6}
 SIZES = [0.03, 0.07]  # 1.8 s: the first two utterances (~1.1 s each); 4.2 s: four
 
 
@@ -55,6 +54,7 @@ def grid_config(tmp_path: Path, en_model: Path, de_target: dict, **changes) -> P
         "seeds": [0],
         "strategies": {"transfer": {}, "scratch": {"scratch": True}},
         "recipe": TINY_RECIPE,
+        "budget": TINY_BUDGET,
         "threshold_cer": 1.0,
         **changes,
     }
@@ -106,6 +106,15 @@ def test_take_minutes_reads_missing_durations_from_the_audio(corpus):
         ({"recipe": {"seed": 3}}, "seed is set per cell"),
         ({"bases": [{"model": "en-small", "recipe": "r.yaml"}]}, "exactly one of model"),
         ({"targets": {"a b": {"lang": "en"}}}, "not a usable name"),
+        ({"budget": None}, "budget must name one unit"),
+        ({"budget": {"minutes": 5}}, "budget: unknown unit 'minutes'"),
+        ({"budget": {"steps": 1.5}}, "budget.steps must be a positive integer"),
+        ({"early_stopping": {"patience": 0}}, "early_stopping.patience must be a positive"),
+        ({"recipe": {"max_steps": 9}}, "recipe: max_steps cannot be set here"),
+        ({"recipe": {"max_minutes": 9}}, "recipe: max_minutes cannot be set here"),
+        ({"strategies": {"a": {"val_every": 7}}}, "(strategy 'a'): val_every cannot be set"),
+        ({"primary": {"arm": "transfer", "against": "nope"}}, "primary.against must be"),
+        ({"select": {"fam": ["transfer"]}}, "select.fam: list two or more"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, en_model, change, message):
@@ -114,6 +123,7 @@ def test_config_errors_name_the_key(tmp_path, en_model, change, message):
         "bases": [str(en_model)],
         "targets": {"de": {"lang": "de"}},
         "train_minutes": [1],
+        "budget": {"steps": 10},
         **change,
     }
     with pytest.raises(XasrError) as err:
@@ -128,6 +138,7 @@ def test_a_recipe_base_carries_its_training_cap(tmp_path, en_model):
         "bases": [{"recipe": str(recipe), "max_minutes": 15, "train": {"warmup_steps": 50}}],
         "targets": {"yue": {"lang": "yue"}},
         "train_minutes": [1],
+        "budget": {"steps": 10},
     }
     exp = runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
     assert exp.bases[0].name == "cmn-small" and exp.bases[0].max_minutes == 15
@@ -149,6 +160,7 @@ def test_replay_without_a_source_is_an_error(tmp_path, en_model):
         bases=[str(en_model)],
         targets={"de": {"lang": "de"}},
         train_minutes=[1],
+        budget={"steps": 10},
         strategies={"replay": {"replay_fraction": 0.2}},
     )
     with pytest.raises(XasrError, match=r"strategy .replay.\): replay_manifest is needed"):
@@ -245,7 +257,10 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
     assert len(csv_rows) == 4 and "steps_to_threshold" in csv_rows[0]
     report = (out / "report.md").read_text()
     assert "## de" in report and "| transfer |" in report and "| scratch |" in report
-    assert "**Not converged:** 4 of 4 cells" in report
+    assert "## Budgets: what each arm spent" in report
+    assert "6 optimizer steps for every arm, scored at its best dev checkpoint" in report
+    for row in rows:
+        assert row["passes"] == 6 and row["audio_seconds"] >= row["target_audio_seconds"] > 0
     assert "0.03 min" in report and "0.07 min" in report
     assert (out / "plots" / "de-error-vs-minutes.png").stat().st_size > 1000
     assert (out / "plots" / "de-curves-0.07min.png").stat().st_size > 1000
@@ -253,11 +268,12 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
     assert all((out / row["cell"] / "test.json").is_file() for row in rows)
     assert set(results["comparisons"]["de"]) == {"0.03", "0.07"}
     for compared in results["comparisons"]["de"].values():
-        assert compared["best"] in ("transfer", "scratch") and compared["seeds"] == [0]
-        (other,) = compared["against"].values()
-        assert other["low"] <= other["difference"] <= other["high"]
-    assert "### Which strategy won (paired bootstrap)" in report and "**best**" in report
-    assert "At 0.07 min: **" in printed
+        winner = compared["winner"]
+        assert winner["best"] in ("transfer", "scratch") and winner["chosen_on"] == "dev"
+        (other,) = winner["against"].values()
+        assert other["low"] <= other["difference"] <= other["high"] and other["seeds"] == [1, 1]
+    assert "### Which strategy won (chosen on dev" in report and "**chosen on dev**" in report
+    assert "At 0.07 min, **" in printed
     prefix = out / "data" / "de" / "train-0.03min.jsonl"
     assert len(prefix.read_text().splitlines()) == 2  # the shortest prefix reaching 1.8 s
 
@@ -294,7 +310,7 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
     mtime = record.stat().st_mtime_ns
     (out / rows[0]["cell"] / "test.json").unlink()
     assert main(["experiment", str(path), "--only-report", "--no-progress"]) == 0
-    assert "no test hypotheses for" in (out / "report.md").read_text()
+    assert "no test hypotheses" in (out / "report.md").read_text()
     evaluated = Spy(monkeypatch, "evaluate")
     assert main(["experiment", str(path), "--no-progress"]) == 0
     assert len(evaluated.calls) == 1 and record.stat().st_mtime_ns == mtime
@@ -304,6 +320,25 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
     grid_config(tmp_path, en_model, de_target, recipe={**TINY_RECIPE, "lr": 0.5})
     assert main(["experiment", str(path), "--no-progress"]) == 2
     assert "started with other settings (recipe.lr)" in capsys.readouterr().err
+    # ... or, asked for, a rerun that keeps the old runs aside
+    transfer = Spy(monkeypatch, "transfer")
+    assert main(["experiment", str(path), "--no-progress", "--rerun-changed"]) == 0
+    assert len(transfer.calls) == 4
+    assert len(list(out.glob("cells/**/*.replaced-1"))) == 4
+
+
+def test_cells_train_in_parallel_workers(tmp_path, en_model, de_target):
+    """--jobs 2: two worker processes share the cells through locks; every cell trains once and
+    the parent writes the report."""
+    path = grid_config(tmp_path, en_model, de_target)
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--no-progress", "--jobs", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["missing"] == [] and len(results["rows"]) == 4
+    logs = [(out / f"worker-{i}.log").read_text() for i in range(2)]
+    trained = [line for log in logs for line in log.splitlines() if line.startswith("== de/")]
+    assert len(trained) == 4 and len(set(trained)) == 4  # each cell by one worker
+    assert all(len(list((out / row["cell"] / "logs").iterdir())) == 1 for row in results["rows"])
 
 
 def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_target):
@@ -362,62 +397,97 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
     assert "MER (CER within each language's stretches)" in report
     assert "| b1 / transfer | 40.0 % (de 20.0 %, en 35.0 %) |" in report
     assert "Spearman ρ -1.00, Kendall τ -1.00" in report
-    assert "Every finished cell stopped by early stopping." in report
+    assert "| de | b1 / transfer | 0.03 | 2 |" in report  # the budget table: two seeds
     assert "b2 / transfer" in headline
     skipped, _ = runner.write_report(exp, rows, None, missing=["x"])
     assert "Skipped: `xasr.experiments.rank.rank_sources` is not available." in skipped.read_text()
 
 
-def test_the_winner_is_told_from_chance_over_the_common_seeds(tmp_path):
-    """compare_with_best on hand-written test.json files: a clear loser is outside chance, one
-    letter apart is within it; seeds only one strategy has are left out, and copies of one
-    seed do not narrow the interval (the utterance is the unit); no file, no common seed or
-    other utterances: no comparison, and why."""
+def _scored_rows(folder: Path, refs: list[str], label: str, hyps: list[str], seeds, dev: float,
+                 ids: str = "u") -> list[dict]:  # fmt: skip
+    """Rows of one arm with hand-written test.json files (the same hypotheses every seed)."""
+    made = []
+    for seed in seeds:
+        cell = f"cells/{label}{ids}/seed{seed}"
+        (folder / cell).mkdir(parents=True, exist_ok=True)
+        pairs = [
+            {"id": f"{ids}{i}", "ref": r, "hyp": h} for i, (r, h) in enumerate(zip(refs, hyps))
+        ]
+        (folder / cell / "test.json").write_text(json.dumps({"hypotheses": pairs}))
+        made.append({"seed": seed, "cell": cell, "best_dev_cer": dev})
+    return made
+
+
+REFS = [f"una frase de prueba numero {i}" for i in range(40)]
+HYPS = {
+    "good": REFS,
+    "bad": ["xx" for _ in REFS],
+    "close": [REFS[0][:-1], *REFS[1:]],
+    "noisy": [r if i % 3 else r[:-4] for i, r in enumerate(REFS)],
+}
+
+
+def test_the_winner_is_chosen_on_dev_and_told_from_chance(tmp_path):
+    """compare_with_best on hand-written test.json files: the arm best on dev is the one
+    compared, a clear loser is outside chance, one letter apart is within it; no file or other
+    utterances: no comparison, and why."""
     from xasr.experiments.compare import compare_with_best
 
-    refs = [f"una frase de prueba numero {i}" for i in range(40)]
-    hyps = {
-        "good": refs,
-        "bad": ["xx" for _ in refs],
-        "close": [refs[0][:-1], *refs[1:]],
-        "noisy": [r if i % 3 else r[:-4] for i, r in enumerate(refs)],
-    }
+    def rows(label, seeds, dev, ids="u"):
+        return _scored_rows(tmp_path, REFS, label, HYPS[label], seeds, dev, ids)
 
-    def rows(label: str, seeds: list[int], ids: str = "u") -> list[dict]:
-        made = []
-        for seed in seeds:
-            cell = f"cells/{label}{ids}/seed{seed}"
-            (tmp_path / cell).mkdir(parents=True, exist_ok=True)
-            pairs = [
-                {"id": f"{ids}{i}", "ref": r, "hyp": h}
-                for i, (r, h) in enumerate(zip(refs, hyps[label], strict=True))
-            ]
-            (tmp_path / cell / "test.json").write_text(json.dumps({"hypotheses": pairs}))
-            made.append({"seed": seed, "cell": cell})
-        return made
-
-    by_label = {"bad": rows("bad", [0, 1]), "good": rows("good", [0, 1, 2])}
-    by_label["close"] = rows("close", [0, 1])
+    by_label = {"bad": rows("bad", [0, 1], 0.9), "good": rows("good", [0, 1, 2], 0.1)}
+    by_label["close"] = rows("close", [0, 1], 0.2)
     compared = compare_with_best(tmp_path, by_label)
-    assert compared["best"] == "good" and compared["seeds"] == [0, 1]
+    assert compared["best"] == "good" and compared["chosen_on"] == "dev"
     assert compared["rates"]["good"] == 0 and compared["rates"]["bad"] > 0.9
     bad, close = compared["against"]["bad"], compared["against"]["close"]
+    assert bad["verdict"] == "a" or bad["verdict"] == "b"
     assert bad["verdict"] == "b" and bad["low"] > 0.5  # the best (b) is better, clearly
     assert close["verdict"] == "tie" and close["low"] <= 0 <= close["high"]
+    assert bad["seeds"] == [2, 3]
 
-    one = compare_with_best(tmp_path, {"g": rows("good", [0]), "n": rows("noisy", [0])})
-    three = compare_with_best(
-        tmp_path, {"g": rows("good", [0, 1, 2]), "n": rows("noisy", [0, 1, 2])}
+    other = compare_with_best(
+        tmp_path, {"g": rows("good", [0], 0.1), "b": rows("bad", [0], 0.5, "v")}
     )
-    assert one["against"]["n"] == three["against"]["n"]  # identical seeds: the same interval
-
-    assert compare_with_best(tmp_path, {"g": rows("good", [0]), "b": rows("bad", [1])}) == {
-        "no_common_seeds": {"g": [0], "b": [1]}
-    }
-    other = compare_with_best(tmp_path, {"g": rows("good", [0]), "b": rows("bad", [0], "v")})
-    assert "different utterances" in other["error"]
+    assert "different utterances" in other["against"]["b"]["error"]
     (tmp_path / "cells/closeu/seed1/test.json").unlink()
-    assert compare_with_best(tmp_path, by_label) == {"missing": ["close"]}
+    assert (
+        "no test hypotheses" in compare_with_best(tmp_path, by_label)["against"]["close"]["missing"]
+    )
+
+
+def test_a_setting_better_on_dev_is_chosen_even_when_worse_on_test(tmp_path):
+    """Selection is on dev: the family member with the lower dev CER is chosen although its
+    test CER is the higher one, and the primary verdict compares that member."""
+    from xasr.experiments.compare import compare_with_best, primary_verdict, select_on_dev
+
+    worse_on_test = _scored_rows(tmp_path, REFS, "bad", HYPS["bad"], [0, 1], dev=0.10)
+    better_on_test = _scored_rows(tmp_path, REFS, "good", HYPS["good"], [0, 1], dev=0.12)
+    family = {"lr-0.1": worse_on_test, "lr-0.01": better_on_test}
+    assert select_on_dev(family) == "lr-0.1"
+    assert compare_with_best(tmp_path, family)["best"] == "lr-0.1"
+    control = _scored_rows(tmp_path, REFS, "noisy", HYPS["noisy"], [0, 1], dev=0.3)
+    verdict = primary_verdict(tmp_path, family[select_on_dev(family)], control)
+    assert verdict["verdict"] == "reversed"  # the chosen member is worse than the control
+
+
+def test_seeds_widen_the_interval_where_they_disagree(tmp_path):
+    """The hierarchical bootstrap draws seeds too: two arms equal on average whose seeds
+    disagree are no difference, although a bootstrap of utterances alone over one seed of each
+    would call it."""
+    from xasr.decode.significance import hierarchical_bootstrap
+
+    rng = np.random.default_rng(0)
+    length = np.full((2, 200), 20.0)
+    a = np.stack([np.stack([rng.binomial(20, p, 200), length[0]], -1) for p in (0.05, 0.35)])
+    b = np.stack([np.stack([rng.binomial(20, 0.2, 200), length[0]], -1) for _ in range(2)])
+    one_seed = hierarchical_bootstrap(a[:1], b[:1])
+    assert one_seed["verdict"] == "a"  # seed 0 of a alone looks much better
+    both = hierarchical_bootstrap(a, b)
+    assert both["verdict"] == "tie" and both["low"] < 0 < both["high"]
+    same = hierarchical_bootstrap(np.repeat(a[:1], 3, 0), b[:1])  # copies of one seed
+    assert same["verdict"] == "a"
 
 
 def test_forgetting_is_recorded_when_source_data_is_given(

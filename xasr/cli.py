@@ -578,6 +578,9 @@ def cmd_experiment(args) -> None:
         dry_run=args.dry_run,
         only_report=args.only_report,
         progress=not args.no_progress,
+        rerun_changed=args.rerun_changed,
+        jobs=args.jobs,
+        worker=args.worker,
     )
 
 
@@ -772,6 +775,15 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--only-report", action="store_true", help="rebuild the report from finished cells"
     )
+    p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="train again a cell whose recorded config differs (the old one is kept aside)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="cells trained at once, one thread each (one a core)"
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experiment)
 

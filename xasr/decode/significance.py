@@ -115,3 +115,54 @@ def interval_text(compared: dict) -> str:
         f"{100 * compared['difference']:+.1f} pts "
         f"[{100 * compared['low']:+.1f}, {100 * compared['high']:+.1f}]"
     )
+
+
+def seed_counts(evaluations: list[dict], metric: str, ids: list[str] | None = None) -> np.ndarray:
+    """(seeds, utterances, 2): each training seed's errors and reference length per utterance,
+    from one ``evaluate`` output per seed (``utterance_counts`` of each, in ``ids`` order)."""
+    return np.stack([utterance_counts([e], metric, ids)[1] for e in evaluations])
+
+
+def hierarchical_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> dict:
+    """The difference ``rate(a) - rate(b)`` and its 95% interval when both the training seeds
+    and the test utterances are drawn by chance: ``a``, ``b`` are (seeds, utterances, 2)
+    (``seed_counts``). Each resample draws each system's seeds with replacement (independently:
+    seed k of one arm is no twin of seed k of another) and one set of utterances with
+    replacement for both (the same test set: paired), and pools the errors over the drawn seeds
+    and utterances. With one seed per system this is ``bootstrap_counts``; with several, the
+    interval widens by the training's own variance, which a bootstrap of utterances alone
+    ignores. Returns ``bootstrap_counts``' keys plus "seeds" ([seeds of a, of b])."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError("the two systems were not scored on the same utterances")
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    utts = rng.multinomial(n, np.full(n, 1 / n), size=resamples)  # (resamples, n) weights
+
+    def rates(counts: np.ndarray) -> np.ndarray:
+        k = counts.shape[0]
+        seeds = rng.multinomial(k, np.full(k, 1 / k), size=resamples)  # (resamples, k)
+        errors = np.einsum("rs,su,ru->r", seeds, counts[..., 0], utts)
+        length = np.einsum("rs,su,ru->r", seeds, counts[..., 1], utts)
+        return errors / np.maximum(length, 1)
+
+    differences = rates(a) - rates(b)
+    low, high = np.percentile(differences, [2.5, 97.5])
+
+    def pooled(counts: np.ndarray) -> float:
+        return counts[..., 0].sum() / max(counts[..., 1].sum(), 1)
+
+    return {
+        "difference": float(pooled(a) - pooled(b)),
+        "low": float(low),
+        "high": float(high),
+        "a_better": float((differences < 0).mean()),
+        "verdict": "a" if high < 0 else "b" if low > 0 else "tie",
+        "seeds": [int(a.shape[0]), int(b.shape[0])],
+    }
+
+
+def verdict_word(compared: dict) -> str:
+    """ "held" (a beat b: the interval below zero), "reversed" (above) or "no difference"."""
+    return {"a": "held", "b": "reversed"}.get(compared["verdict"], "no difference")

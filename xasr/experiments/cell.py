@@ -21,7 +21,7 @@ from xasr.experiments.config import (
     Target,
     manifests_to_fill,
 )
-from xasr.experiments.demo import EARLY_STEP
+from xasr.experiments.recipe import EARLY_STEP
 from xasr.experiments.report import (
     cer_at_step,
     steps_to_cer,
@@ -120,32 +120,49 @@ def cell_options(cell: Cell, source_train: Path | None) -> TransferOptions:
 
 
 def cell_recipe(exp: Experiment, cell: Cell) -> TrainConfig:
-    return from_dict(
+    """The recipe, the strategy's own keys, the cell's seed, and the experiment's budget."""
+    cfg = from_dict(
         TrainConfig, {**asdict(exp.recipe), **cell.strategy.recipe, "seed": cell.seed}, cell.id
     )
+    return exp.budget.recipe(cfg)
 
 
-def _check_spec(cell: Cell, spec: dict) -> None:
-    """A cell keeps the recipe and options it started with; a changed config is an error."""
-    path = cell.dir / "cell-spec.json"
-    if not path.is_file():
-        cell.dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(spec, indent=1))
-        return
-    old = json.loads(path.read_text())
-    # Keys present in both (a field added to xasr later is not a change); manifest paths and
-    # loader workers do not change what a cell measures.
-    changed = [
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """The recipe and option keys whose values differ (``recipe.lr``), among keys both specs
+    have (a field added to xasr later is not a change); manifest paths and loader workers do
+    not change what a cell measures."""
+    return [
         f"{part}.{k}"
         for part in ("recipe", "options")
-        for k in sorted(set(old[part]) & set(spec[part]))
-        if not k.endswith("_manifest") and k != "num_workers" and old[part][k] != spec[part][k]
-    ]
-    if changed:
-        raise XasrError(
-            f"{cell.dir} was started with other settings ({', '.join(changed)}); delete that "
-            "directory to run it again with the new ones, or set another `out`"
+        for k in sorted(set(old.get(part, {})) & set(new.get(part, {})))
+        if not k.endswith("_manifest") and k != "num_workers" and old[part][k] != new[part][k]
+    ] + (["base"] if old.get("base", new.get("base")) != new.get("base") else [])
+
+
+def check_spec(cell: Cell, spec: dict, rerun_changed: bool = False) -> None:
+    """A cell is reused only when its recorded spec (``cell-spec.json``) equals the current
+    one. A change is an error naming the keys, or with ``rerun_changed`` the old directory is
+    moved aside (``<dir>.replaced-N``: nothing is lost) and the cell runs again."""
+    path = cell.dir / "cell-spec.json"
+    if path.is_file():
+        changed = changed_keys(json.loads(path.read_text()), spec)
+        if changed and not rerun_changed:
+            raise XasrError(
+                f"{cell.dir} was started with other settings ({', '.join(changed)}); run with "
+                "--rerun-changed to train it again with the new ones (the old directory is "
+                "kept beside it), or set another `out`"
+            )
+        if not changed:
+            return
+        aside = next(
+            cell.dir.with_name(f"{cell.dir.name}.replaced-{i}")
+            for i in range(1, 10_000)
+            if not cell.dir.with_name(f"{cell.dir.name}.replaced-{i}").exists()
         )
+        cell.dir.rename(aside)
+        print(f"{cell.id}: {', '.join(changed)} changed; the old run is kept in {aside}")
+    cell.dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec, indent=1))
 
 
 def run_cell(
@@ -154,6 +171,7 @@ def run_cell(
     data: TargetData,
     source: TargetData | None,
     progress: bool,
+    rerun_changed: bool = False,
 ) -> dict:
     """Train (or resume), evaluate and record one cell; a finished cell is only read (and
     decoded again only when it has no ``test.json``, the hypotheses the report's bootstrap
@@ -168,7 +186,7 @@ def run_cell(
         "options": {k: v for k, v in asdict(opts).items() if k not in RUNNER_OPTIONS},
         "recipe": asdict(cfg),
     }
-    _check_spec(cell, spec)
+    check_spec(cell, spec, rerun_changed)
     record_path = cell.dir / "cell.json"
     hypotheses = cell.dir / TEST_FILE
     changed = not record_path.is_file()
@@ -244,6 +262,10 @@ def cell_row(exp: Experiment, cell: Cell, record: dict) -> dict:
         "best_step": trained["best_step"],
         "stopped_by": trained["stopped_by"],
         "train_seconds": trained["seconds"],
+        # what the run spent (runs from before the count have only their steps)
+        "passes": trained.get("work", {}).get("passes"),
+        "audio_seconds": trained.get("work", {}).get("audio_seconds"),
+        "target_audio_seconds": trained.get("work", {}).get("target_audio_seconds"),
         "steps_to_threshold": steps_to_cer(cell.dir, exp.threshold_cer),
         f"dev_cer_at_step_{EARLY_STEP}": cer_at_step(cell.dir, EARLY_STEP),
         "bases": " ".join(cell.bases),

@@ -1,91 +1,110 @@
-"""Which strategy won each (target, size) of a grid, told from chance: the strategy with the
-lowest test CER against every other by the paired bootstrap over the test utterances
-(``xasr.decode.significance``), from each cell's ``test.json`` (its hypotheses).
+"""Comparisons told from chance, with every choice made on dev.
 
-With several seeds, each utterance's errors and reference length are summed over the seeds
-every compared strategy has, and the utterances are resampled: the unit stays the utterance
-(a hard utterance is hard for every seed), so more seeds do not narrow the interval by
-themselves. The interval covers the choice of test utterances, not the training noise
-between seeds (the report's ± shows that); the best is picked on the same test set, and each
-pair gets its own interval, with no correction for several comparisons.
+* ``select_on_dev``: of several settings of one method (a family: ranks, sparsities, inner
+  learning rates), the one with the lowest mean best-dev score over its seeds; the test set
+  never takes part, so its figures stay an honest estimate of the chosen setting.
+* ``compare_labels``: one arm against another on their test hypotheses (each run's
+  ``test.json``) by the hierarchical bootstrap over training seeds and test utterances
+  (``xasr.decode.significance.hierarchical_bootstrap``).
+* ``compare_with_best``: the arm chosen on dev against every other.
+* A primary verdict (``primary_verdict``) is named in the config before any result: "held"
+  when its interval lies below zero, "reversed" above, "no difference" otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from xasr.experiments.config import Experiment
+from xasr.decode.significance import hierarchical_bootstrap, seed_counts, verdict_word
+from xasr.experiments.config import Experiment
+from xasr.experiments.grid import family_rows, group_rows
 
-TEST_FILE = "test.json"  # a cell's evaluate() output with its hypotheses
+TEST_FILE = "test.json"  # a run's evaluate() output with its hypotheses
+DEV_KEY = "best_dev_cer"  # a row's monitored dev score at its best checkpoint
 
 
 def seed_evaluations(out: Path, rows: list[dict]) -> list[dict] | None:
     """The rows' ``test.json`` contents, one per seed in seed order; None when one is missing."""
     evaluations = []
     for row in sorted(rows, key=lambda r: r["seed"]):
-        path = out / row["cell"] / TEST_FILE
+        path = out / row["cell"] / row.get("test_file", TEST_FILE)
         if not path.is_file():
             return None
         evaluations.append(json.loads(path.read_text(encoding="utf-8")))
     return evaluations
 
 
-def compare_with_best(out: Path, by_label: dict[str, list[dict]], metric: str = "cer") -> dict:
-    """``by_label``: strategy label -> its rows (one per seed) of one target and size.
+def select_on_dev(by_label: dict[str, list[dict]]) -> str:
+    """The label whose rows have the lowest mean ``best_dev_cer`` (ties: the first given)."""
+    return min(by_label, key=lambda label: statistics.mean(r[DEV_KEY] for r in by_label[label]))
 
-    Returns {"metric", "seeds" (those compared), "rates" (each label's rate over them),
-    "best", "against": {label: ``bootstrap_counts`` of that label's rate minus the best's}};
-    or, when no comparison can be made, {"missing": labels without ``test.json``},
-    {"no_common_seeds": {label: its seeds}} or {"error": why (test sets that differ)}.
-    """
-    from xasr.decode.significance import bootstrap_counts, utterance_counts
 
-    seeds = {label: sorted({r["seed"] for r in rows}) for label, rows in by_label.items()}
-    common = sorted(set.intersection(*(set(s) for s in seeds.values())))
-    if not common:
-        return {"no_common_seeds": seeds}
-    tests = {
-        label: seed_evaluations(out, [r for r in rows if r["seed"] in common])
-        for label, rows in by_label.items()
-    }
-    missing = [label for label, evaluations in tests.items() if evaluations is None]
-    if missing:
-        return {"missing": missing}
-    ids = [h["id"] for h in next(iter(tests.values()))[0]["hypotheses"]]
+def compare_labels(out: Path, a: list[dict], b: list[dict], metric: str = "cer") -> dict:
+    """Arm ``a``'s rows (one per seed) against ``b``'s on the same test set: the hierarchical
+    bootstrap of ``rate(a) - rate(b)``, or {"missing": ...} / {"error": ...} when it cannot be
+    made."""
+    tests = [seed_evaluations(out, rows) for rows in (a, b)]
+    if any(t is None for t in tests):
+        return {"missing": "no test hypotheses (a run's test.json): a run decodes them again"}
+    ids = [h["id"] for h in tests[0][0]["hypotheses"]]
     try:
-        counted = {label: utterance_counts(e, metric, ids)[1] for label, e in tests.items()}
-    except ValueError:  # e.g. a test manifest changed between cells
-        return {"error": "the strategies' test.json files hold different utterances"}
-    rates = {label: c[:, 0].sum() / max(c[:, 1].sum(), 1) for label, c in counted.items()}
-    best = min(rates, key=rates.get)
-    return {
-        "metric": metric,
-        "seeds": common,
-        "rates": {label: float(r) for label, r in rates.items()},
-        "best": best,
-        "against": {
-            label: bootstrap_counts(c, counted[best])
-            for label, c in counted.items()
-            if label != best
-        },
-    }
+        counts = [seed_counts(t, metric, ids) for t in tests]
+    except ValueError:  # e.g. a test manifest changed between runs
+        return {"error": "the runs' test.json files hold different utterances"}
+    return {"metric": metric, **hierarchical_bootstrap(*counts)}
+
+
+def compare_with_best(out: Path, by_label: dict[str, list[dict]], metric: str = "cer") -> dict:
+    """``by_label``: arm label -> its rows (one per seed) of one comparable group.
+
+    Returns {"metric", "best" (chosen on dev), "rates" (each label's pooled test rate),
+    "against": {label: the hierarchical bootstrap of that label's rate minus the best's}}."""
+    best = select_on_dev(by_label)
+    against, rates = {}, {}
+    for label, rows in by_label.items():
+        tests = seed_evaluations(out, rows)
+        if tests is not None:
+            rates[label] = _pooled(tests, metric)
+        if label != best:
+            against[label] = compare_labels(out, rows, by_label[best], metric)
+    return {"metric": metric, "best": best, "chosen_on": "dev", "rates": rates, "against": against}
+
+
+def primary_verdict(out: Path, arm: list[dict], against: list[dict], metric: str = "cer") -> dict:
+    """The config's primary comparison in one group: {"compared": the bootstrap,
+    "verdict": held | reversed | no difference}."""
+    compared = compare_labels(out, arm, against, metric)
+    if "verdict" not in compared:
+        return {"compared": compared, "verdict": "not made"}
+    return {"compared": compared, "verdict": verdict_word(compared)}
+
+
+def _pooled(tests: list[dict], metric: str) -> float:
+    counts = seed_counts(tests, metric)
+    return float(counts[..., 0].sum() / max(counts[..., 1].sum(), 1))
 
 
 def compare_grid(exp: Experiment, rows: list[dict]) -> dict:
-    """{target: {"<N>": compare_with_best(...) of that target's strategies at N minutes}}, for
-    every (target, size) with at least two strategies finished."""
-    from xasr.experiments.report import group_rows
-
+    """{target: {"<N>": comparisons at N minutes}} for every (target, size) with two or more
+    strategies finished: "winner" (``compare_with_best``, the best chosen on dev), "chosen"
+    ({family: the member chosen on dev}, ``exp.select``) and "primary" (``primary_verdict`` of
+    ``exp.primary``, families standing for their chosen member)."""
     comparisons: dict[str, dict] = {}
     for target in dict.fromkeys(r["target"] for r in rows):
-        groups = group_rows(exp, [r for r in rows if r["target"] == target])
+        target_rows = [r for r in rows if r["target"] == target]
+        groups = group_rows(exp, target_rows)
         for minutes in dict.fromkeys(m for by in groups.values() for m in by):
             by_label = {label: by[minutes] for label, by in groups.items() if minutes in by}
-            if len(by_label) > 1:
-                comparisons.setdefault(target, {})[f"{minutes:g}"] = compare_with_best(
-                    exp.out, by_label
-                )
+            if len(by_label) < 2:
+                continue
+            families = family_rows(exp, [r for r in target_rows if r["minutes"] == minutes])
+            chosen = {family: select_on_dev(members) for family, members in families.items()}
+            entry = {"winner": compare_with_best(exp.out, by_label), "chosen": chosen}
+            arms = {**by_label, **{f: families[f][c] for f, c in chosen.items()}}
+            if exp.primary is not None and all(label in arms for label in exp.primary):
+                arm, against = exp.primary
+                entry["primary"] = primary_verdict(exp.out, arms[arm], arms[against])
+            comparisons.setdefault(target, {})[f"{minutes:g}"] = entry
     return comparisons

@@ -13,7 +13,8 @@ from pathlib import Path
 from xasr.checks import is_number as _is_number
 from xasr.config import SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
 from xasr.errors import XasrError
-from xasr.experiments.demo import DEMO_RECIPE
+from xasr.experiments.budget import ARM_FIXED_KEYS, Budget, check_no_budget_keys, parse_budget
+from xasr.experiments.recipe import DEFAULT_RECIPE
 from xasr.models.build import model_config, read_model_config, resolve_model
 from xasr.models.pretrained import foreign_kind
 from xasr.transfer.finetune import TransferOptions
@@ -31,6 +32,10 @@ CONFIG_KEYS = (
     "source_data",
     "threshold_cer",
     "rank_sources",
+    "budget",
+    "early_stopping",
+    "primary",
+    "select",
 )
 
 
@@ -50,6 +55,9 @@ RANK_KEYS = ("steps",)
 
 
 DEFAULT_BASES = ["en-small"]
+
+
+DEFAULT_SEEDS = [0, 1, 2]
 
 
 DEFAULT_STRATEGIES = {"transfer": {}, "scratch": {"scratch": True}}
@@ -107,9 +115,15 @@ class Experiment:
     seeds: tuple[int, ...]
     strategies: tuple[Strategy, ...]
     recipe: TrainConfig
+    budget: Budget
     source_data: Target | None = None
     threshold_cer: float = DEFAULT_THRESHOLD_CER
     rank_steps: int | None = None
+    # the verdict named before any result: (arm, against), strategy or family names
+    primary: tuple[str, str] | None = None
+    # families of strategies: per target and size, the member with the best mean dev score
+    # stands for the family (a choice made on dev, never on test)
+    select: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,14 +158,15 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
     data = load_yaml(path)
     where = str(path)
     _check_keys(data, CONFIG_KEYS, where)
-    for key in ("name", "targets", "train_minutes"):
+    for key in ("name", "targets", "train_minutes", "budget"):
         if key not in data:
             raise XasrError(f"{where}: missing key {key!r}")
     name = _name(data["name"], f"{where}: name")
     out = Path(out or data.get("out") or Path("runs") / "experiments" / name)
 
     minutes = _number_list(data["train_minutes"], f"{where}: train_minutes", positive=True)
-    seeds = _number_list(data.get("seeds", [0]), f"{where}: seeds", integer=True)
+    seeds = _number_list(data.get("seeds", DEFAULT_SEEDS), f"{where}: seeds", integer=True)
+    budget = parse_budget(data["budget"], data.get("early_stopping"), where)
     synth = {**SYNTH_DEFAULTS, **_mapping(data.get("synth", {}), f"{where}: synth")}
     _check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
 
@@ -184,6 +199,9 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         raise XasrError(
             f"{where}: two bases are called {duplicate!r}; name one: {{model: ..., name: ...}}"
         )
+    names = [st.name for st in strategies]
+    select = _select(data.get("select") or {}, names, f"{where}: select")
+    primary = _primary(data.get("primary"), [*names, *(f for f, _ in select)], where)
     threshold = data.get("threshold_cer", DEFAULT_THRESHOLD_CER)
     if not _is_number(threshold) or threshold <= 0:
         raise XasrError(f"{where}: threshold_cer must be a positive number, got {threshold!r}")
@@ -204,10 +222,44 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         seeds=tuple(seeds),
         strategies=strategies,
         recipe=recipe,
+        budget=budget,
         source_data=source_data,
         threshold_cer=float(threshold),
         rank_steps=rank_steps,
+        primary=primary,
+        select=select,
     )
+
+
+def _select(data, names: list[str], where: str) -> tuple:
+    """{family: [strategy, ...]}: each a new name whose members are strategies."""
+    data = _mapping(data, where)
+    families = []
+    for family, members in data.items():
+        _name(family, where)
+        if family in names:
+            raise XasrError(f"{where}.{family}: a family cannot have a strategy's name")
+        if not isinstance(members, list) or len(members) < 2 or not set(members) <= set(names):
+            raise XasrError(
+                f"{where}.{family}: list two or more of the strategies ({', '.join(names)})"
+            )
+        families.append((family, tuple(members)))
+    return tuple(families)
+
+
+def _primary(data, labels: list[str], where: str) -> tuple[str, str] | None:
+    """``primary: {arm: A, against: B}``: the comparison the verdict is about."""
+    if data is None:
+        return None
+    data = _mapping(data, f"{where}: primary")
+    _check_keys(data, ("arm", "against"), f"{where}: primary")
+    for key in ("arm", "against"):
+        if data.get(key) not in labels:
+            raise XasrError(
+                f"{where}: primary.{key} must be a strategy or family ({', '.join(labels)}), "
+                f"got {data.get(key)!r}"
+            )
+    return data["arm"], data["against"]
 
 
 def load_named_yaml(config: str | Path, keys) -> dict:
@@ -286,8 +338,9 @@ def _recipe(data, where: str) -> TrainConfig:
     data = _mapping(data, where)
     if "seed" in data:
         raise XasrError(f"{where}: seed is set per cell; list the seeds under `seeds:`")
+    check_no_budget_keys(data, where)
     _train_keys(data, where)
-    return from_dict(TrainConfig, {**asdict(DEMO_RECIPE), **data}, where)
+    return from_dict(TrainConfig, {**asdict(DEFAULT_RECIPE), **data}, where)
 
 
 def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> Target:
@@ -335,6 +388,7 @@ def _strategy(
         )
     options = {k: v for k, v in spec.items() if k in option_keys}
     overrides = {k: v for k, v in spec.items() if k not in option_keys}
+    check_no_budget_keys(overrides, f"{where} (strategy {name!r})", ARM_FIXED_KEYS)
     _train_keys(overrides, where)
     from_dict(TrainConfig, {**asdict(recipe), **overrides}, where)
     train_split = source_data is not None and (

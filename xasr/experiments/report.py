@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from xasr.decode.significance import interval_text
+from xasr.experiments.config import Experiment, Target
+from xasr.experiments.grid import group_rows, row_label
 from xasr.train.curve import read_curve, validation_points
-
-if TYPE_CHECKING:  # experiments.config imports the demo, which imports this module
-    from xasr.experiments.config import Experiment, Target
 
 
 def cer_at_step(run_dir: Path, step: int) -> float | None:
@@ -102,24 +101,6 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return values[0], None
 
 
-def row_label(exp: Experiment, row: dict) -> str:
-    """Row label in the tables: the strategy, prefixed by the base when there are several."""
-    if len(exp.bases) == 1:
-        return row["strategy"]
-    if row["scratch"]:
-        archs = {b.arch for b in exp.bases}
-        return row["strategy"] + (f" ({row['base']})" if len(archs) > 1 else "")
-    return f"{row['base']} / {row['strategy']}"
-
-
-def group_rows(exp: Experiment, rows: list[dict]) -> dict[str, dict[float, list[dict]]]:
-    """label -> minutes -> rows (over seeds), in the config's order."""
-    groups: dict[str, dict[float, list[dict]]] = {}
-    for row in rows:
-        groups.setdefault(row_label(exp, row), {}).setdefault(row["minutes"], []).append(row)
-    return groups
-
-
 def _error_cell(rows: list[dict]) -> str:
     cer, cer_std = _mean_std([r["test_cer"] for r in rows])
     spread = f" ± {100 * cer_std:.1f}" if cer_std is not None else ""
@@ -167,12 +148,11 @@ def write_report(
         f"Config `{exp.config}`; {len(rows)} of {len(rows) + len(missing)} cells finished"
         + (f" ({len(missing)} not run yet)" if missing else "")
         + f". Bases: {', '.join(b.name for b in exp.bases)}; seeds: "
-        f"{', '.join(map(str, exp.seeds))}. One recipe for every cell: lr {recipe.lr}, "
-        f"{recipe.max_batch_seconds:g} s batches, validation every {recipe.val_every} steps, "
-        f"early stopping after {recipe.patience} validations without dev-CER improvement, "
-        f"cap {recipe.max_steps} steps"
-        + (f" / {recipe.max_minutes:g} min" if recipe.max_minutes else "")
-        + ". Strategies: "
+        f"{', '.join(map(str, exp.seeds))}.",
+        "",
+        f"**Budget:** {exp.budget.describe()}. One recipe for every cell: lr {recipe.lr}, "
+        f"{recipe.max_batch_seconds:g} s batches, warm-up {recipe.warmup_steps} steps, "
+        f"validation every {recipe.val_every} steps. Strategies: "
         + "; ".join(
             f"`{st.name}`"
             + (
@@ -184,6 +164,7 @@ def write_report(
         )
         + ". Scratch runs once per target, size and seed for each architecture (it does not "
         "depend on a base's weights). Test CER: mean ± standard deviation over seeds; WER: mean.",
+        *_primary_line(exp),
     ]
     headline = []
     for target in exp.targets:
@@ -264,16 +245,7 @@ def write_report(
             parts += ["", *_forgetting_section(exp, forgetting_rows)]
         if exp.rank_steps is not None and len(exp.bases) > 1:
             parts += ["", *_rank_section(exp, target.name, target_rows, rank)]
-    capped = [r for r in rows if r["stopped_by"] != "early stopping"]
-    parts += ["", "## Convergence", ""]
-    if capped:
-        parts.append(
-            f"**Not converged:** {len(capped)} of {len(rows)} cells stopped by the cap (max "
-            "steps or minutes) rather than early stopping, so their dev CER might still have "
-            "improved: " + ", ".join(f"`{r['cell']}` ({r['stopped_by']})" for r in capped) + "."
-        )
-    else:
-        parts.append("Every finished cell stopped by early stopping.")
+    parts += ["", *_work_section(exp, rows)]
     if missing:
         parts += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
     path = exp.out / "report.md"
@@ -282,40 +254,63 @@ def write_report(
 
 
 WINNER_NOTE = (
-    "The strategy with the lowest test CER at each size against every other: the other's CER "
-    "minus the best's, in points, with the 95% paired-bootstrap interval over the test "
-    "utterances (with several seeds, each utterance summed over the seeds every strategy has); "
-    "*outside chance* when the interval excludes zero. The best is picked on the same test "
-    "set, and each pair has its own interval (no correction for several comparisons)."
+    "The strategy with the lowest mean best-dev CER at each size (chosen on dev, never on test) "
+    "against every other on test: the other's CER minus the chosen one's, in points, with the "
+    "95% interval of a hierarchical bootstrap that draws both the training seeds and the test "
+    "utterances; *outside chance* when the interval excludes zero. Each pair has its own "
+    "interval (no correction for several comparisons)."
 )
+
+
+def _primary_line(exp: Experiment) -> list[str]:
+    if exp.primary is None:
+        return []
+    arm, against = exp.primary
+    return [
+        "",
+        (
+            f"**Primary comparison** (named in the config before any result): `{arm}` against "
+            f"`{against}` on test CER, per target and size; *held* when `{arm}`'s CER is lower "
+            "outside chance (the hierarchical bootstrap's 95% interval below zero), *reversed* when "
+            "higher outside chance, *no difference* otherwise."
+        ),
+    ]
 
 
 def _winner_section(
     groups: dict, compared: dict, sizes: list[float]
 ) -> tuple[list[str], list[str]]:
-    """Which strategy won each size, the best against every other by the paired bootstrap
-    (``xasr.experiments.compare``): (the section's lines, ending blank; its summary lines)."""
-    from xasr.decode.significance import interval_text
+    """Which strategy won each size, the one chosen on dev against every other
+    (``xasr.experiments.compare.compare_grid``): (the section's lines, ending blank; its
+    summary lines: the primary verdict and the winner)."""
 
     def cell(label: str, m: float) -> str:
-        c = compared.get(f"{m:g}")
+        c = compared.get(f"{m:g}", {}).get("winner")
         if c is None or m not in groups[label]:
             return ""
-        if "best" not in c:
-            return "no hypotheses" if label in c.get("missing", ()) else ""
         if label == c["best"]:
-            return "**best**"
+            return "**chosen on dev**"
         against = c["against"][label]
-        chance = {"tie": "within chance", "b": "outside chance"}.get(
-            against["verdict"], "better than the best, outside chance"
+        if "verdict" not in against:
+            return against.get("error", against.get("missing", ""))
+        chance = {"tie": "within chance", "b": "worse, outside chance"}.get(
+            against["verdict"], "better, outside chance"
         )
         return f"{interval_text(against)}, {chance}"
 
-    summary = [_winner_summary(m, compared[f"{m:g}"]) for m in sizes if f"{m:g}" in compared]
+    summary = []
+    for m in sizes:
+        c = compared.get(f"{m:g}")
+        if c is not None:
+            summary += _primary_summary(m, c) + [_winner_summary(m, c)]
+            summary += [
+                f"At {m:g} min, `{family}` is `{member}` (chosen on dev)."
+                for family, member in c.get("chosen", {}).items()
+            ]
     if not summary:
         return [], []
     lines = [
-        "### Which strategy won (paired bootstrap)",
+        "### Which strategy won (chosen on dev, tested by the hierarchical bootstrap)",
         "",
         WINNER_NOTE,
         "",
@@ -330,30 +325,98 @@ def _winner_section(
     return lines, summary
 
 
-def _winner_summary(minutes: float, c: dict) -> str:
-    """One line: the winner at this size, or why there is no comparison."""
-    at = f"At {minutes:g} min"
-    if "missing" in c:
-        return (
-            f"{at}: no test hypotheses for {', '.join(c['missing'])} (cells finished before "
-            "cells kept test.json: `xasr experiment` again decodes them)."
+def _primary_summary(minutes: float, c: dict) -> list[str]:
+    primary = c.get("primary")
+    if primary is None:
+        return []
+    compared = primary["compared"]
+    if "verdict" not in compared:
+        return [f"At {minutes:g} min: primary comparison not made ({compared})."]
+    return [
+        (
+            f"At {minutes:g} min, primary comparison: **{primary['verdict']}**, test CER "
+            f"difference {interval_text(compared)} (seeds {compared['seeds'][0]} and "
+            f"{compared['seeds'][1]})."
         )
-    if "no_common_seeds" in c:
-        seeds = "; ".join(f"{lbl} {s}" for lbl, s in c["no_common_seeds"].items())
-        return f"{at}: no seed that every strategy has ({seeds}), so no paired comparison."
-    if "error" in c:
-        return f"{at}: not compared: {c['error']}."
-    clear = [lbl for lbl, a in c["against"].items() if a["verdict"] != "tie"]
-    ties = [lbl for lbl in c["against"] if lbl not in clear]
-    seeds = c["seeds"]
-    pooled = f" (seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
-    return (
-        f"{at}{pooled}: **{c['best']}** had the lowest test CER "
-        f"({100 * c['rates'][c['best']]:.1f} %), outside chance against {len(clear)} of "
-        f"{len(c['against'])} others"
-        + (f"; within chance of {', '.join(ties)}" if ties else "")
-        + "."
+    ]
+
+
+def _winner_summary(minutes: float, c: dict) -> str:
+    """One line: the strategy chosen on dev at this size, and how it fared on test."""
+    w = c["winner"]
+    compared = {lbl: a for lbl, a in w["against"].items() if "verdict" in a}
+    better = [lbl for lbl, a in compared.items() if a["verdict"] == "b"]
+    worse = [lbl for lbl, a in compared.items() if a["verdict"] == "a"]
+    ties = [lbl for lbl, a in compared.items() if a["verdict"] == "tie"]
+    rate = w["rates"].get(w["best"])
+    text = f"At {minutes:g} min, **{w['best']}** had the lowest dev CER" + (
+        f" (test CER {100 * rate:.1f} %)" if rate is not None else ""
     )
+    text += f"; on test it beat {len(better)} of {len(w['against'])} others outside chance"
+    if ties:
+        text += f", within chance of {', '.join(ties)}"
+    if worse:
+        text += f"; worse than {', '.join(worse)} outside chance (dev and test disagree)"
+    return text + "."
+
+
+def _work_section(exp: Experiment, rows: list[dict]) -> list[str]:
+    """What each arm spent (means over seeds) and how it stopped."""
+
+    def mean(group: list[dict], key: str) -> str:
+        values = [r[key] for r in group if r.get(key) is not None]
+        return f"{statistics.mean(values):,.0f}" if values else "-"
+
+    table = []
+    for target in exp.targets:
+        groups = group_rows(exp, [r for r in rows if r["target"] == target.name])
+        for label, by in groups.items():
+            for m, group in by.items():
+                stops = sorted({r["stopped_by"] for r in group})
+                late = sum(
+                    r.get("best_step", -1) >= r.get("steps", 0) - exp.recipe.val_every
+                    for r in group
+                )
+                table.append(
+                    [
+                        target.name,
+                        label,
+                        f"{m:g}",
+                        len(group),
+                        mean(group, "steps"),
+                        mean(group, "target_audio_seconds"),
+                        mean(group, "audio_seconds"),
+                        mean(group, "passes"),
+                        mean(group, "train_seconds"),
+                        ", ".join(stops),
+                        f"{late}/{len(group)}",
+                    ]
+                )
+    return [
+        "## Budgets: what each arm spent",
+        "",
+        (
+            f"Rule: {exp.budget.describe()}. Means over seeds; *best at the end*: seeds whose best "
+            "dev checkpoint was the last validation (still improving when the budget ran out)."
+        ),
+        "",
+        markdown_table(
+            [
+                "target",
+                "strategy",
+                "min",
+                "seeds",
+                "steps",
+                "target audio s",
+                "all audio s",
+                "passes",
+                "wall s",
+                "stopped by",
+                "best at the end",
+            ],
+            table,
+        ),
+    ]
 
 
 def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from xasr.experiments.config import Cell, Experiment
-from xasr.experiments.demo import EARLY_STEP
+from xasr.experiments.recipe import EARLY_STEP
 from xasr.io import write_text
 
 CSV_COLUMNS = (

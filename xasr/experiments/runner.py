@@ -23,11 +23,18 @@ manifests follow the same rule, in the order of the file (no shuffling). Both wr
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from xasr.config import TrainConfig, from_dict
+from xasr.errors import XasrError
 from xasr.experiments.cell import (
     TargetData,
     build_bases,
@@ -51,17 +58,29 @@ def run_experiment(
     dry_run: bool = False,
     only_report: bool = False,
     progress: bool = True,
+    rerun_changed: bool = False,
+    jobs: int = 1,
+    worker: bool = False,
 ) -> dict:
     """Run (or resume) every cell of the experiment, then write results and the report.
 
     ``dry_run`` lists the cells and their state (done / partial / todo) and runs nothing;
-    ``only_report`` rebuilds results and report from the finished cells' ``cell.json``.
+    ``only_report`` rebuilds results and report from the finished cells' ``cell.json``;
+    ``rerun_changed`` trains again a cell whose recorded config differs from the current one
+    (otherwise that is an error naming the keys). ``jobs`` > 1 prepares the data here, then
+    trains the cells in that many worker processes of one thread each (``worker``: one of
+    them; each cell is taken by one worker through a lock) and writes the report once they end.
     Returns the results (as written to ``OUT/results.json``).
     """
     exp = load_experiment(config, out)
     cells = plan_cells(exp)
     if dry_run:
         return dry_run_listing(exp, cells)
+    if worker:
+        return run_worker(exp, cells, progress, rerun_changed)
+    if jobs > 1 and not only_report:
+        prepare_all(exp, progress)
+        run_workers(config, exp.out, jobs, rerun_changed)
     records: dict[str, dict] = {}  # cell id -> its cell.json
     if only_report:
         for cell in cells:
@@ -70,14 +89,14 @@ def run_experiment(
         rank = _read_rank(exp)
     else:
         clear_evaluations()
-        build_bases(exp, progress)
-        source = prepare_source(exp, progress) if exp.source_data else None
-        data = {t.name: prepare_data(exp, t, progress) for t in exp.targets}
+        source, data = prepare_all(exp, progress)
         for i, cell in enumerate(cells, start=1):
             state, detail = cell.state()
             what = {"done": "finished", "todo": "training"}.get(state, detail)
             print(f"== [{i}/{len(cells)}] {cell.id}: {what} ==", flush=True)
-            records[cell.id] = run_cell(exp, cell, data[cell.target], source, progress)
+            records[cell.id] = run_cell(
+                exp, cell, data[cell.target], source, progress, rerun_changed
+            )
         rank = run_rank(exp, data, progress)
     rows = [cell_row(exp, cell, records[cell.id]) for cell in cells if cell.id in records]
     missing = [cell.id for cell in cells if cell.id not in records]
@@ -100,6 +119,58 @@ def run_experiment(
     print(headline)
     print(f"report: {path}")
     return results
+
+
+def prepare_all(exp: Experiment, progress: bool) -> tuple[TargetData | None, dict]:
+    """The bases built from recipes, source_data's and every target's data."""
+    build_bases(exp, progress)
+    source = prepare_source(exp, progress) if exp.source_data else None
+    return source, {t.name: prepare_data(exp, t, progress) for t in exp.targets}
+
+
+def run_workers(config, out: Path, jobs: int, rerun_changed: bool) -> None:
+    """``jobs`` worker processes (``xasr experiment --worker``) of one thread each, their
+    output in ``OUT/worker-<i>.log``; an error in any is raised once all have ended."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "xasr.cli", "experiment", str(config), "--out", str(out)]
+    command += ["--worker", "--no-progress"] + (["--rerun-changed"] if rerun_changed else [])
+    procs = []
+    for i in range(jobs):
+        log = (out / f"worker-{i}.log").open("a")
+        procs.append(
+            (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        )
+        print(f"worker {i}: {out / f'worker-{i}.log'}", flush=True)
+    failed = []
+    for i, (proc, log) in enumerate(procs):
+        if proc.wait() != 0:
+            failed.append(f"worker {i} (exit {proc.returncode}, see {log.name})")
+        log.close()
+    if failed:
+        raise XasrError("experiment workers failed: " + "; ".join(failed))
+
+
+def run_worker(exp: Experiment, cells: list, progress: bool, rerun_changed: bool) -> dict:
+    """Train every cell no other worker holds (an exclusive lock on ``CELL.lock``); the report
+    is the parent's."""
+    torch.set_num_threads(1)
+    source, data = prepare_all(exp, progress)  # built already: only read
+    trained = []
+    for cell in cells:
+        if cell.state()[0] == "done":
+            continue
+        cell.dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(cell.dir.parent / f"{cell.dir.name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another worker trains it
+                continue
+            if cell.state()[0] == "done":  # finished by another worker meanwhile
+                continue
+            print(f"== {cell.id} ==", flush=True)
+            run_cell(exp, cell, data[cell.target], source, progress, rerun_changed)
+            trained.append(cell.id)
+    return {"trained": trained}
 
 
 def _rank_path(exp: Experiment, target: str) -> Path:
