@@ -107,7 +107,7 @@ def main() -> None:
     check_against_ctranslate2(directory)
     if args.fetch_only:
         return
-    from xasr.experiments.runner import run_experiment
+    from xasr.experiments.kinds import run_experiment
 
     run_experiment(args.config, out=args.out)
 

@@ -20,8 +20,7 @@ def _batch(seconds: list[float], sources: list[int]) -> dict:
 
 
 def test_a_plain_step_is_one_pass_and_counts_the_first_sources_audio_as_target():
-    passes, seconds, target = step_work(_batch([1.0, 2.0, 3.0], [0, 1, 0]))
-    assert (passes, seconds, target) == (1, 6.0, 4.0)
+    assert step_work(_batch([1.0, 2.0, 3.0], [0, 1, 0])) == (1, {0: 4.0, 1: 2.0})
 
 
 def test_a_meta_step_is_two_passes_per_task():
@@ -29,17 +28,19 @@ def test_a_meta_step_is_two_passes_per_task():
         "supports": [_batch([1.0], [0]), _batch([2.0], [1]), _batch([3.0], [2])],
         "query": _batch([0.5, 0.5], [0, 0]),
     }
-    passes, seconds, target = step_work(batch)
+    passes, by_source = step_work(batch)
     assert passes == 6  # a support and a query pass for each of 3 tasks
-    assert seconds == 7.0 and target == 2.0
+    assert by_source == {0: 2.0, 1: 2.0, 2: 3.0}
 
 
 def test_work_scales_with_the_world_size():
     work = Work()
-    work.add(2, 10.0, 4.0, scale=2)
+    work.add(2, {0: 4.0, 1: 6.0}, scale=2)
+    work.add(1, {2: 1.0})
     assert (work.steps, work.passes, work.audio_seconds, work.target_audio_seconds) == (
-        1, 4, 20.0, 8.0,
+        2, 5, 21.0, 8.0,
     )  # fmt: skip
+    assert work.to_json()["source_audio_seconds"] == [8.0, 12.0, 1.0]
 
 
 def test_no_early_stopping_spends_the_whole_step_budget(corpus, tmp_path, make_cfg):

@@ -15,7 +15,11 @@ from xasr.cli import main
 from xasr.data.manifest import Utterance, take_minutes
 from xasr.errors import XasrError
 from xasr.experiments import cell as cell_module
-from xasr.experiments import runner
+from xasr.experiments import config as config_module
+from xasr.experiments import grid
+from xasr.experiments import report as report_module
+from xasr.experiments.kinds import grid as grid_kind
+from xasr.experiments.kinds import run_experiment
 from xasr.transfer.finetune import TransferOptions
 
 TINY_RECIPE = {
@@ -127,7 +131,7 @@ def test_config_errors_name_the_key(tmp_path, en_model, change, message):
         **change,
     }
     with pytest.raises(XasrError) as err:
-        runner.load_experiment(write_config(tmp_path / "bad.yaml", **config))
+        config_module.load_experiment(write_config(tmp_path / "bad.yaml", **config))
     assert message in str(err.value)
 
 
@@ -140,15 +144,15 @@ def test_a_recipe_base_carries_its_training_cap(tmp_path, en_model):
         "train_minutes": [1],
         "budget": {"steps": 10},
     }
-    exp = runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
+    exp = config_module.load_experiment(write_config(tmp_path / "capped.yaml", **config))
     assert exp.bases[0].name == "cmn-small" and exp.bases[0].max_minutes == 15
     assert dict(exp.bases[0].train) == {"warmup_steps": 50}
     config["bases"] = [{"recipe": str(recipe), "train": {"warmup": 50}}]
     with pytest.raises(XasrError, match="warmup"):
-        runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
+        config_module.load_experiment(write_config(tmp_path / "capped.yaml", **config))
     config["bases"] = [{"recipe": str(recipe), "max_minutes": "soon"}]
     with pytest.raises(XasrError, match="max_minutes must be a number"):
-        runner.load_experiment(write_config(tmp_path / "capped.yaml", **config))
+        config_module.load_experiment(write_config(tmp_path / "capped.yaml", **config))
 
 
 def test_replay_without_a_source_is_an_error(tmp_path, en_model):
@@ -164,7 +168,7 @@ def test_replay_without_a_source_is_an_error(tmp_path, en_model):
         strategies={"replay": {"replay_fraction": 0.2}},
     )
     with pytest.raises(XasrError, match=r"strategy .replay.\): replay_manifest is needed"):
-        runner.load_experiment(path)
+        config_module.load_experiment(path)
 
 
 def test_cli_config_error_is_one_line(tmp_path, capsys):
@@ -181,15 +185,15 @@ def test_scratch_runs_once_per_architecture(tmp_path, en_model, de_target, capsy
     path = grid_config(
         tmp_path, en_model, de_target, bases=[str(en_model), {"model": str(other)}], seeds=[0, 1]
     )
-    exp = runner.load_experiment(path)
+    exp = config_module.load_experiment(path)
     assert [b.name for b in exp.bases] == [en_model.parent.name, "other"]
-    cells = runner.plan_cells(exp)
+    cells = grid.plan_cells(exp)
     scratch = [c for c in cells if c.strategy.scratch]
     assert len(cells) == 2 * 2 * 2 + len(scratch)  # 2 sizes x 2 seeds x 2 bases of transfer
     assert len(scratch) == 2 * 2  # not once per base
     assert {c.base for c in scratch} == {"arch-tiny"}
     assert all(c.bases == (en_model.parent.name, "other") for c in scratch)
-    listing = runner.run_experiment(path, dry_run=True)
+    listing = run_experiment(path, dry_run=True)
     assert listing["todo"] == len(cells) and listing["done"] == 0
     assert "de/arch-tiny/0.03min/seed1/scratch" in capsys.readouterr().out
 
@@ -217,13 +221,13 @@ class Spy:
 def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypatch, capsys):
     path = grid_config(tmp_path, en_model, de_target)
     out = tmp_path / "out"
-    cells = [c.id for c in runner.plan_cells(runner.load_experiment(path))]
+    cells = [c.id for c in grid.plan_cells(config_module.load_experiment(path))]
     assert len(cells) == 4
 
     # a crash while the third cell starts training: the first two are finished
     crash = Spy(monkeypatch, "transfer", fail_at=3)
     with pytest.raises(RuntimeError, match="killed"):
-        runner.run_experiment(path, progress=False)
+        run_experiment(path, progress=False)
     assert len(crash.calls) == 3
     done = sorted(out.glob("cells/**/cell.json"))
     assert len(done) == 2
@@ -353,9 +357,9 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
         seeds=[0, 1],
         rank_sources={"steps": 50},
     )
-    exp = runner.load_experiment(path)
+    exp = config_module.load_experiment(path)
     rows = []
-    for cell in runner.plan_cells(exp):
+    for cell in grid.plan_cells(exp):
         cer = 0.5 if cell.strategy.scratch else (0.2 if cell.base == "b1" else 0.3)
         row = {
             "target": cell.target,
@@ -387,7 +391,7 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
             {"base": "b1", "source": str(en_model), "rank": 2, "dev_cer": 0.35, "slope": -0.02},
         ]
     }
-    report_path, headline = runner.write_report(exp, rows, rank, missing=[])
+    report_path, headline = report_module.write_report(exp, rows, rank, missing=[])
     report = report_path.read_text()
     assert "| b1 / transfer | 21.0 % ± 1.4 (WER 40.0 %) |" in report
     assert "| scratch |" in report  # once: both bases share the tiny architecture
@@ -399,7 +403,7 @@ def test_report_aggregates_seeds_forgetting_and_ranking(tmp_path, en_model, de_t
     assert "Spearman ρ -1.00, Kendall τ -1.00" in report
     assert "| de | b1 / transfer | 0.03 | 2 |" in report  # the budget table: two seeds
     assert "b2 / transfer" in headline
-    skipped, _ = runner.write_report(exp, rows, None, missing=["x"])
+    skipped, _ = report_module.write_report(exp, rows, None, missing=["x"])
     assert "Skipped: `xasr.experiments.rank.rank_sources` is not available." in skipped.read_text()
 
 
@@ -504,7 +508,7 @@ def test_forgetting_is_recorded_when_source_data_is_given(
         strategies={"transfer": {}},
         source_data={"train": str(corpus.en_train), "test": str(corpus.en_dev)},
     )
-    results = runner.run_experiment(path, progress=False)
+    results = run_experiment(path, progress=False)
     (row,) = results["rows"]
     for key in ("source_cer_before", "source_cer_after", "source_cer_change", "target_cer_after"):
         assert row[key] is not None
@@ -520,7 +524,7 @@ def test_rank_sources_hook_runs_once_per_target_and_is_cached(
     path = grid_config(
         tmp_path, en_model, de_target, bases=[str(en_model), str(other)], rank_sources={"steps": 7}
     )
-    exp = runner.load_experiment(path)
+    exp = config_module.load_experiment(path)
     calls = []
 
     def fake_rank_sources(out, train, valid, sources, cfg, steps, progress):
@@ -531,52 +535,10 @@ def test_rank_sources_hook_runs_once_per_target_and_is_cached(
         ]
 
     monkeypatch.setattr(rank, "rank_sources", fake_rank_sources)
-    data = {"de": runner.TargetData({m: Path(f"train-{m:g}min.jsonl") for m in SIZES}, None, None)}
-    first = runner.run_rank(exp, data, progress=False)
+    data = {
+        "de": cell_module.TargetData({m: Path(f"train-{m:g}min.jsonl") for m in SIZES}, None, None)
+    }
+    first = grid_kind.run_rank(exp, data, progress=False)
     assert calls == [("train-0.07min.jsonl", 7, 0)]  # the largest size, the first seed
     assert [r["base"] for r in first["de"]] == ["b2", en_model.parent.name]
-    assert runner.run_rank(exp, data, progress=False) == first and len(calls) == 1
-
-
-def test_multilingual_config_errors_and_table(tmp_path):
-    from xasr.experiments.multilingual import multilingual_table, run_multilingual
-
-    config = tmp_path / "m.yaml"
-    config.write_text("kind: multilingual\nname: m\nlanguages: {en: 1}\n")
-    with pytest.raises(XasrError, match="two or more codes"):
-        run_multilingual(config, tmp_path / "out", progress=False)
-    config.write_text("kind: multilingual\nname: m\nlanguages: {en: 1, es: 1}\nbogus: 1\n")
-    with pytest.raises(XasrError, match="unknown key.*bogus"):
-        run_multilingual(config, tmp_path / "out", progress=False)
-
-    def run(test, steps=100):
-        return {
-            "steps": steps,
-            "best_step": steps - 50,
-            "stopped_by": "early stopping",
-            "minutes": 1.0,
-            "test": {k: {"cer": v, "wer": 2 * v} for k, v in test.items()},
-        }
-
-    recipe = {
-        "mixing": "temperature",
-        "temperature": 2.0,
-        "source_batches": "mixed",
-        "monitor": "macro",
-    }
-    table = multilingual_table(
-        {
-            "name": "m",
-            "size": "tiny",
-            "languages": {"en": 20, "es": 4},
-            "joint_recipe": recipe,
-            "runs": {
-                "alone-en": run({"en": 0.2}),
-                "alone-es": run({"es": 0.5}),
-                "joint": run({"en": 0.25, "es": 0.4}, 300),
-            },
-        }
-    )
-    assert "| en | 20 | 20.0% | 25.0% | +5.0 pts |" in table
-    assert "| es | 4 | 50.0% | 40.0% | -10.0 pts |" in table
-    assert "best step 250 of 300" in table
+    assert grid_kind.run_rank(exp, data, progress=False) == first and len(calls) == 1

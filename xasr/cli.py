@@ -471,14 +471,16 @@ def cmd_export(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from xasr.experiments.demo import run_demo
+    from xasr.experiments.demo import DEMO_STEPS, run_demo
 
+    if args.steps is not None and args.steps < 1:
+        raise XasrError(f"--steps must be at least 1, got {args.steps}")
     run_demo(
         Path(args.out),
         lang=args.lang,
         train_minutes=args.train_minutes,
         source=args.source,
-        max_minutes=args.max_minutes,
+        steps=args.steps or DEMO_STEPS,
         progress=not args.no_progress,
     )
 
@@ -553,25 +555,8 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_experiment(args) -> None:
-    from xasr.experiments.runner import run_experiment
+    from xasr.experiments.kinds import run_experiment
 
-    kind = load_yaml(args.config).get("kind")
-    if kind in ("multilingual", "codeswitch", "st-transfer", "sparse-sharing"):
-        from xasr.experiments.codeswitch import run_codeswitch
-        from xasr.experiments.multilingual import run_multilingual
-        from xasr.experiments.sparse_sharing import run_sparse_sharing
-        from xasr.experiments.st_transfer import run_st_transfer
-
-        if args.dry_run or args.only_report:
-            raise XasrError(f"--dry-run/--only-report: not yet for kind: {kind} experiments")
-        run = {
-            "multilingual": run_multilingual,
-            "codeswitch": run_codeswitch,
-            "st-transfer": run_st_transfer,
-            "sparse-sharing": run_sparse_sharing,
-        }[kind]
-        run(args.config, out=args.out, progress=not args.no_progress)
-        return
     run_experiment(
         args.config,
         out=args.out,
@@ -754,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="es")
     p.add_argument("--train-minutes", type=float, default=10.0)
     p.add_argument("--from", dest="source", default="en-small")
-    p.add_argument("--max-minutes", type=float, default=5.0, help="cap per training run")
+    p.add_argument("--steps", type=int, help="the step budget of each arm (default 300)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("base-model", help="build a shipped base model from its recipe")

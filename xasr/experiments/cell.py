@@ -21,12 +21,12 @@ from xasr.experiments.config import (
     Target,
     manifests_to_fill,
 )
+from xasr.experiments.engine import check_spec, save_record
 from xasr.experiments.recipe import EARLY_STEP
 from xasr.experiments.report import (
     cer_at_step,
     steps_to_cer,
 )
-from xasr.io import write_text
 from xasr.models.build import resolve_model
 from xasr.models.pretrained import has_ctc_head
 from xasr.transfer.finetune import TransferOptions, transfer
@@ -127,44 +127,6 @@ def cell_recipe(exp: Experiment, cell: Cell) -> TrainConfig:
     return exp.budget.recipe(cfg)
 
 
-def changed_keys(old: dict, new: dict) -> list[str]:
-    """The recipe and option keys whose values differ (``recipe.lr``), among keys both specs
-    have (a field added to xasr later is not a change); manifest paths and loader workers do
-    not change what a cell measures."""
-    return [
-        f"{part}.{k}"
-        for part in ("recipe", "options")
-        for k in sorted(set(old.get(part, {})) & set(new.get(part, {})))
-        if not k.endswith("_manifest") and k != "num_workers" and old[part][k] != new[part][k]
-    ] + (["base"] if old.get("base", new.get("base")) != new.get("base") else [])
-
-
-def check_spec(cell: Cell, spec: dict, rerun_changed: bool = False) -> None:
-    """A cell is reused only when its recorded spec (``cell-spec.json``) equals the current
-    one. A change is an error naming the keys, or with ``rerun_changed`` the old directory is
-    moved aside (``<dir>.replaced-N``: nothing is lost) and the cell runs again."""
-    path = cell.dir / "cell-spec.json"
-    if path.is_file():
-        changed = changed_keys(json.loads(path.read_text()), spec)
-        if changed and not rerun_changed:
-            raise XasrError(
-                f"{cell.dir} was started with other settings ({', '.join(changed)}); run with "
-                "--rerun-changed to train it again with the new ones (the old directory is "
-                "kept beside it), or set another `out`"
-            )
-        if not changed:
-            return
-        aside = next(
-            cell.dir.with_name(f"{cell.dir.name}.replaced-{i}")
-            for i in range(1, 10_000)
-            if not cell.dir.with_name(f"{cell.dir.name}.replaced-{i}").exists()
-        )
-        cell.dir.rename(aside)
-        print(f"{cell.id}: {', '.join(changed)} changed; the old run is kept in {aside}")
-    cell.dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec, indent=1))
-
-
 def run_cell(
     exp: Experiment,
     cell: Cell,
@@ -214,7 +176,7 @@ def run_cell(
         )
         changed = True
     if changed:
-        write_text(record_path, json.dumps(record, indent=1, ensure_ascii=False))
+        save_record(cell, record)
     return record
 
 

@@ -6,34 +6,35 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from xasr.checks import is_number as _is_number
 from xasr.config import SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
 from xasr.errors import XasrError
-from xasr.experiments.budget import ARM_FIXED_KEYS, Budget, check_no_budget_keys, parse_budget
-from xasr.experiments.recipe import DEFAULT_RECIPE
+from xasr.experiments.budget import ARM_FIXED_KEYS, Budget, check_no_budget_keys
+from xasr.experiments.common import (
+    check_keys,
+    duplicate,
+    mapping,
+    number_list,
+    read_common,
+    train_keys,
+    usable_name,
+)
 from xasr.models.build import model_config, read_model_config, resolve_model
 from xasr.models.pretrained import foreign_kind
 from xasr.transfer.finetune import TransferOptions
 
-CONFIG_KEYS = (
-    "name",
-    "out",
+GRID_KEYS = (  # beside xasr.experiments.common.COMMON_KEYS
     "bases",
     "targets",
     "synth",
     "train_minutes",
-    "seeds",
     "strategies",
-    "recipe",
     "source_data",
     "threshold_cer",
     "rank_sources",
-    "budget",
-    "early_stopping",
     "primary",
     "select",
 )
@@ -57,9 +58,6 @@ RANK_KEYS = ("steps",)
 DEFAULT_BASES = ["en-small"]
 
 
-DEFAULT_SEEDS = [0, 1, 2]
-
-
 DEFAULT_STRATEGIES = {"transfer": {}, "scratch": {"scratch": True}}
 
 
@@ -67,9 +65,6 @@ DEFAULT_THRESHOLD_CER = 0.3
 
 
 RUNNER_OPTIONS = ("source", "expect")  # TransferOptions fields the runner sets itself
-
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 SOURCE_DIR = "_source"  # OUT/data/_source: source_data (names of targets start alphanumeric)
@@ -155,27 +150,22 @@ class Cell:
 def load_experiment(path: str | Path, out: str | Path | None = None) -> Experiment:
     """Read and check an experiment config; every mistake is an XasrError naming the key."""
     path = Path(path)
-    data = load_yaml(path)
+    common, data = read_common(path, out, GRID_KEYS)
     where = str(path)
-    _check_keys(data, CONFIG_KEYS, where)
-    for key in ("name", "targets", "train_minutes", "budget"):
+    for key in ("targets", "train_minutes"):
         if key not in data:
             raise XasrError(f"{where}: missing key {key!r}")
-    name = _name(data["name"], f"{where}: name")
-    out = Path(out or data.get("out") or Path("runs") / "experiments" / name)
-
-    minutes = _number_list(data["train_minutes"], f"{where}: train_minutes", positive=True)
-    seeds = _number_list(data.get("seeds", DEFAULT_SEEDS), f"{where}: seeds", integer=True)
-    budget = parse_budget(data["budget"], data.get("early_stopping"), where)
-    synth = {**SYNTH_DEFAULTS, **_mapping(data.get("synth", {}), f"{where}: synth")}
-    _check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
-
-    recipe = _recipe(data.get("recipe", {}), f"{where}: recipe")
-    targets_data = _mapping(data["targets"], f"{where}: targets")
+    name, out, seeds, budget, recipe = (
+        common.name, common.out, common.seeds, common.budget, common.recipe
+    )  # fmt: skip
+    minutes = number_list(data["train_minutes"], f"{where}: train_minutes", positive=True)
+    synth = {**SYNTH_DEFAULTS, **mapping(data.get("synth", {}), f"{where}: synth")}
+    check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
+    targets_data = mapping(data["targets"], f"{where}: targets")
     if not targets_data:
         raise XasrError(f"{where}: targets is empty")
     targets = tuple(
-        _target(_name(tname, f"{where}: targets"), spec, synth, f"{where}: targets.{tname}")
+        _target(usable_name(tname, f"{where}: targets"), spec, synth, f"{where}: targets.{tname}")
         for tname, spec in targets_data.items()
     )
     source_data = None
@@ -183,21 +173,21 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         source_data = _target(
             SOURCE_DIR, data["source_data"], synth, f"{where}: source_data", source=True
         )
-    strategies_data = _mapping(data.get("strategies", DEFAULT_STRATEGIES), f"{where}: strategies")
+    strategies_data = mapping(data.get("strategies", DEFAULT_STRATEGIES), f"{where}: strategies")
     if not strategies_data:
         raise XasrError(f"{where}: strategies is empty")
     strategies = tuple(
-        _strategy(_name(sname, f"{where}: strategies"), spec, recipe, source_data, where)
+        _strategy(usable_name(sname, f"{where}: strategies"), spec, recipe, source_data, where)
         for sname, spec in strategies_data.items()
     )
     bases_data = data.get("bases", DEFAULT_BASES)
     if not isinstance(bases_data, list) or not bases_data:
         raise XasrError(f"{where}: bases must be a non-empty list")
     bases = tuple(_base(entry, out, f"{where}: bases[{i}]") for i, entry in enumerate(bases_data))
-    duplicate = _duplicate([b.name for b in bases])
-    if duplicate:
+    twice = duplicate([b.name for b in bases])
+    if twice:
         raise XasrError(
-            f"{where}: two bases are called {duplicate!r}; name one: {{model: ..., name: ...}}"
+            f"{where}: two bases are called {twice!r}; name one: {{model: ..., name: ...}}"
         )
     names = [st.name for st in strategies]
     select = _select(data.get("select") or {}, names, f"{where}: select")
@@ -207,8 +197,8 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         raise XasrError(f"{where}: threshold_cer must be a positive number, got {threshold!r}")
     rank_steps = None
     if data.get("rank_sources") is not None:
-        rank = _mapping(data["rank_sources"], f"{where}: rank_sources")
-        _check_keys(rank, RANK_KEYS, f"{where}: rank_sources")
+        rank = mapping(data["rank_sources"], f"{where}: rank_sources")
+        check_keys(rank, RANK_KEYS, f"{where}: rank_sources")
         rank_steps = rank.get("steps", 200)
         if not isinstance(rank_steps, int) or isinstance(rank_steps, bool) or rank_steps <= 0:
             raise XasrError(f"{where}: rank_sources.steps must be a positive integer")
@@ -233,10 +223,10 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
 
 def _select(data, names: list[str], where: str) -> tuple:
     """{family: [strategy, ...]}: each a new name whose members are strategies."""
-    data = _mapping(data, where)
+    data = mapping(data, where)
     families = []
     for family, members in data.items():
-        _name(family, where)
+        usable_name(family, where)
         if family in names:
             raise XasrError(f"{where}.{family}: a family cannot have a strategy's name")
         if not isinstance(members, list) or len(members) < 2 or not set(members) <= set(names):
@@ -251,8 +241,8 @@ def _primary(data, labels: list[str], where: str) -> tuple[str, str] | None:
     """``primary: {arm: A, against: B}``: the comparison the verdict is about."""
     if data is None:
         return None
-    data = _mapping(data, f"{where}: primary")
-    _check_keys(data, ("arm", "against"), f"{where}: primary")
+    data = mapping(data, f"{where}: primary")
+    check_keys(data, ("arm", "against"), f"{where}: primary")
     for key in ("arm", "against"):
         if data.get(key) not in labels:
             raise XasrError(
@@ -273,81 +263,11 @@ def load_named_yaml(config: str | Path, keys) -> dict:
     return data
 
 
-def _check_keys(data: dict, allowed, where: str) -> None:
-    unknown = sorted(set(data) - set(allowed), key=str)
-    if unknown:
-        raise XasrError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-
-
-def _mapping(value, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise XasrError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _name(value, where: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
-        raise XasrError(
-            f"{where}: {value!r} is not a usable name (letters, digits, '.', '_', '+', '-'; "
-            "it becomes a directory name)"
-        )
-    return value
-
-
-def _number_list(value, where: str, positive: bool = False, integer: bool = False) -> list:
-    values = value if isinstance(value, list) else [value]
-    kind = "integer" if integer else "number"
-    for v in values:
-        if not _is_number(v) or (integer and not isinstance(v, int)) or (positive and v <= 0):
-            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(v, str) else ""
-            raise XasrError(
-                f"{where}: expected a list of {'positive ' if positive else ''}{kind}s, "
-                f"got {v!r}{hint}"
-            )
-    if not values:
-        raise XasrError(f"{where}: empty list")
-    duplicate = _duplicate(values)
-    if duplicate is not None:
-        raise XasrError(f"{where}: {duplicate!r} appears twice")
-    return values
-
-
-def _duplicate(values):
-    seen = set()
-    for v in values:
-        if v in seen:
-            return v
-        seen.add(v)
-    return None
-
-
-def _train_keys(data: dict, where: str) -> None:
-    """TrainConfig values of the wrong type (YAML turns 1e-3 into a string) fail here, named."""
-    defaults = TrainConfig()
-    for key, value in data.items():
-        default = getattr(defaults, key, None)
-        if _is_number(default) and not _is_number(value):
-            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
-            raise XasrError(f"{where}.{key}: expected a number, got {value!r}{hint}")
-
-
-def _recipe(data, where: str) -> TrainConfig:
-    data = _mapping(data, where)
-    if "seed" in data:
-        raise XasrError(f"{where}: seed is set per cell; list the seeds under `seeds:`")
-    check_no_budget_keys(data, where)
-    _train_keys(data, where)
-    return from_dict(TrainConfig, {**asdict(DEFAULT_RECIPE), **data}, where)
-
-
 def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> Target:
-    spec = _mapping(spec, where)
+    spec = mapping(spec, where)
     if "lang" in spec:
         allowed = SYNTH_TARGET_KEYS + (("train_minutes",) if source else ())
-        _check_keys(spec, allowed, where)
+        check_keys(spec, allowed, where)
         params = {**synth, **{k: v for k, v in spec.items() if k != "train_minutes"}}
         if params.get("topics") is not None:
             topics = params["topics"]
@@ -362,7 +282,7 @@ def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> T
         return Target(name, synth=params, train_minutes=minutes)
     required = ("test",) if source else REAL_TARGET_KEYS
     allowed = ("train", "test") if source else REAL_TARGET_KEYS
-    _check_keys(spec, allowed, where)
+    check_keys(spec, allowed, where)
     missing = [k for k in required if k not in spec]
     if missing:
         raise XasrError(
@@ -376,10 +296,10 @@ def _strategy(
     name: str, spec, recipe: TrainConfig, source_data: Target | None, where: str
 ) -> Strategy:
     where = f"{where}: strategies.{name}"
-    spec = _mapping(spec or {}, where)
+    spec = mapping(spec or {}, where)
     option_keys = {f.name for f in fields(TransferOptions)} - set(RUNNER_OPTIONS)
-    train_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
-    unknown = sorted(set(spec) - option_keys - train_keys)
+    recipe_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
+    unknown = sorted(set(spec) - option_keys - recipe_keys)
     if unknown:
         raise XasrError(
             f"{where} (strategy {name!r}): unknown key(s) {', '.join(map(str, unknown))}; "
@@ -389,7 +309,7 @@ def _strategy(
     options = {k: v for k, v in spec.items() if k in option_keys}
     overrides = {k: v for k, v in spec.items() if k not in option_keys}
     check_no_budget_keys(overrides, f"{where} (strategy {name!r})", ARM_FIXED_KEYS)
-    _train_keys(overrides, where)
+    train_keys(overrides, where)
     from_dict(TrainConfig, {**asdict(recipe), **overrides}, where)
     train_split = source_data is not None and (
         source_data.synth is not None or "train" in (source_data.manifests or {})
@@ -424,14 +344,14 @@ def manifests_to_fill(options: dict) -> list[str]:
 def _base(entry, out: Path, where: str) -> Base:
     if isinstance(entry, str):
         entry = {"model": entry}
-    entry = _mapping(entry, where)
-    _check_keys(entry, BASE_KEYS, where)
+    entry = mapping(entry, where)
+    check_keys(entry, BASE_KEYS, where)
     if ("model" in entry) == ("recipe" in entry):
         raise XasrError(f"{where}: give exactly one of model (a directory or name) and recipe")
     if "recipe" in entry:
         recipe_path = Path(str(entry["recipe"]))
         recipe = load_yaml(recipe_path)
-        name = _name(entry.get("name") or recipe.get("name"), f"{where}: name")
+        name = usable_name(entry.get("name") or recipe.get("name"), f"{where}: name")
         size = recipe.get("size")
         if size is None:
             raise XasrError(f"{recipe_path}: missing key 'size'")
@@ -440,7 +360,7 @@ def _base(entry, out: Path, where: str) -> Base:
         max_minutes = entry.get("max_minutes")
         if max_minutes is not None and not isinstance(max_minutes, (int, float)):
             raise XasrError(f"{where}: max_minutes must be a number, got {max_minutes!r}")
-        train = _mapping(entry.get("train", {}), f"{where}: train")
+        train = mapping(entry.get("train", {}), f"{where}: train")
         from_dict(TrainConfig, {**(recipe.get("train") or {}), **train}, f"{where}: train")
         arch = arch_tag(recipe_model(recipe, recipe_path), vocab_kind)
         return Base(name, str(model), recipe_path, arch, max_minutes, tuple(sorted(train.items())))
@@ -449,7 +369,7 @@ def _base(entry, out: Path, where: str) -> Base:
     default_name = Path(model).name
     if default_name == "model":  # a run directory's model: name it after the run
         default_name = Path(model).resolve().parent.name
-    name = _name(entry.get("name") or default_name, f"{where}: name")
+    name = usable_name(entry.get("name") or default_name, f"{where}: name")
     if foreign_kind(directory):  # a pretrained encoder's directory: tagged without loading it
         return Base(name, model, None, foreign_arch_tag(directory))
     model_cfg, _ = read_model_config(directory)

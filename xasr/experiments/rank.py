@@ -31,7 +31,8 @@ from pathlib import Path
 
 from xasr.config import TrainConfig, replace
 from xasr.errors import XasrError
-from xasr.experiments.report import markdown_table, plot_curves
+from xasr.experiments.report import plot_curves
+from xasr.experiments.tables import markdown_table
 from xasr.models.build import resolve_model
 from xasr.train.curve import read_curve, validation_points
 from xasr.transfer.finetune import TransferOptions, transfer

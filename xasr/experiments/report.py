@@ -8,6 +8,7 @@ from pathlib import Path
 from xasr.decode.significance import interval_text
 from xasr.experiments.config import Experiment, Target
 from xasr.experiments.grid import group_rows, row_label
+from xasr.experiments.tables import markdown_table, work_section
 from xasr.train.curve import read_curve, validation_points
 
 
@@ -75,17 +76,6 @@ def plot_lines(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.3f}"
-        return "" if value is None else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # --- the experiment report (xasr experiment)
@@ -361,62 +351,16 @@ def _winner_summary(minutes: float, c: dict) -> str:
 
 
 def _work_section(exp: Experiment, rows: list[dict]) -> list[str]:
-    """What each arm spent (means over seeds) and how it stopped."""
-
-    def mean(group: list[dict], key: str) -> str:
-        values = [r[key] for r in group if r.get(key) is not None]
-        return f"{statistics.mean(values):,.0f}" if values else "-"
-
-    table = []
-    for target in exp.targets:
-        groups = group_rows(exp, [r for r in rows if r["target"] == target.name])
-        for label, by in groups.items():
-            for m, group in by.items():
-                stops = sorted({r["stopped_by"] for r in group})
-                late = sum(
-                    r.get("best_step", -1) >= r.get("steps", 0) - exp.recipe.val_every
-                    for r in group
-                )
-                table.append(
-                    [
-                        target.name,
-                        label,
-                        f"{m:g}",
-                        len(group),
-                        mean(group, "steps"),
-                        mean(group, "target_audio_seconds"),
-                        mean(group, "audio_seconds"),
-                        mean(group, "passes"),
-                        mean(group, "train_seconds"),
-                        ", ".join(stops),
-                        f"{late}/{len(group)}",
-                    ]
-                )
-    return [
-        "## Budgets: what each arm spent",
-        "",
-        (
-            f"Rule: {exp.budget.describe()}. Means over seeds; *best at the end*: seeds whose best "
-            "dev checkpoint was the last validation (still improving when the budget ran out)."
-        ),
-        "",
-        markdown_table(
-            [
-                "target",
-                "strategy",
-                "min",
-                "seeds",
-                "steps",
-                "target audio s",
-                "all audio s",
-                "passes",
-                "wall s",
-                "stopped by",
-                "best at the end",
-            ],
-            table,
-        ),
+    """What each arm spent (``xasr.experiments.tables.work_section``)."""
+    arms = [
+        ([target.name, label, f"{m:g}"], group)
+        for target in exp.targets
+        for label, by in group_rows(exp, [r for r in rows if r["target"] == target.name]).items()
+        for m, group in by.items()
     ]
+    return work_section(
+        arms, ["target", "strategy", "min"], exp.budget.describe(), exp.recipe.val_every
+    )
 
 
 def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:

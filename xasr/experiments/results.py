@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-from xasr.experiments.config import Cell, Experiment
 from xasr.experiments.recipe import EARLY_STEP
 from xasr.io import write_text
 
@@ -36,26 +35,6 @@ CSV_COLUMNS = (
     "bases",
     "cell",
 )
-
-
-def dry_run_listing(exp: Experiment, cells: list[Cell]) -> dict:
-    states = {}
-    lines = []
-    for cell in cells:
-        state, detail = cell.state()
-        states[cell.id] = state
-        lines.append(f"  {state:8} {cell.id}" + (f"  ({detail})" if detail else ""))
-    counts = {s: list(states.values()).count(s) for s in ("done", "partial", "todo")}
-    print(
-        f"experiment {exp.name}: {len(cells)} cells in {exp.out} "
-        f"(done {counts['done']}, partial {counts['partial']}, todo {counts['todo']})"
-    )
-    for base in exp.bases:
-        if base.recipe is not None:
-            built = (exp.out / "bases" / base.name / "figures.json").is_file()
-            print(f"  base {base.name}: {'built' if built else 'to build'} from {base.recipe}")
-    print("\n".join(lines))
-    return {"cells": states, **counts}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

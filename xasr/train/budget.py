@@ -19,7 +19,7 @@ its own batches and the figures are this rank's times the world size (ranks draw
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import lightning as L
 
@@ -28,26 +28,41 @@ BUDGET_UNITS = ("steps", "audio_seconds", "passes")
 
 @dataclass
 class Work:
-    """What a run has spent so far; ``target_audio_seconds``: of the first training source."""
+    """What a run has spent so far; ``source_audio_seconds``: per training source, in the
+    order given (the first: the target)."""
 
     steps: int = 0
     passes: int = 0
-    audio_seconds: float = 0.0
-    target_audio_seconds: float = 0.0
+    source_audio_seconds: list[float] = field(default_factory=list)
 
-    def add(self, passes: int, seconds: float, target_seconds: float, scale: int = 1) -> None:
+    @property
+    def audio_seconds(self) -> float:
+        return sum(self.source_audio_seconds)
+
+    @property
+    def target_audio_seconds(self) -> float:
+        return self.source_audio_seconds[0] if self.source_audio_seconds else 0.0
+
+    def add(self, passes: int, by_source: dict[int, float], scale: int = 1) -> None:
         self.steps += 1
         self.passes += passes * scale
-        self.audio_seconds += seconds * scale
-        self.target_audio_seconds += target_seconds * scale
+        for source, seconds in by_source.items():
+            missing = source + 1 - len(self.source_audio_seconds)
+            self.source_audio_seconds += [0.0] * max(0, missing)
+            self.source_audio_seconds[source] += seconds * scale
 
     def to_json(self) -> dict:
-        return {**asdict(self), "audio_seconds": round(self.audio_seconds, 2),
-                "target_audio_seconds": round(self.target_audio_seconds, 2)}  # fmt: skip
+        return {
+            "steps": self.steps,
+            "passes": self.passes,
+            "audio_seconds": round(self.audio_seconds, 2),
+            "target_audio_seconds": round(self.target_audio_seconds, 2),
+            "source_audio_seconds": [round(s, 2) for s in self.source_audio_seconds],
+        }
 
 
-def step_work(batch: dict) -> tuple[int, float, float]:
-    """(forward-backward passes, audio seconds, target audio seconds) of one training step's
+def step_work(batch: dict) -> tuple[int, dict[int, float]]:
+    """(forward-backward passes, {training source: audio seconds}) of one training step's
     batch: a plain batch is one pass; a meta-transfer step (``{"supports", "query"}``) is a
     support pass and a query pass per task, and reads each batch's audio once."""
     if "supports" in batch:
@@ -55,13 +70,12 @@ def step_work(batch: dict) -> tuple[int, float, float]:
         passes = 2 * len(batch["supports"])
     else:
         batches, passes = [batch], 1
-    seconds = target = 0.0
+    by_source: dict[int, float] = {}
     for part in batches:
-        lengths = part["audio_lengths"].double() / 16000
-        seconds += float(lengths.sum())
-        first = [i for i, s in enumerate(part.get("sources", [0] * len(lengths))) if s == 0]
-        target += float(lengths[first].sum())
-    return passes, seconds, target
+        lengths = (part["audio_lengths"].double() / 16000).tolist()
+        for source, seconds in zip(part.get("sources", [0] * len(lengths)), lengths):
+            by_source[source] = by_source.get(source, 0.0) + seconds
+    return passes, by_source
 
 
 class WorkCounter(L.Callback):

@@ -1,0 +1,236 @@
+"""One runner for every experiment kind.
+
+A kind (``xasr.experiments.kinds``) says what is particular to its comparison: how its YAML
+reads, which arms it has (an arm is one training run and one seed, in its own directory), how
+it builds their data, how it trains and scores one, and what its report adds. The runner does
+the rest alike for all of them:
+
+* strict YAML (``load``): an unknown or misspelt key anywhere is one line naming it and the
+  file; the common keys (``name``, ``out``, ``seeds``, ``budget``, ``early_stopping``,
+  ``recipe``) read the same in every kind (``xasr.experiments.common``);
+* ``--dry-run`` (the arms and their state) and ``--only-report`` (the report from finished
+  arms, nothing trained);
+* resumption: a finished arm (``ARM/cell.json``) is only read, a killed one resumes from its
+  checkpoint;
+* reuse only by config: each arm records what it was started with (``ARM/cell-spec.json``); a
+  change is an error naming the key, or, with ``--rerun-changed``, the old directory is moved
+  aside and the arm runs again;
+* ``--jobs N``: the data is built here, then N one-thread worker processes take the arms
+  (each by a lock), and the report is written once they end.
+
+Adding a kind is one module with a ``KIND`` object and one line in ``kinds.KINDS``;
+``xasr.experiments.kinds.run_experiment`` is the entry point (``xasr experiment``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from xasr.errors import XasrError
+from xasr.io import write_text
+
+
+class Arm(Protocol):
+    """One training run of one seed: ``id`` (unique, printed), ``dir`` (its run directory),
+    ``seed``; ``state()`` says ("done" | "partial" | "todo", detail)."""
+
+    dir: Path
+    seed: int
+
+    @property
+    def id(self) -> str: ...
+
+    def state(self) -> tuple[str, str]: ...
+
+
+class Kind(Protocol):
+    """What one kind of experiment adds to the runner (module docstring)."""
+
+    name: str
+
+    def load(self, config: Path, out: str | Path | None) -> Any:
+        """The checked setting (with ``out``); XasrError naming the key for any mistake."""
+
+    def arms(self, setting) -> list[Arm]:
+        """Every arm, in the order they run."""
+
+    def prepare(self, setting, progress: bool) -> Any:
+        """Build (or reuse) the data every arm needs; returns what ``run_arm`` reads."""
+
+    def run_arm(self, setting, arm: Arm, data, progress: bool, rerun_changed: bool) -> dict:
+        """Train (or resume) and score one arm; returns its record (``ARM/cell.json``)."""
+
+    def finish(self, setting, records: dict[str, dict], data) -> dict:
+        """Results and report from the finished arms' records ({arm id: record}; ``data``
+        None with ``only_report``); returns the results."""
+
+    def notes(self, setting) -> list[str]:
+        """Lines for ``--dry-run`` beyond the arms (bases to build, ...)."""
+
+
+def run(
+    kind: Kind,
+    config: str | Path,
+    out: str | Path | None = None,
+    dry_run: bool = False,
+    only_report: bool = False,
+    progress: bool = True,
+    rerun_changed: bool = False,
+    jobs: int = 1,
+    worker: bool = False,
+) -> dict:
+    """Run (or resume) every arm of the experiment, then write its results and report.
+
+    ``dry_run`` lists the arms and their state and runs nothing; ``only_report`` rebuilds the
+    results and report from the finished arms' ``cell.json``; ``rerun_changed`` trains again an
+    arm whose recorded config differs from the current one; ``jobs`` > 1 trains the arms in
+    that many one-thread worker processes (``worker``: one of them). Returns the results (as
+    written to ``OUT/results.json``).
+    """
+    if jobs < 1:
+        raise XasrError(f"--jobs must be at least 1, got {jobs}")
+    setting = kind.load(Path(config), out)
+    arms = kind.arms(setting)
+    if dry_run:
+        return dry_run_listing(kind, setting, arms)
+    if worker:
+        return run_worker(kind, setting, arms, progress, rerun_changed)
+    data = None
+    if jobs > 1 and not only_report:
+        data = kind.prepare(setting, progress)
+        run_workers(config, setting.out, jobs, rerun_changed)
+    records: dict[str, dict] = {}
+    if only_report:
+        for arm in arms:
+            if (arm.dir / RECORD).is_file():
+                records[arm.id] = json.loads((arm.dir / RECORD).read_text(encoding="utf-8"))
+    else:
+        data = data if data is not None else kind.prepare(setting, progress)
+        for i, arm in enumerate(arms, start=1):
+            state, detail = arm.state()
+            what = {"done": "finished", "todo": "training"}.get(state, detail)
+            print(f"== [{i}/{len(arms)}] {arm.id}: {what} ==", flush=True)
+            records[arm.id] = kind.run_arm(setting, arm, data, progress, rerun_changed)
+    return kind.finish(setting, records, data)
+
+
+RECORD = "cell.json"  # a finished arm's record
+
+
+def dry_run_listing(kind: Kind, setting, arms: list[Arm]) -> dict:
+    states, lines = {}, []
+    for arm in arms:
+        state, detail = arm.state()
+        states[arm.id] = state
+        lines.append(f"  {state:8} {arm.id}" + (f"  ({detail})" if detail else ""))
+    counts = {s: list(states.values()).count(s) for s in ("done", "partial", "todo")}
+    print(
+        f"experiment {setting.name}: {len(arms)} arms in {setting.out} "
+        f"(done {counts['done']}, partial {counts['partial']}, todo {counts['todo']})"
+    )
+    print("\n".join([*kind.notes(setting), *lines]))
+    return {"cells": states, **counts}
+
+
+def run_workers(config, out: Path, jobs: int, rerun_changed: bool) -> None:
+    """``jobs`` worker processes (``xasr experiment --worker``) of one thread each, their output
+    in ``OUT/worker-<i>.log``; an error in any is raised once all have ended."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "xasr.cli", "experiment", str(config), "--out", str(out)]
+    command += ["--worker", "--no-progress"] + (["--rerun-changed"] if rerun_changed else [])
+    out.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(jobs):
+        log = (out / f"worker-{i}.log").open("a")
+        procs.append(
+            (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        )
+        print(f"worker {i}: {out / f'worker-{i}.log'}", flush=True)
+    failed = []
+    for i, (proc, log) in enumerate(procs):
+        if proc.wait() != 0:
+            failed.append(f"worker {i} (exit {proc.returncode}, see {log.name})")
+        log.close()
+    if failed:
+        raise XasrError("experiment workers failed: " + "; ".join(failed))
+
+
+def run_worker(kind: Kind, setting, arms: list[Arm], progress: bool, rerun_changed: bool) -> dict:
+    """Train every arm no other worker holds (an exclusive lock on ``ARM.lock``); the report is
+    the parent's."""
+    torch.set_num_threads(1)
+    data = kind.prepare(setting, progress)  # built by the parent already: only read
+    trained = []
+    for arm in arms:
+        if arm.state()[0] == "done":
+            continue
+        arm.dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(arm.dir.parent / f"{arm.dir.name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another worker trains it
+                continue
+            if arm.state()[0] == "done":  # finished by another worker meanwhile
+                continue
+            print(f"== {arm.id} ==", flush=True)
+            kind.run_arm(setting, arm, data, progress, rerun_changed)
+            trained.append(arm.id)
+    return {"trained": trained}
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two arm specs, dotted (``recipe.lr``), among keys
+    both have (a field added to xasr later is not a change); manifest paths and loader workers
+    do not change what an arm measures."""
+    changed = []
+    for key in sorted(set(old) & set(new)):
+        a, b = old[key], new[key]
+        if key.endswith("_manifest") or key == "num_workers":
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in changed_keys(a, b)]
+        elif a != json.loads(json.dumps(b)):
+            changed.append(key)
+    return changed
+
+
+def check_spec(arm: Arm, spec: dict, rerun_changed: bool = False) -> None:
+    """An arm is reused only when its recorded spec (``ARM/cell-spec.json``) equals ``spec``. A
+    change is an error naming the keys, or with ``rerun_changed`` the old directory is moved
+    aside (``<dir>.replaced-N``: nothing is lost) and the arm runs again."""
+    path = arm.dir / SPEC
+    if path.is_file():
+        changed = changed_keys(json.loads(path.read_text(encoding="utf-8")), spec)
+        if not changed:
+            return
+        if not rerun_changed:
+            raise XasrError(
+                f"{arm.dir} was started with other settings ({', '.join(changed)}); run with "
+                "--rerun-changed to train it again with the new ones (the old directory is "
+                "kept beside it), or set another `out`"
+            )
+        aside = next(
+            arm.dir.with_name(f"{arm.dir.name}.replaced-{i}")
+            for i in range(1, 10_000)
+            if not arm.dir.with_name(f"{arm.dir.name}.replaced-{i}").exists()
+        )
+        arm.dir.rename(aside)
+        print(f"{arm.id}: {', '.join(changed)} changed; the old run is kept in {aside}")
+    arm.dir.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(spec, indent=1, ensure_ascii=False))
+
+
+SPEC = "cell-spec.json"
+
+
+def save_record(arm: Arm, record: dict) -> dict:
+    write_text(arm.dir / RECORD, json.dumps(record, indent=1, ensure_ascii=False))
+    return record
