@@ -6,7 +6,6 @@ import itertools
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,100 +142,83 @@ def test_synth_builds_a_code_switched_pair(tmp_path, en_model, pair):
     assert set(by) == {"es", "en"} and all(v["chars"] > 0 for v in by.values())
 
 
-def test_codeswitch_experiment_runs_every_cell_and_reports(tmp_path, en_model, make_recipe):
-    """kind: codeswitch on a few synthesized utterances: every (start, strategy) cell trains
-    its own way (meta runs record their variant, joint-finetune starts from the joint model),
-    is scored on the target and the sources, and the report names the winner."""
+def _codeswitch_config(tmp_path, en_model, make_recipe, **changes):
     import yaml
 
-    from xasr.experiments.codeswitch import STRATEGIES, run_codeswitch
-
+    recipe = {k: v for k, v in make_recipe().items() if k not in ("max_steps", "patience")}
     config = tmp_path / "cs.yaml"
-    recipe = make_recipe()
     config.write_text(
         yaml.safe_dump(
             {
                 "kind": "codeswitch",
                 "name": "cs-tiny",
+                "out": str(tmp_path / "out"),
                 "target": {"pair": "es-en", "train_minutes": 0.05},
                 "sources": {"en": 0.05, "es": 0.05},
                 "synth": {"dev_utts": 2, "test_utts": 2},
                 "size": "tiny",
                 "base": str(en_model),
+                "seeds": [0],
+                "budget": {"passes": 24},
                 "recipe": recipe,
                 "meta": {"k_train": 2, "k_valid": 2},
-                "finetune": {"max_steps": 2},
+                "inner_lrs": [0.01, 0.1],
+                "validations": 2,
+                **changes,
             }
         )
     )
-    results = run_codeswitch(config, out=tmp_path / "out", progress=False)
-    runs = results["runs"]
-    assert list(runs) == [f"{start}/{s}" for start in ("scratch", "base") for s in STRATEGIES]
-    for name, run in runs.items():
-        assert set(run["test"]) == {"es-en", "en", "es"}
-        assert {"mer", "cer", "wer"} <= set(run["test"]["es-en"])
-        assert [step for step, _ in run["dev_mer"]] == ([2] if "finetune" in name else [2, 4])
-        data = json.loads((Path(run["run_dir"]) / "data.json").read_text())
-        n_sources = 1 if name.endswith(("target", "finetune")) else 3
-        assert len(data["train"]) == n_sources
-        assert data.get("meta_variant") == (name.split("meta-")[1] if "meta-" in name else None)
-    fine = json.loads((tmp_path / "out/runs/base/joint-finetune/model/config.json").read_text())
-    assert "runs/base/joint/model" in json.dumps(fine)  # its source: the joint model
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "Lowest es-en test MER" in report and "the paper's direction" in report
-    # meta-transfer against joint training: a paired bootstrap of the MER, not the figures
-    assert {"low", "high", "verdict"} <= set(runs["base/meta-paper"]["vs_joint"])
-    assert "paired-bootstrap 95% interval" in report
-    assert (tmp_path / "out" / "curves.png").is_file()
+    return config
+
+
+def test_codeswitch_experiment_gives_every_arm_the_same_passes(tmp_path, en_model, make_recipe):
+    """kind: codeswitch on a few synthesized utterances: every arm spends the same forward-
+    backward passes (a meta step six: a support and a query pass for each of 3 tasks),
+    joint-finetune counts both its stages, meta arms log their inner step, meta-paper's inner
+    learning rate is chosen on dev, and the report names each comparison's verdict."""
+    from xasr.experiments.kinds import run_experiment
+
+    config = _codeswitch_config(tmp_path, en_model, make_recipe)
+    results = run_experiment(config, progress=False)
+    rows = {r["label"]: r for r in results["rows"]}
+    assert set(rows) == {"target", "joint", "joint-share", "joint-finetune", "meta-paper-lr0.01",
+                         "meta-paper-lr0.1", "meta-reference"}  # fmt: skip
+    assert {r["passes"] for r in rows.values()} == {24}
+    assert rows["meta-reference"]["steps"] == 4 and rows["joint"]["steps"] == 24
+    assert rows["joint-finetune"]["steps"] == 24  # 18 joint + 6 fine-tuning
+    assert rows["meta-reference"]["inner_step"] > 0 and "query_cosine" in rows["meta-reference"]
+    assert results["chosen"]["meta-paper"] in ("meta-paper-lr0.01", "meta-paper-lr0.1")
+    out = tmp_path / "out"
+    share = json.loads((out / "runs/joint-share/seed0/data.json").read_text())
+    assert share["mixing"] == "weights" and [w for _, w in share["train"]] == [4.0, 2.0, 2.0]
+    for row in rows.values():
+        assert {"es", "en"} <= set(row["stretch_cer"]) and set(row["source_cer"]) == {"en", "es"}
+    assert len(results["verdicts"]) == 3
+    for verdict in results["verdicts"].values():
+        assert verdict["verdict"] in ("held", "reversed", "no difference")
+        assert verdict["compared"]["metric"] == "mer"
+    report = (out / "report.md").read_text()
+    assert "the paper's claim: meta-transfer beats joint training" in report
+    assert "### Did the inner step do anything?" in report and "(chosen on dev)" in report
+    assert "24 forward-backward passes for every arm" in report
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("changes", "message"),
     [
-        ("target: {pair: es}\n", "code-switched pair"),
-        ("strategies: [maml]\n", r"strategies: unknown \['maml'\]"),
-        ("starts: [base]\n", "name the base model"),
-        ("starts: [scratch]\nmeta: {k_train: 0}\n", "k_train"),
+        ({"target": {"pair": "es"}}, "code-switched pair"),
+        ({"arms": ["maml"]}, r"arms: unknown \['maml'\]"),
+        ({"base": None}, "name the base"),
+        ({"meta": {"k_train": 0}}, "k_train"),
+        ({"meta": {"max_passes": 3}}, "meta: max_passes cannot be set here"),
+        ({"finetune_share": 1.5}, "finetune_share must be in"),
+        ({"strategies": ["joint"]}, "unknown key"),
     ],
 )
-def test_codeswitch_config_errors_name_the_key(tmp_path, extra, message):
+def test_codeswitch_config_errors_name_the_key(tmp_path, en_model, make_recipe, changes, message):
     from xasr.errors import XasrError
-    from xasr.experiments.codeswitch import read_setting
+    from xasr.experiments.kinds.codeswitch import KIND
 
-    base = {"target": "target: {pair: es-en}\n", "sources": "sources: {en: 1}\n"}
-    if extra.startswith("target"):
-        base["target"] = extra
-        extra = ""
-    config = tmp_path / "cs.yaml"
-    config.write_text("kind: codeswitch\nname: c\n" + "".join(base.values()) + extra)
+    config = _codeswitch_config(tmp_path, en_model, make_recipe, **changes)
     with pytest.raises(XasrError, match=message):
-        read_setting(config)
-
-
-@pytest.mark.parametrize(
-    ("verdict", "said"),
-    [
-        ("a", "the paper's direction (meta-transfer beats joint training) held."),
-        ("b", "reversed (joint training was better)."),
-        ("tie", "is not shown: a tie (the 95% interval holds zero)."),
-        (None, "held."),  # results written before the bootstrap: the figures alone
-    ],
-)
-def test_the_meta_transfer_verdict_follows_the_bootstrap(verdict, said):
-    from xasr.experiments.codeswitch import verdict as codeswitch_verdict
-
-    def run(mer, compared=None):
-        return {
-            "test": {"es-en": {"mer": mer, "wer": mer, "cer": mer / 2}},
-            "stopped_by": "early stopping",
-            **({"vs_joint": compared} if compared else {}),
-        }
-
-    compared = verdict and {"difference": -0.01, "low": -0.02, "high": 0.01, "verdict": verdict}
-    results = {
-        "pair": "es-en",
-        "runs": {"base/joint": run(0.50), "base/meta-reference": run(0.49, compared)},
-    }
-    (line,) = [x for x in codeswitch_verdict(results) if x.startswith("From base")]
-    assert line.endswith(said)
-    assert ("paired-bootstrap 95% interval" in line) == (verdict is not None)
+        KIND.load(config, None)

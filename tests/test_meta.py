@@ -186,3 +186,40 @@ def test_meta_tasks_sources_with_one_manifest_fails_before_any_file(corpus, tmp_
     with pytest.raises(DataError, match="--meta-tasks sources needs a source"):
         train(tmp_path / "run", corpus.de_train, corpus.de_dev, cfg, MODEL_SIZES["tiny"])
     assert not (tmp_path / "run" / "vocab.json").exists()
+
+
+def test_the_diagnosis_measures_the_inner_step_and_the_query_gradients_turn():
+    """diagnose: ||theta' - theta|| is inner_lr times the clipped support gradient's norm; with
+    a tiny inner step the query gradient barely turns (cosine near 1), with a large one it
+    turns; the outer gradient is the same with and without the diagnosis."""
+    from xasr.config import MODEL_SIZES
+    from xasr.models.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(MODEL_SIZES["tiny"], 10).eval()
+
+    def batch(scale, seed):
+        g = torch.Generator().manual_seed(seed)
+        return {
+            "audio": torch.randn(2, 8000, generator=g) * scale,
+            "audio_lengths": torch.tensor([8000, 6000]),
+            "targets": torch.tensor([[3, 4, 5], [6, 0, 0]]),
+            "target_lengths": torch.tensor([3, 1]),
+        }
+
+    def loss(m, b):
+        return m.loss(b)[0]
+
+    supports, query = [batch(1.0, 1), batch(0.8, 2)], batch(0.6, 3)
+    tiny = MetaOptions(inner_lr=1e-6, clip=0.0)
+    plain, _ = meta_gradient(model, loss, supports, query, tiny)
+    grads, stats = meta_gradient(model, loss, supports, query, tiny, diagnose=True)
+    assert all(torch.allclose(plain[n], grads[n]) for n in plain)
+    assert 0 < stats["inner_step"] < 1e-3 and stats["query_cosine"] > 0.999
+    clipped = MetaOptions(inner_lr=0.1, clip=0.05)
+    _, stats = meta_gradient(model, loss, supports, query, clipped, diagnose=True)
+    assert abs(stats["inner_step"] - 0.1 * 0.05) < 1e-6  # the clip bounds the step
+    _, stats = meta_gradient(
+        model, loss, supports, query, MetaOptions(inner_lr=1.0, clip=0.0), diagnose=True
+    )
+    assert stats["query_cosine"] < 0.99

@@ -22,6 +22,7 @@ from xasr.experiments.common import (
     train_keys,
     usable_name,
 )
+from xasr.experiments.engine import run_state
 from xasr.models.build import model_config, read_model_config, resolve_model
 from xasr.models.pretrained import foreign_kind
 from xasr.transfer.finetune import TransferOptions
@@ -138,13 +139,7 @@ class Cell:
 
     def state(self) -> tuple[str, str]:
         """("done" | "partial" | "todo", detail)."""
-        if (self.dir / "cell.json").is_file():
-            return "done", ""
-        if (self.dir / "result.json").is_file():
-            return "partial", "trained; evaluation only"
-        if (self.dir / "checkpoints" / "last.ckpt").is_file():
-            return "partial", "resumes from checkpoints/last.ckpt"
-        return "todo", ""
+        return run_state(self.dir)
 
 
 def load_experiment(path: str | Path, out: str | Path | None = None) -> Experiment:

@@ -125,6 +125,18 @@ def run(
 RECORD = "cell.json"  # a finished arm's record
 
 
+def run_state(directory: Path) -> tuple[str, str]:
+    """An arm's state from its run directory: "done" (its record), "partial" (trained, or a
+    checkpoint to resume from) or "todo"."""
+    if (directory / RECORD).is_file():
+        return "done", ""
+    if (directory / "result.json").is_file():
+        return "partial", "trained; evaluation only"
+    if (directory / "checkpoints" / "last.ckpt").is_file():
+        return "partial", "resumes from checkpoints/last.ckpt"
+    return "todo", ""
+
+
 def dry_run_listing(kind: Kind, setting, arms: list[Arm]) -> dict:
     states, lines = {}, []
     for arm in arms:

@@ -56,22 +56,31 @@ def meta_gradient(
     supports: Sequence[dict],
     query: dict,
     opts: MetaOptions,
+    diagnose: bool = False,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """The outer gradient G of one meta step, {parameter name: tensor}, and the mean support
     and query losses. ``loss(model, batch)`` is the training loss of a batch; ``supports``: one
     batch per task. The model's weights are as they were when this returns. The outer step
-    clips G as the reference code does (the training loop's part, with the optimiser)."""
+    clips G as the reference code does (the training loop's part, with the optimiser).
+
+    ``diagnose`` adds whether the inner step did anything: "inner_step", the mean over tasks
+    of ||theta_i' - theta||, and "query_cosine", the mean cosine between the query gradient at
+    theta_i' and at theta (one more query pass, not part of the step: near 1 and a tiny inner
+    step mean the step trains on the query batch alone, as plain training would)."""
     if not supports:
         raise ValueError("a meta step needs at least one support batch (one task)")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start = {n: p.detach().clone() for n, p in params.items()}
     total = {n: torch.zeros_like(p) for n, p in params.items()}
-    support_losses, query_losses = [], []
+    support_losses, query_losses, steps, cosines = [], [], [], []
+    at_start = _gradients(loss(model, query), params) if diagnose else None
     try:
         for support in supports:
             grads = _gradients(loss(model, support), params)
             _clip(grads, opts.clip)
             support_losses.append(grads.pop(None))
+            if diagnose:
+                steps.append(opts.inner_lr * float(_norm(grads.values())))
             with torch.no_grad():
                 for n, p in params.items():
                     p.sub_(opts.inner_lr * grads[n])
@@ -79,6 +88,8 @@ def meta_gradient(
                         total[n] += grads[n]
             query_grads = _gradients(loss(model, query), params)
             query_losses.append(query_grads.pop(None))
+            if diagnose:
+                cosines.append(_cosine(query_grads, at_start))
             with torch.no_grad():
                 for n, p in params.items():
                     total[n] += query_grads[n] / len(supports)
@@ -91,7 +102,22 @@ def meta_gradient(
         "support_loss": sum(support_losses) / len(support_losses),
         "query_loss": sum(query_losses) / len(query_losses),
     }
+    if diagnose:
+        stats["inner_step"] = sum(steps) / len(steps)
+        stats["query_cosine"] = sum(cosines) / len(cosines)
     return total, stats
+
+
+def _norm(tensors) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+def _cosine(a: dict, b: dict) -> float:
+    """Cosine between two gradients ({name: tensor}; the loss at None left out)."""
+    names = [n for n in a if n is not None]
+    dot = sum(float((a[n] * b[n]).sum()) for n in names)
+    norms = float(_norm([a[n] for n in names])) * float(_norm([b[n] for n in names]))
+    return dot / max(norms, 1e-12)
 
 
 def _gradients(value: Tensor, params: dict[str, nn.Parameter]) -> dict:
@@ -107,8 +133,7 @@ def _clip(grads: dict, max_norm: float) -> None:
     """Scale the gradients (not the loss at None) to a total norm of at most ``max_norm``."""
     if not max_norm:
         return
-    tensors = [g for n, g in grads.items() if n is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in tensors]))
+    norm = _norm([g for n, g in grads.items() if n is not None])
     scale = max_norm / (float(norm) + 1e-6)
     if scale < 1:
         grads.update({n: g * scale for n, g in grads.items() if n is not None})

@@ -273,8 +273,10 @@ class MetaAsrTask(AsrTask):
         return model.loss(batch, self._augment)[0]
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        # every validation interval, whether the inner step did anything (xasr.train.meta)
+        diagnose = (self.global_step + 1) % self.cfg.val_every == 0
         grads, stats = meta_gradient(
-            self.model, self._loss, batch["supports"], batch["query"], self.meta
+            self.model, self._loss, batch["supports"], batch["query"], self.meta, diagnose
         )
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if self.penalty is not None:
@@ -290,6 +292,9 @@ class MetaAsrTask(AsrTask):
         # train_loss is the query loss at the adapted weights: what the outer step lowers.
         self.log("train_loss", stats["query_loss"], prog_bar=True, batch_size=query)
         self.log("support_loss", stats["support_loss"], batch_size=query)
+        for key in ("inner_step", "query_cosine"):
+            if key in stats:
+                self.log(key, stats[key], batch_size=1)
         seconds = sum(b["audio_lengths"].sum() for b in [*batch["supports"], batch["query"]])
         self.log(
             "audio_seconds",

@@ -23,7 +23,7 @@ from xasr.config import TrainConfig
 from xasr.errors import XasrError
 from xasr.experiments.common import Common, check_keys, mapping, read_common, recipe_variant
 from xasr.experiments.compare import primary_verdict
-from xasr.experiments.engine import check_spec, save_record
+from xasr.experiments.engine import check_spec, run_state, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
 from xasr.io import write_text
 
@@ -69,16 +69,6 @@ class Run:
 
     def state(self) -> tuple[str, str]:
         return run_state(self.dir)
-
-
-def run_state(directory: Path) -> tuple[str, str]:
-    if (directory / "cell.json").is_file():
-        return "done", ""
-    if (directory / "result.json").is_file():
-        return "partial", "trained; evaluation only"
-    if (directory / "checkpoints" / "last.ckpt").is_file():
-        return "partial", "resumes from checkpoints/last.ckpt"
-    return "todo", ""
 
 
 class MultilingualKind:
