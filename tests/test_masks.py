@@ -3,6 +3,8 @@ magnitude, training through a mask, masks stored with the model, per-language de
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -143,51 +145,66 @@ def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path)
         assert not (mask & ~first[f"de/{name}"].bool()).any()
 
 
-def test_sparse_sharing_experiment_runs_every_model_and_reports(tmp_path, make_recipe):
-    """kind: sparse-sharing on a few synthesized utterances: the dense model, a fine-tuned copy
-    per language, masks and a masked run per sparsity (from one adaptation per language); the
-    report counts parameters."""
+def test_sparse_sharing_experiment_gives_every_arm_the_same_budget(
+    tmp_path, corpus, make_recipe, monkeypatch
+):
+    """kind: sparse-sharing on the suite's corpus (en, de): one dense start per seed; every arm
+    continues from it with the same step budget, the sparse arm's mask adaptations counted in
+    it; the random- and shared-mask controls at the same sparsity; the verdicts named."""
     import yaml
 
-    from xasr.experiments.sparse_sharing import run_sparse_sharing
+    from xasr.experiments.kinds import run_experiment
+    from xasr.experiments.kinds.sparse_sharing import SparseSharingKind
 
-    recipe = make_recipe(max_steps=2)
+    splits = {
+        "en": {"train": corpus.en_train, "dev": corpus.en_dev, "test": corpus.en_dev},
+        "de": {"train": corpus.de_train, "dev": corpus.de_dev, "test": corpus.de_dev},
+    }
+    monkeypatch.setattr(SparseSharingKind, "prepare", lambda self, s, p: splits)
+    recipe = {k: v for k, v in make_recipe().items() if k not in ("max_steps", "patience")}
     config = tmp_path / "ss.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "kind": "sparse-sharing",
                 "name": "ss-tiny",
-                "languages": {"en": 0.05, "es": 0.05},
-                "synth": {"dev_utts": 2, "test_utts": 2},
+                "out": str(tmp_path / "out"),
+                "languages": {"en": 1, "de": 1},
                 "size": "tiny",
+                "seeds": [0],
                 "recipe": recipe,
-                "sparsities": [0.5, 0.7],
+                "budget": {"steps": 8},
+                "dense_budget": {"steps": 4},
+                "adapt_budget": {"steps": 2},
+                "sparsities": [0.5],
             }
         )
     )
-    results = run_sparse_sharing(config, out=tmp_path / "out", progress=False)
-    runs = results["runs"]
-    assert list(runs) == [
+    results = run_experiment(config, progress=False)
+    rows = {(r["label"], r["group"]): r for r in results["rows"]}
+    labels = {label for label, _ in rows}
+    assert labels == {
         "dense",
         "dense-continued",
-        "finetune-en",
-        "finetune-es",
+        "finetune",
         "sparse-0.5",
-        "sparse-0.7",
-    ]
-    adapted = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob("round-1/result.json"))
-    assert [str(p) for p in adapted] == ["out/adapt/en/round-1", "out/adapt/es/round-1"]
-    assert set(runs["sparse-0.5"]["test"]) == {"en", "es"}
-    used = runs["sparse-0.5"]["parameters_used"]
-    assert all(v < runs["dense"]["parameters_used"]["en"] for v in used.values())
-    masks = LanguageMasks.load(tmp_path / "out/runs/sparse-0.5/model")
-    assert masks.langs == ["en", "es"] and abs(masks.density("es") - 0.5) < 0.01
-    assert set(runs["sparse-0.5"]["vs_control"]) == {"en", "es"}
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "the paper's direction" in report and "| fine-tuned copies |" in report
-    assert "Outside chance (paired bootstrap, 95%)" in report
-    assert "sparse-0.7: share of the row language" in report
+        "random-0.5",
+        "shared-0.5",
+    }
+    for label in labels - {"dense"}:
+        assert rows[(label, "en")]["steps"] == 8, label  # sparse: 2 + 2 adapting, 4 training
+    assert rows[("dense", "en")]["steps"] == 4
+    out = tmp_path / "out"
+    assert json.loads((out / "runs/sparse-0.5/seed0/train/result.json").read_text())["steps"] == 4
+    masks = {name: LanguageMasks.load(out / f"runs/{name}/seed0/train/model") for name in
+             ("sparse-0.5", "random-0.5", "shared-0.5")}  # fmt: skip
+    assert all(abs(m.density("de") - 0.5) < 0.01 for m in masks.values())
+    assert masks["shared-0.5"].overlap()["en"]["de"] == 1.0
+    assert results["chosen"] == {"sparse": "sparse-0.5"}
+    assert set(results["verdicts"]) == {"dense-continued", "shared-0.5", "random-0.5"}
+    report = (out / "report.md").read_text()
+    assert "`sparse` is `sparse-0.5` (chosen on dev)." in report
+    assert "## Budgets: what each arm spent" in report
 
 
 def test_masked_runs_check_their_data_and_masks(corpus, en_model, make_cfg, tmp_path):
@@ -280,3 +297,17 @@ def test_export_writes_one_languages_sub_network(en_model, tmp_path):
     assert np.abs(got - german.numpy()).max() < 1e-4 < np.abs(got - dense.numpy()).max()
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "de.onnx")).metadata_props}
     assert meta["lang"] == "de"
+
+
+def test_the_control_masks_keep_the_sparsity(en_model):
+    """shared_masks: one magnitude mask for every language; random_masks: one mask per language
+    at the sparsity, different across languages and reproducible from the seed."""
+    from xasr.transfer.sparse import random_masks, shared_masks
+
+    shared = shared_masks(str(en_model), ["en", "de"], 0.5)
+    assert all(abs(shared.density(g) - 0.5) < 0.01 for g in ("en", "de"))
+    assert shared.overlap()["en"]["de"] == 1.0
+    drawn = random_masks(str(en_model), ["en", "de"], 0.7, seed=3)
+    assert all(abs(drawn.density(g) - 0.3) < 0.01 for g in ("en", "de"))
+    assert drawn.overlap()["en"]["de"] < 0.5  # about 0.3 by chance
+    assert random_masks(str(en_model), ["en", "de"], 0.7, seed=3).digest() == drawn.digest()

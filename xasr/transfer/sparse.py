@@ -145,3 +145,30 @@ def magnitude_within(weight, kept, sparsity: float):
         return magnitude_mask(weight, sparsity)
     scores = weight.abs().masked_fill(~kept, float("-inf"))  # pruned ones rank last
     return top_mask(scores, sparsity) & kept
+
+
+def shared_masks(shared: str, langs: list[str], sparsity: float) -> LanguageMasks:
+    """One mask for every language: the shared model's own largest weights (pruning without
+    language adaptation, the control that separates "language-adaptive" from "pruned")."""
+    model, _, _ = load_model_dir(resolve_model(shared), need_head=False)
+    params = dict(model.named_parameters())
+    mask = {n: magnitude_mask(params[n].detach(), sparsity) for n in prunable_names(model)}
+    return LanguageMasks({lang: mask for lang in langs}, sparsity)
+
+
+def random_masks(shared: str, langs: list[str], sparsity: float, seed: int) -> LanguageMasks:
+    """Each language its own mask drawn at random at ``sparsity`` (seeded): sub-networks of
+    the same size that no adaptation chose."""
+    import torch
+
+    model, _, _ = load_model_dir(resolve_model(shared), need_head=False)
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(seed)
+    masks = {
+        lang: {
+            n: top_mask(torch.rand(params[n].shape, generator=generator), sparsity)
+            for n in prunable_names(model)
+        }
+        for lang in langs
+    }
+    return LanguageMasks(masks, sparsity)
