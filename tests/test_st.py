@@ -144,14 +144,10 @@ def test_translation_scores():
     assert worse["bleu"] < 50 and worse["chrf"] < perfect["chrf"]
 
 
-def test_st_transfer_experiment_runs_every_cell_and_reports(tmp_path, en_aed_dir, make_recipe):
-    """kind: st-transfer on a few synthesized utterances: scratch, direct and an ST cell per
-    translator; the ST cell's recognizer starts from its ST model; the report compares them."""
+def _st_config(tmp_path, en_aed_dir, make_recipe, **changes):
     import yaml
 
-    from xasr.experiments.st_transfer import run_st_transfer
-
-    recipe = make_recipe()
+    recipe = {k: v for k, v in make_recipe().items() if k not in ("max_steps", "patience")}
     sed = {"name": "sed", "backend": "command", "command": "sed -e s/the/el/g"}
     config = tmp_path / "st.yaml"
     config.write_text(
@@ -159,54 +155,78 @@ def test_st_transfer_experiment_runs_every_cell_and_reports(tmp_path, en_aed_dir
             {
                 "kind": "st-transfer",
                 "name": "st-tiny",
+                "out": str(tmp_path / "out"),
                 "source": {"lang": "en", "train_minutes": 0.1},
                 "targets": {"es": {"train_minutes": 0.05, "translators": [sed]}},
                 "synth": {"dev_utts": 2, "test_utts": 2},
                 "base": str(en_aed_dir),
+                "seeds": [0],
+                "budget": {"steps": 4},
+                "st_budget": {"steps": 2},
                 "recipe": recipe,
-                "st_recipe": {"max_steps": 2},
+                **changes,
             }
         )
     )
-    results = run_st_transfer(config, out=tmp_path / "out", progress=False)
-    cells = results["runs"]["es"]
-    assert list(cells) == ["scratch", "direct", "st-sed"]
-    st = cells["st-sed"]["st"]
-    assert st["steps"] == 2 and {"bleu", "chrf", "untranslated_words"} <= set(st)
-    st_model = tmp_path / "out" / "st" / "es-sed" / "model"
-    transfer = json.loads((tmp_path / "out/runs/es/st-sed/transfer.json").read_text())
-    assert transfer["source"] == str(st_model)
-    direct = json.loads((tmp_path / "out/runs/es/direct/transfer.json").read_text())
-    assert direct["source"] == str(en_aed_dir)
-    scratch = json.loads((tmp_path / "out/runs/es/scratch/model/config.json").read_text())
-    assert scratch["model"]["architecture"] == "aed"
-    assert cells["st-sed"]["vs_direct"]["verdict"] in {"a", "b", "tie"}
+    return config
+
+
+def test_st_transfer_experiment_gives_every_recognizer_the_same_budget(
+    tmp_path, en_aed_dir, make_recipe
+):
+    """kind: st-transfer on a few synthesized utterances: direct, an ST arm and a pure-attention
+    ST arm per translator; each recognizer trains the same 4 steps, its ST stage's 2 counted
+    beside them; the ST arm's recognizer starts from its ST model; the pure-attention ST stage
+    leaves the CTC branch untrained; verdicts named."""
+    from safetensors.torch import load_file
+
+    from xasr.experiments.kinds import run_experiment
+
+    results = run_experiment(_st_config(tmp_path, en_aed_dir, make_recipe), progress=False)
+    rows = {r["label"]: r for r in results["rows"]}
+    assert list(rows) == ["direct", "st-sed", "st-sed-attention"]
+    assert {r["steps"] for r in rows.values()} == {4}
+    assert rows["st-sed"]["st_passes"] == 2 and rows["direct"]["st_passes"] is None
+    assert rows["st-sed"]["bleu"] is not None
+    out = tmp_path / "out" / "runs" / "es"
+    transfer = json.loads((out / "st-sed/seed0/transfer.json").read_text())
+    assert transfer["source"] == str(out / "st-sed" / "st-seed0" / "model")
+    # the pure-attention ST stage: its CTC head is the base's, remapped, never trained
+    with_ctc = load_file(str(out / "st-sed/st-seed0/model/model.safetensors"))
+    without = load_file(str(out / "st-sed-attention/st-seed0/model/model.safetensors"))
+    assert not torch.equal(with_ctc["head.weight"], without["head.weight"])
+    assert set(results["verdicts"]["es"]) == {"st-sed", "st-sed-attention"}
+    assert results["verdicts"]["es"]["st-sed-attention"]["against"] == "st-sed"
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "the paper's direction" in report and "en->es (sed)" in report
-    assert "paired-bootstrap 95% interval" in report
-    assert (tmp_path / "out" / "curves-es.png").is_file()
+    assert "4 optimizer steps for every arm" in report and "| es | st-sed |" in report
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("changes", "message"),
     [
-        ("source: {train_minutes: 3}\n", "source must give"),
-        ("targets: {es: {translators: [babelfish]}}\n", "a translator is a backend"),
-        ("targets: {es: {translators: []}}\n", "at least one"),
+        ({"source": {"train_minutes": 3}}, "source must give"),
+        ({"targets": {"es": {"translators": ["babelfish"]}}}, "a translator is a backend"),
+        ({"targets": {"es": {"translators": []}}}, "at least one"),
+        ({"targets": {"es": {"translator": ["dictionary"]}}}, "unknown key"),
+        ({"st_recipe": {"patience": 3}}, "st_recipe: patience cannot be set here"),
+        ({"arms": ["st-ctc"]}, "arms: unknown"),
     ],
 )
-def test_st_transfer_config_errors_name_the_key(tmp_path, text, message):
-    from xasr.experiments.st_transfer import read_setting
+def test_st_transfer_config_errors_name_the_key(
+    tmp_path, en_aed_dir, make_recipe, changes, message
+):
+    from xasr.experiments.kinds.st_transfer import KIND
 
-    parts = {
-        "source": "source: {lang: en}\n",
-        "targets": "targets: {es: {translators: [dictionary]}}\n",
-    }
-    parts[text.split(":")[0]] = text
-    config = tmp_path / "st.yaml"
-    config.write_text("kind: st-transfer\nname: s\nbase: en-small-aed\n" + "".join(parts.values()))
     with pytest.raises(XasrError, match=message):
-        read_setting(config)
+        KIND.load(_st_config(tmp_path, en_aed_dir, make_recipe, **changes), None)
+
+
+def test_a_ctc_loss_weight_is_refused_for_a_ctc_model(corpus, en_model, make_cfg, tmp_path):
+    from xasr.transfer.finetune import TransferOptions, transfer
+
+    with pytest.raises(XasrError, match="ctc_loss_weight: only an attention encoder-decoder"):
+        transfer(tmp_path / "run", corpus.de_train, corpus.de_dev, TransferOptions(source=str(en_model)),
+                 make_cfg(ctc_loss_weight=0.0), progress=False)  # fmt: skip
 
 
 def test_command_line_names_what_the_chain_misses(xasr, corpus, en_aed_dir, tmp_path):

@@ -192,6 +192,10 @@ class TrainConfig:
     freeze_layers: int = 0  # freeze the front end and the bottom K encoder layers
     freeze_steps: int | None = None  # ... for the first S steps only (None: throughout)
     on_unknown: str = "error"  # characters outside the vocabulary: "error" or "unk"
+    # An attention encoder-decoder's CTC weight in the training loss, in place of its config's
+    # (None: the config's; 0: pure attention, the CTC branch kept but not trained): the
+    # speech-translation stage of Wang et al. trains attention alone.
+    ctc_loss_weight: float | None = None
     # Several training manifests (xasr.data.sources): each one's share of the audio seconds
     # by "temperature" (n^(1/T) of its seconds; T = 1: as much as it has), fixed "weights"
     # (--weights), or "balanced" (one batch of each per step); batches "mixed" or of one
@@ -248,6 +252,8 @@ class TrainConfig:
         if self.freeze_steps is not None:
             checks.integer(n("freeze_steps"), self.freeze_steps, at_least=1)
         checks.one_of(n("on_unknown"), self.on_unknown, ON_UNKNOWN)
+        if self.ctc_loss_weight is not None:
+            checks.number(n("ctc_loss_weight"), self.ctc_loss_weight, at_least=0, below=1)
         checks.one_of(n("mixing"), self.mixing, MIXINGS)
         checks.number(n("temperature"), self.temperature, above=0)
         checks.one_of(n("source_batches"), self.source_batches, SOURCE_BATCHES)

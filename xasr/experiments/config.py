@@ -247,17 +247,6 @@ def _primary(data, labels: list[str], where: str) -> tuple[str, str] | None:
     return data["arm"], data["against"]
 
 
-def load_named_yaml(config: str | Path, keys) -> dict:
-    """A ``kind:`` experiment's YAML: only ``keys``, and a non-empty ``name``."""
-    data = load_yaml(config)
-    unknown = sorted(set(data) - set(keys))
-    if unknown:
-        raise XasrError(f"{config}: unknown key(s) {', '.join(unknown)}; allowed: {keys}")
-    if not isinstance(data.get("name"), str) or not data["name"]:
-        raise XasrError(f"{config}: missing key 'name'")
-    return data
-
-
 def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> Target:
     spec = mapping(spec, where)
     if "lang" in spec:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from xasr.experiments.recipe import EARLY_STEP
-from xasr.io import write_text
 
 CSV_COLUMNS = (
     "target",
@@ -42,11 +40,3 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-
-
-def save_outcome(out: Path, results: dict, report: str) -> None:
-    """A ``kind:`` experiment's end: ``OUT/results.json``, ``OUT/report.md``, the report
-    printed."""
-    write_text(Path(out) / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
-    write_text(Path(out) / "report.md", report)
-    print(report)

@@ -69,6 +69,8 @@ class AsrTask(L.LightningModule):
         self._device_masks = None  # (device, LanguageMasks there)
         self.frozen_until = frozen_until
         self.model = model
+        if cfg.ctc_loss_weight is not None:
+            set_ctc_loss_weight(model, cfg.ctc_loss_weight)
         self.penalty = penalty
         self.vocab = vocab
         self.cfg = cfg
@@ -324,6 +326,18 @@ class MetaAsrTask(AsrTask):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.lr_schedulers().step()
+
+
+def set_ctc_loss_weight(model: nn.Module, weight: float) -> None:
+    """Train an attention encoder-decoder with ``weight`` x CTC in its loss (the model keeps
+    its config: the exported directory has its CTC branch as before); refused for models
+    without a CTC weight (a CTC model's loss is all CTC)."""
+    if not hasattr(model, "ctc_weight") or getattr(model, "head", None) is None:
+        raise XasrError(
+            "ctc_loss_weight: only an attention encoder-decoder with a CTC branch has a CTC "
+            "weight to change"
+        )
+    model.ctc_weight = weight
 
 
 def sub_batch(
