@@ -156,7 +156,6 @@ def _codeswitch_config(tmp_path, en_model, make_recipe, **changes):
                 "target": {"pair": "es-en", "train_minutes": 0.05},
                 "sources": {"en": 0.05, "es": 0.05},
                 "synth": {"dev_utts": 2, "test_utts": 2},
-                "size": "tiny",
                 "base": str(en_model),
                 "seeds": [0],
                 "budget": {"passes": 24},
@@ -189,6 +188,10 @@ def test_codeswitch_experiment_gives_every_arm_the_same_passes(tmp_path, en_mode
     assert rows["meta-reference"]["inner_step"] > 0 and "query_cosine" in rows["meta-reference"]
     assert results["chosen"]["meta-paper"] in ("meta-paper-lr0.01", "meta-paper-lr0.1")
     out = tmp_path / "out"
+    finetuned = json.loads((out / "runs/joint-finetune/seed0/data.json").read_text())
+    assert len(finetuned["train"]) == 1  # the second stage: the target alone
+    joint_stage = json.loads((out / "runs/joint-finetune/seed0/joint-stage/data.json").read_text())
+    assert len(joint_stage["train"]) == 3
     share = json.loads((out / "runs/joint-share/seed0/data.json").read_text())
     assert share["mixing"] == "weights" and [w for _, w in share["train"]] == [4.0, 2.0, 2.0]
     for row in rows.values():

@@ -189,14 +189,16 @@ def test_meta_tasks_sources_with_one_manifest_fails_before_any_file(corpus, tmp_
 
 
 def test_the_diagnosis_measures_the_inner_step_and_the_query_gradients_turn():
-    """diagnose: ||theta' - theta|| is inner_lr times the clipped support gradient's norm; with
-    a tiny inner step the query gradient barely turns (cosine near 1), with a large one it
-    turns; the outer gradient is the same with and without the diagnosis."""
+    """inner_step_diagnosis: ||theta' - theta|| is inner_lr times the clipped support
+    gradient's norm; a zero-size step leaves the query gradient as it was (cosine 1: eval mode,
+    no dropout), a large one turns it; the weights, the training mode and the random generator
+    are as they were."""
     from xasr.config import MODEL_SIZES
     from xasr.models.build import build_model
+    from xasr.train.meta import inner_step_diagnosis
 
     torch.manual_seed(0)
-    model = build_model(MODEL_SIZES["tiny"], 10).eval()
+    model = build_model(MODEL_SIZES["tiny"], 10).train()
 
     def batch(scale, seed):
         g = torch.Generator().manual_seed(seed)
@@ -211,15 +213,17 @@ def test_the_diagnosis_measures_the_inner_step_and_the_query_gradients_turn():
         return m.loss(b)[0]
 
     supports, query = [batch(1.0, 1), batch(0.8, 2)], batch(0.6, 3)
-    tiny = MetaOptions(inner_lr=1e-6, clip=0.0)
-    plain, _ = meta_gradient(model, loss, supports, query, tiny)
-    grads, stats = meta_gradient(model, loss, supports, query, tiny, diagnose=True)
-    assert all(torch.allclose(plain[n], grads[n]) for n in plain)
-    assert 0 < stats["inner_step"] < 1e-3 and stats["query_cosine"] > 0.999
-    clipped = MetaOptions(inner_lr=0.1, clip=0.05)
-    _, stats = meta_gradient(model, loss, supports, query, clipped, diagnose=True)
-    assert abs(stats["inner_step"] - 0.1 * 0.05) < 1e-6  # the clip bounds the step
-    _, stats = meta_gradient(
-        model, loss, supports, query, MetaOptions(inner_lr=1.0, clip=0.0), diagnose=True
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rng = torch.get_rng_state()
+    still = inner_step_diagnosis(
+        model, loss, supports, query, MetaOptions(inner_lr=1e-12, clip=0.0)
     )
-    assert stats["query_cosine"] < 0.99
+    assert still["inner_step"] < 1e-9 and abs(still["query_cosine"] - 1) < 1e-6
+    assert model.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    clipped = inner_step_diagnosis(
+        model, loss, supports, query, MetaOptions(inner_lr=0.1, clip=0.05)
+    )
+    assert abs(clipped["inner_step"] - 0.1 * 0.05) < 1e-6  # the clip bounds the step
+    big = inner_step_diagnosis(model, loss, supports, query, MetaOptions(inner_lr=1.0, clip=0.0))
+    assert big["query_cosine"] < 0.99

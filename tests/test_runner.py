@@ -59,6 +59,7 @@ def grid_config(tmp_path: Path, en_model: Path, de_target: dict, **changes) -> P
         "strategies": {"transfer": {}, "scratch": {"scratch": True}},
         "recipe": TINY_RECIPE,
         "budget": TINY_BUDGET,
+        "primary": {"arm": "transfer", "against": "scratch"},
         "threshold_cer": 1.0,
         **changes,
     }
@@ -277,6 +278,10 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
         (other,) = winner["against"].values()
         assert other["low"] <= other["difference"] <= other["high"] and other["seeds"] == [1, 1]
     assert "### Which strategy won (chosen on dev" in report and "**chosen on dev**" in report
+    for compared in results["comparisons"]["de"].values():  # one verdict per base
+        (verdict,) = compared["primary"].values()
+        assert verdict["verdict"] in ("held", "reversed", "no difference")
+    assert f"At 0.07 min, from {en_model.parent.name}, primary comparison: **" in report
     assert "At 0.07 min, **" in printed
     prefix = out / "data" / "de" / "train-0.03min.jsonl"
     assert len(prefix.read_text().splitlines()) == 2  # the shortest prefix reaching 1.8 s
@@ -342,6 +347,9 @@ def test_cells_train_in_parallel_workers(tmp_path, en_model, de_target):
     logs = [(out / f"worker-{i}.log").read_text() for i in range(2)]
     trained = [line for log in logs for line in log.splitlines() if line.startswith("== de/")]
     assert len(trained) == 4 and len(set(trained)) == 4  # each cell by one worker
+    # again: every finished cell checked and read by one worker, none trained
+    assert main(["experiment", str(path), "--no-progress", "--jobs", "2"]) == 0
+    assert all(len(list((out / row["cell"] / "logs").iterdir())) == 1 for row in results["rows"])
     assert all(len(list((out / row["cell"] / "logs").iterdir())) == 1 for row in results["rows"])
 
 
@@ -506,6 +514,7 @@ def test_forgetting_is_recorded_when_source_data_is_given(
         de_target,
         train_minutes=[0.03],
         strategies={"transfer": {}},
+        primary=None,
         source_data={"train": str(corpus.en_train), "test": str(corpus.en_dev)},
     )
     results = run_experiment(path, progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,9 +59,21 @@ def prepare_data(exp: Experiment, target: Target, progress: bool) -> TargetData:
                 f"{total:.2f} minutes, less than train_minutes {minutes:g}"
             )
         path = folder / f"train-{minutes:g}min.jsonl"
-        write_manifest(path, prefix)
+        write_if_changed(path, prefix)
         train[minutes] = path
     return TargetData(train, splits["dev"], splits["test"])
+
+
+def write_if_changed(path: Path, utterances) -> None:
+    """Write the manifest through a file of this process's own, and put it in place only when
+    it differs from what is there: workers preparing the same data (``--jobs``) neither race
+    on one temporary name nor rewrite a file another is reading."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
+    write_manifest(tmp, utterances)
+    if path.is_file() and path.read_bytes() == tmp.read_bytes():
+        tmp.unlink()
+    else:
+        os.replace(tmp, path)
 
 
 def prepare_source(exp: Experiment, progress: bool) -> TargetData:

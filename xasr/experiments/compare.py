@@ -75,6 +75,8 @@ def compare_with_best(out: Path, by_label: dict[str, list[dict]], metric: str = 
 def primary_verdict(out: Path, arm: list[dict], against: list[dict], metric: str = "cer") -> dict:
     """The config's primary comparison in one group: {"compared": the bootstrap,
     "verdict": held | reversed | no difference}."""
+    if not arm or not against:
+        return {"compared": {"missing": "an arm has no finished run"}, "verdict": "not made"}
     compared = compare_labels(out, arm, against, metric)
     if "verdict" not in compared:
         return {"compared": compared, "verdict": "not made"}
@@ -86,11 +88,23 @@ def _pooled(tests: list[dict], metric: str) -> float:
     return float(counts[..., 0].sum() / max(counts[..., 1].sum(), 1))
 
 
+def arm_rows(exp: Experiment, rows: list[dict], name: str, base: str) -> list[dict]:
+    """The rows of strategy or family ``name`` that stand for ``base`` (a scratch cell stands
+    for every base of its architecture), a family by its member best on dev."""
+    mine = [r for r in rows if base in r["bases"].split()]
+    members = dict(exp.select).get(name)
+    if members is None:
+        return [r for r in mine if r["strategy"] == name]
+    candidates = {m: [r for r in mine if r["strategy"] == m] for m in members}
+    candidates = {m: rs for m, rs in candidates.items() if rs}
+    return candidates[select_on_dev(candidates)] if candidates else []
+
+
 def compare_grid(exp: Experiment, rows: list[dict]) -> dict:
     """{target: {"<N>": comparisons at N minutes}} for every (target, size) with two or more
     strategies finished: "winner" (``compare_with_best``, the best chosen on dev), "chosen"
-    ({family: the member chosen on dev}, ``exp.select``) and "primary" (``primary_verdict`` of
-    ``exp.primary``, families standing for their chosen member)."""
+    ({family: the member chosen on dev}, ``exp.select``) and "primary" ({base: ``primary_verdict``
+    of ``exp.primary`` for that base}, families standing for their chosen member)."""
     comparisons: dict[str, dict] = {}
     for target in dict.fromkeys(r["target"] for r in rows):
         target_rows = [r for r in rows if r["target"] == target]
@@ -99,12 +113,16 @@ def compare_grid(exp: Experiment, rows: list[dict]) -> dict:
             by_label = {label: by[minutes] for label, by in groups.items() if minutes in by}
             if len(by_label) < 2:
                 continue
-            families = family_rows(exp, [r for r in target_rows if r["minutes"] == minutes])
+            at_size = [r for r in target_rows if r["minutes"] == minutes]
+            families = family_rows(exp, at_size)
             chosen = {family: select_on_dev(members) for family, members in families.items()}
             entry = {"winner": compare_with_best(exp.out, by_label), "chosen": chosen}
-            arms = {**by_label, **{f: families[f][c] for f, c in chosen.items()}}
-            if exp.primary is not None and all(label in arms for label in exp.primary):
-                arm, against = exp.primary
-                entry["primary"] = primary_verdict(exp.out, arms[arm], arms[against])
+            if exp.primary is not None:
+                entry["primary"] = {
+                    base.name: primary_verdict(
+                        exp.out, *(arm_rows(exp, at_size, name, base.name) for name in exp.primary)
+                    )
+                    for base in exp.bases
+                }
             comparisons.setdefault(target, {})[f"{minutes:g}"] = entry
     return comparisons

@@ -176,42 +176,49 @@ def run_workers(config, out: Path, jobs: int, rerun_changed: bool) -> None:
 
 
 def run_worker(kind: Kind, setting, arms: list[Arm], progress: bool, rerun_changed: bool) -> dict:
-    """Train every arm no other worker holds (an exclusive lock on ``ARM.lock``); the report is
+    """Run every arm no other worker holds (an exclusive lock on ``ARM.lock``); the report is
     the parent's."""
     torch.set_num_threads(1)
     data = kind.prepare(setting, progress)  # built by the parent already: only read
     trained = []
     for arm in arms:
-        if arm.state()[0] == "done":
-            continue
         arm.dir.parent.mkdir(parents=True, exist_ok=True)
         with open(arm.dir.parent / f"{arm.dir.name}.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another worker trains it
+            except BlockingIOError:  # another worker has it
                 continue
-            if arm.state()[0] == "done":  # finished by another worker meanwhile
-                continue
+            # a finished arm too: its recorded config is checked (and with --rerun-changed it
+            # is trained again), then its record read
             print(f"== {arm.id} ==", flush=True)
             kind.run_arm(setting, arm, data, progress, rerun_changed)
             trained.append(arm.id)
     return {"trained": trained}
 
 
-def changed_keys(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ between two arm specs, dotted (``recipe.lr``), among keys
-    both have (a field added to xasr later is not a change); manifest paths and loader workers
-    do not change what an arm measures."""
+def changed_keys(old: dict, new: dict, tolerant: bool = True) -> list[str]:
+    """The keys whose values differ between two arm specs, dotted (``recipe.lr``). A key only
+    one side has is a change, except at the top level and in the dumps of config dataclasses
+    (keys ending in ``recipe``, ``options`` or ``model``: a field added to xasr later is not a
+    change); manifest paths and loader workers do not change what an arm measures."""
     changed = []
-    for key in sorted(set(old) & set(new)):
-        a, b = old[key], new[key]
+    for key in sorted(set(old) | set(new), key=str):
         if key.endswith("_manifest") or key == "num_workers":
             continue
+        if key not in old or key not in new:
+            if not tolerant:
+                changed.append(str(key))
+            continue
+        a, b = old[key], new[key]
         if isinstance(a, dict) and isinstance(b, dict):
-            changed += [f"{key}.{k}" for k in changed_keys(a, b)]
+            loose = str(key).endswith(TOLERANT)
+            changed += [f"{key}.{k}" for k in changed_keys(a, b, loose)]
         elif a != json.loads(json.dumps(b)):
-            changed.append(key)
+            changed.append(str(key))
     return changed
+
+
+TOLERANT = ("recipe", "options", "model")  # dumps of dataclasses that may gain fields
 
 
 def check_spec(arm: Arm, spec: dict, rerun_changed: bool = False) -> None:

@@ -316,19 +316,21 @@ def _winner_section(
 
 
 def _primary_summary(minutes: float, c: dict) -> list[str]:
-    primary = c.get("primary")
-    if primary is None:
-        return []
-    compared = primary["compared"]
-    if "verdict" not in compared:
-        return [f"At {minutes:g} min: primary comparison not made ({compared})."]
-    return [
-        (
-            f"At {minutes:g} min, primary comparison: **{primary['verdict']}**, test CER "
-            f"difference {interval_text(compared)} (seeds {compared['seeds'][0]} and "
-            f"{compared['seeds'][1]})."
+    """The primary verdict at this size, one line per base (every base's, said even when it
+    could not be made)."""
+    lines = []
+    for base, primary in c.get("primary", {}).items():
+        compared = primary["compared"]
+        at = f"At {minutes:g} min, from {base}, primary comparison"
+        if "verdict" not in compared:
+            reason = compared.get("missing") or compared.get("error") or "no runs"
+            lines.append(f"{at}: not made ({reason}).")
+            continue
+        lines.append(
+            f"{at}: **{primary['verdict']}**, test CER difference {interval_text(compared)} "
+            f"(seeds {compared['seeds'][0]} and {compared['seeds'][1]})."
         )
-    ]
+    return lines
 
 
 def _winner_summary(minutes: float, c: dict) -> str:
@@ -342,7 +344,9 @@ def _winner_summary(minutes: float, c: dict) -> str:
     text = f"At {minutes:g} min, **{w['best']}** had the lowest dev CER" + (
         f" (test CER {100 * rate:.1f} %)" if rate is not None else ""
     )
-    text += f"; on test it beat {len(better)} of {len(w['against'])} others outside chance"
+    text += f"; on test it beat {len(better)} of {len(compared)} others outside chance"
+    if len(compared) < len(w["against"]):
+        text += f" ({len(w['against']) - len(compared)} not compared: no test hypotheses)"
     if ties:
         text += f", within chance of {', '.join(ties)}"
     if worse:
@@ -358,9 +362,7 @@ def _work_section(exp: Experiment, rows: list[dict]) -> list[str]:
         for label, by in group_rows(exp, [r for r in rows if r["target"] == target.name]).items()
         for m, group in by.items()
     ]
-    return work_section(
-        arms, ["target", "strategy", "min"], exp.budget.describe(), exp.recipe.val_every
-    )
+    return work_section(arms, ["target", "strategy", "min"], exp.budget, exp.recipe.val_every)
 
 
 def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:

@@ -8,7 +8,7 @@ import statistics
 from xasr.decode.significance import interval_text
 
 WORK_HEADER = ["steps", "target audio s", "all audio s", "passes", "wall s", "stopped by",
-               "best at the end"]  # fmt: skip
+               "spent the budget", "best at the end"]  # fmt: skip
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -30,15 +30,17 @@ def mean_std(values: list[float]) -> str:
     return text + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
 
-def work_cells(rows: list[dict], val_every: int) -> list[str]:
-    """One arm's spending over its seeds (means), how its runs stopped, and how many seeds had
-    their best dev checkpoint at the last validation (still improving at the budget's end)."""
+def work_cells(rows: list[dict], budget, val_every: int) -> list[str]:
+    """One arm's spending over its seeds (means), how its runs stopped, how many spent the
+    whole ``budget`` (an ``xasr.experiments.budget.Budget``), and how many had their best dev
+    checkpoint at the last validation (still improving at the budget's end)."""
 
     def mean(key: str) -> str:
         values = [r[key] for r in rows if r.get(key) is not None]
         return f"{statistics.mean(values):,.0f}" if values else "-"
 
     stops = ", ".join(sorted({r["stopped_by"] for r in rows if "stopped_by" in r}))
+    spent = sum(budget.spent_by(r) for r in rows)
     late = sum(r.get("best_step", -1) >= r.get("steps", 0) - val_every for r in rows)
     return [
         mean("steps"),
@@ -47,25 +49,28 @@ def work_cells(rows: list[dict], val_every: int) -> list[str]:
         mean("passes"),
         mean("train_seconds"),
         stops,
+        f"{spent}/{len(rows)}",
         f"{late}/{len(rows)}",
     ]
 
 
-def work_section(arms: list[tuple[list[str], list[dict]]], head: list[str], rule: str,
+def work_section(arms: list[tuple[list[str], list[dict]]], head: list[str], budget,
                  val_every: int) -> list[str]:  # fmt: skip
     """The budget table: ``arms`` is [(the arm's leading cells, its rows over seeds)], ``head``
-    names the leading cells; ``rule`` is the budget's description."""
+    names the leading cells; ``budget``: the experiment's."""
     return [
         "## Budgets: what each arm spent",
         "",
         (
-            f"Rule: {rule}. Means over seeds; *best at the end*: seeds whose best dev checkpoint "
-            "was the last validation (still improving when the budget ran out)."
+            f"Rule: {budget.describe()}. Means over seeds; *spent the budget*: seeds whose run "
+            "reached it (one that did not stopped early or hit its step ceiling: its figures "
+            "are not at the budget); *best at the end*: seeds whose best dev checkpoint was the "
+            "last validation (still improving when the budget ran out)."
         ),
         "",
         markdown_table(
             [*head, "seeds", *WORK_HEADER],
-            [[*lead, len(rows), *work_cells(rows, val_every)] for lead, rows in arms],
+            [[*lead, len(rows), *work_cells(rows, budget, val_every)] for lead, rows in arms],
         ),
     ]
 

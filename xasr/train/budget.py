@@ -13,6 +13,9 @@ and any one of them can end the run:
   that reads it;
 * passes: ``TrainConfig.max_passes``.
 
+With the last two, the learning-rate schedule follows the share of the budget spent
+(``WorkCounter.fraction``), not the steps, so a run's cosine ends with its budget.
+
 Counts travel in the checkpoint, so a killed run resumes with them. Under DDP each rank counts
 its own batches and the figures are this rank's times the world size (ranks draw equal shares).
 """
@@ -89,16 +92,27 @@ class WorkCounter(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx):
         self.work.add(*step_work(batch), scale=trainer.world_size)
-        if self.spent(trainer) is not None:
+        # every rank stops together (ranks' batches differ in length, so their counts do too)
+        if trainer.strategy.reduce_boolean_decision(self.spent() is not None, all=False):
             trainer.should_stop = True
 
-    def spent(self, trainer: L.Trainer | None = None) -> str | None:
+    def spent(self) -> str | None:
         """Which budget is spent ("audio seconds budget", "passes budget") or None."""
         if self.max_audio_seconds is not None and self.work.audio_seconds >= self.max_audio_seconds:
             return "audio seconds budget"
         if self.max_passes is not None and self.work.passes >= self.max_passes:
             return "passes budget"
         return None
+
+    def fraction(self) -> float:
+        """The largest share spent of the audio-seconds and passes budgets (0: none set): the
+        learning-rate schedule's clock for such budgets."""
+        shares = [0.0]
+        if self.max_audio_seconds:
+            shares.append(self.work.audio_seconds / self.max_audio_seconds)
+        if self.max_passes:
+            shares.append(self.work.passes / self.max_passes)
+        return max(shares)
 
     def state_dict(self) -> dict:
         return asdict(self.work)

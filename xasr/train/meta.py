@@ -56,31 +56,22 @@ def meta_gradient(
     supports: Sequence[dict],
     query: dict,
     opts: MetaOptions,
-    diagnose: bool = False,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """The outer gradient G of one meta step, {parameter name: tensor}, and the mean support
     and query losses. ``loss(model, batch)`` is the training loss of a batch; ``supports``: one
     batch per task. The model's weights are as they were when this returns. The outer step
-    clips G as the reference code does (the training loop's part, with the optimiser).
-
-    ``diagnose`` adds whether the inner step did anything: "inner_step", the mean over tasks
-    of ||theta_i' - theta||, and "query_cosine", the mean cosine between the query gradient at
-    theta_i' and at theta (one more query pass, not part of the step: near 1 and a tiny inner
-    step mean the step trains on the query batch alone, as plain training would)."""
+    clips G as the reference code does (the training loop's part, with the optimiser)."""
     if not supports:
         raise ValueError("a meta step needs at least one support batch (one task)")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start = {n: p.detach().clone() for n, p in params.items()}
     total = {n: torch.zeros_like(p) for n, p in params.items()}
-    support_losses, query_losses, steps, cosines = [], [], [], []
-    at_start = _gradients(loss(model, query), params) if diagnose else None
+    support_losses, query_losses = [], []
     try:
         for support in supports:
             grads = _gradients(loss(model, support), params)
             _clip(grads, opts.clip)
             support_losses.append(grads.pop(None))
-            if diagnose:
-                steps.append(opts.inner_lr * float(_norm(grads.values())))
             with torch.no_grad():
                 for n, p in params.items():
                     p.sub_(opts.inner_lr * grads[n])
@@ -88,8 +79,6 @@ def meta_gradient(
                         total[n] += grads[n]
             query_grads = _gradients(loss(model, query), params)
             query_losses.append(query_grads.pop(None))
-            if diagnose:
-                cosines.append(_cosine(query_grads, at_start))
             with torch.no_grad():
                 for n, p in params.items():
                     total[n] += query_grads[n] / len(supports)
@@ -102,10 +91,52 @@ def meta_gradient(
         "support_loss": sum(support_losses) / len(support_losses),
         "query_loss": sum(query_losses) / len(query_losses),
     }
-    if diagnose:
-        stats["inner_step"] = sum(steps) / len(steps)
-        stats["query_cosine"] = sum(cosines) / len(cosines)
     return total, stats
+
+
+def inner_step_diagnosis(
+    model: nn.Module,
+    loss: Callable[[nn.Module, dict], Tensor],
+    supports: Sequence[dict],
+    query: dict,
+    opts: MetaOptions,
+) -> dict[str, float]:
+    """Whether the inner step does anything: "inner_step", the mean over tasks of
+    ||theta_i' - theta|| (inner_lr x the clipped support gradient's norm), and "query_cosine",
+    the mean cosine between the query gradient at theta_i' and at theta. A tiny step with a
+    cosine near 1 means a meta step trains on the query batch alone, as plain training would.
+
+    Measured apart from the step (1 + 2 x tasks more passes, not part of any budget), in eval
+    mode (no dropout: with a zero step the cosine is exactly 1) with ``loss`` given no
+    augmentation, and with the random generators restored after, so a diagnosed run trains as
+    an undiagnosed one does. The weights are as they were when this returns."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    start = {n: p.detach().clone() for n, p in params.items()}
+    rng = torch.get_rng_state()
+    was_training = model.training
+    model.eval()
+    steps, cosines = [], []
+    try:
+        at_start = _gradients(loss(model, query), params)
+        for support in supports:
+            grads = _gradients(loss(model, support), params)
+            _clip(grads, opts.clip)
+            grads.pop(None)
+            steps.append(opts.inner_lr * float(_norm(grads.values())))
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.sub_(opts.inner_lr * grads[n])
+            cosines.append(_cosine(_gradients(loss(model, query), params), at_start))
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(start[n])
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(start[n])
+        model.train(was_training)
+        torch.set_rng_state(rng)
+    return {"inner_step": sum(steps) / len(steps), "query_cosine": sum(cosines) / len(cosines)}
 
 
 def _norm(tensors) -> Tensor:

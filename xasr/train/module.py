@@ -19,7 +19,8 @@ from xasr.data.features import spec_augment
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
 from xasr.decode.strategy import decode
 from xasr.errors import XasrError
-from xasr.train.meta import MetaOptions, meta_gradient
+from xasr.train.budget import WorkCounter
+from xasr.train.meta import MetaOptions, inner_step_diagnosis, meta_gradient
 
 
 def make_adamw(
@@ -217,7 +218,12 @@ class AsrTask(L.LightningModule):
             self.trainer.precision,
         )
         groups = optimizer.param_groups
-        schedule = partial(lr_factor, warmup=self.cfg.warmup_steps, total=self.cfg.max_steps)
+        schedule = partial(
+            lr_factor,
+            warmup=self.cfg.warmup_steps,
+            total=self.cfg.max_steps,
+            spent=self._budget_spent,
+        )
         # A group frozen for the first S steps has learning rate 0 until then: AdamW's decoupled
         # weight decay is scaled by the learning rate too, so those weights do not move at all,
         # and DDP sees the same parameter set throughout.
@@ -232,6 +238,11 @@ class AsrTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _budget_spent(self) -> float:
+        """The share of the run's audio-seconds or passes budget spent so far (0 without one)."""
+        counters = [c for c in self.trainer.callbacks if isinstance(c, WorkCounter)]
+        return max((c.fraction() for c in counters), default=0.0)
 
     def _param_groups(self) -> list[dict]:
         """trainable / frozen_until groups, each split off into an ``_anchored`` twin without
@@ -275,10 +286,10 @@ class MetaAsrTask(AsrTask):
         return model.loss(batch, self._augment)[0]
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        # every validation interval, whether the inner step did anything (xasr.train.meta)
-        diagnose = (self.global_step + 1) % self.cfg.val_every == 0
+        if (self.global_step + 1) % self.cfg.val_every == 0:
+            self._diagnose(batch)
         grads, stats = meta_gradient(
-            self.model, self._loss, batch["supports"], batch["query"], self.meta, diagnose
+            self.model, self._loss, batch["supports"], batch["query"], self.meta
         )
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if self.penalty is not None:
@@ -294,9 +305,6 @@ class MetaAsrTask(AsrTask):
         # train_loss is the query loss at the adapted weights: what the outer step lowers.
         self.log("train_loss", stats["query_loss"], prog_bar=True, batch_size=query)
         self.log("support_loss", stats["support_loss"], batch_size=query)
-        for key in ("inner_step", "query_cosine"):
-            if key in stats:
-                self.log(key, stats[key], batch_size=1)
         seconds = sum(b["audio_lengths"].sum() for b in [*batch["supports"], batch["query"]])
         self.log(
             "audio_seconds",
@@ -307,6 +315,17 @@ class MetaAsrTask(AsrTask):
             on_epoch=True,
             sync_dist=True,
         )
+
+    def _diagnose(self, batch: dict) -> None:
+        """At each validation step, whether the inner step did anything
+        (``xasr.train.meta.inner_step_diagnosis``), written straight to the curve's log (as
+        ``inner_step``, ``query_cosine``: step metrics would be thinned by log_every_n_steps)."""
+        found = inner_step_diagnosis(
+            self.model, lambda m, b: m.loss(b, None)[0], batch["supports"], batch["query"],
+            self.meta,
+        )  # fmt: skip
+        if self.logger is not None and self.trainer.is_global_zero:
+            self.logger.log_metrics(found, step=self.global_step + 1)
 
     def _step(self, params: dict[str, nn.Parameter], grads: dict[str, torch.Tensor]) -> None:
         """The outer AdamW step along ``grads``, averaged over ranks and clipped."""
@@ -350,11 +369,15 @@ def sub_batch(
     return audio[idx, : int(lengths.max())], lengths
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to 10% at ``total`` steps."""
+def lr_factor(step: int, warmup: int, total: int, spent=None) -> float:
+    """Linear warm-up, then cosine decay to 10% at ``total`` steps, or sooner when ``spent()``
+    (the share of an audio-seconds or passes budget already spent) says so: a run ends with
+    its budget, however many steps that takes."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if spent is not None:
+        progress = max(progress, min(1.0, spent()))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -57,7 +57,7 @@ from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, 
 from xasr.io import write_text
 from xasr.train.curve import read_curve
 
-KEYS = ("target", "sources", "synth", "arch", "size", "base", "arms", "joint", "finetune",
+KEYS = ("target", "sources", "synth", "base", "arms", "joint", "finetune",
         "finetune_share", "meta", "inner_lrs", "validations")  # fmt: skip
 ARMS = ("target", "joint", "joint-share", "joint-finetune", "meta-paper", "meta-reference")
 SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
@@ -72,8 +72,6 @@ class Setting:
     target_minutes: float
     sources: dict[str, float]
     synth: dict
-    arch: str
-    size: str
     base: str
     arms: tuple[str, ...]
     joint: TrainConfig
@@ -155,8 +153,6 @@ class CodeswitchKind:
             target_minutes=float(target.get("train_minutes", 5)),
             sources={str(k): float(v) for k, v in sources.items()},
             synth=synth,
-            arch=str(data.get("arch", "ctc")),
-            size=str(data.get("size", "small")),
             base=str(data["base"]),
             arms=arms,
             joint=recipe_variant(
@@ -192,30 +188,44 @@ class CodeswitchKind:
         return splits
 
     def recipe(
-        self, s: Setting, run: Run, splits: dict, budget: Budget | None = None
+        self, s: Setting, run: Run, variant: str, splits: dict, budget: Budget
     ) -> TrainConfig:
-        """The arm's recipe: its variant, seed, budget (in its own steps) and validations."""
-        budget = budget or s.common.budget
+        """A training stage's recipe: ``variant`` (target, joint, joint-share, finetune,
+        meta-paper, meta-reference), the run's seed, ``budget`` in the variant's own steps, and
+        ``s.validations`` validations spread over them."""
         per_step = 1
-        if run.family == "target":
+        if variant == "target":
             cfg = s.common.recipe
-        elif run.family in ("joint", "joint-finetune"):
+        elif variant == "joint":
             cfg = s.joint
-        elif run.family == "joint-share":
+        elif variant == "finetune":
+            cfg = s.finetune
+        elif variant == "joint-share":
             cfg = joint_share(s, splits["mean_seconds"])
         else:
-            variant = run.family.removeprefix("meta-")
-            cfg = replace(s.meta, meta_variant=variant, inner_lr=run.inner_lr or s.meta.inner_lr)
+            cfg = replace(s.meta, meta_variant=variant.removeprefix("meta-"),
+                          inner_lr=run.inner_lr or s.meta.inner_lr)  # fmt: skip
             per_step = 2 * s.n_tasks
         cfg = budget.recipe(replace(cfg, seed=run.seed), passes_per_step=per_step)
         return replace(cfg, val_every=max(1, cfg.max_steps // s.validations))
 
-    def train_sets(self, s: Setting, run: Run, splits: dict) -> list:
+    def stages(self, s: Setting, run: Run, splits: dict) -> list[tuple[str, str, TrainConfig]]:
+        """(directory name, variant, recipe) of each training stage of the arm, in order; the
+        last one's directory is the arm's own ("")."""
+        if run.family == "joint-finetune":  # the budget split between the two stages
+            first, second = self.stage_budgets(s)
+            return [
+                ("joint-stage", "joint", self.recipe(s, run, "joint", splits, first)),
+                ("", "finetune", self.recipe(s, run, "finetune", splits, second)),
+            ]
+        return [("", run.family, self.recipe(s, run, run.family, splits, s.common.budget))]
+
+    def train_sets(self, s: Setting, variant: str, splits: dict) -> list:
         target = splits[s.pair]["train"]
-        if run.family == "target":
+        if variant in ("target", "finetune"):
             return [target]
         everything = [target, *(splits[lang]["train"] for lang in s.sources)]
-        if run.family == "joint-share":
+        if variant == "joint-share":
             return [Source(str(m), w) for m, w in zip(everything, share_weights(s), strict=True)]
         return everything
 
@@ -225,26 +235,26 @@ class CodeswitchKind:
         from xasr.decode.evaluate import evaluate
         from xasr.transfer.finetune import TransferOptions, transfer
 
-        cfg = self.recipe(s, run, splits)
-        spec = {"recipe": asdict(cfg), "base": s.base, "pair": s.pair, "synth": s.synth,
-                "minutes": {s.pair: s.target_minutes, **s.sources}}  # fmt: skip
+        stages = self.stages(s, run, splits)
+        spec = {
+            **{f"{name or 'arm'}_recipe": asdict(cfg) for name, _, cfg in stages},
+            "base": s.base, "pair": s.pair, "synth": s.synth, "finetune_share": s.finetune_share,
+            "shares": share_weights(s), "data": {s.pair: s.target_minutes, **s.sources},
+        }  # fmt: skip
         check_spec(run, spec, rerun_changed)
         if run.state()[0] == "done":
             return json.loads((run.dir / "cell.json").read_text(encoding="utf-8"))
         dev = [splits[s.pair]["dev"]]
-        stages = []
-        if not (run.dir / "result.json").is_file():
-            opts = TransferOptions(source=s.base)
-            if run.family == "joint-finetune":  # the budget split between two stages
-                first, second = self.stage_budgets(s)
-                stage = run.dir / "joint-stage"
-                transfer(stage, self.train_sets(s, replace(run, family="joint"), splits), dev,
-                         opts, self.recipe(s, run, splits, first), progress=progress)  # fmt: skip
-                opts = TransferOptions(source=str(stage / "model"))
-                cfg = replace(self.recipe(s, run, splits, second), **_finetune_keys(s))
-            transfer(run.dir, self.train_sets(s, run, splits), dev, opts, cfg, progress=progress)
-        if (run.dir / "joint-stage" / "result.json").is_file():
-            stages.append(json.loads((run.dir / "joint-stage" / "result.json").read_text()))
+        source = s.base
+        for name, variant, cfg in stages:
+            stage = run.dir / name
+            if not (stage / "result.json").is_file():
+                transfer(stage, self.train_sets(s, variant, splits), dev,
+                         TransferOptions(source=source), cfg, progress=progress)  # fmt: skip
+            source = str(stage / "model")
+        earlier = [
+            json.loads((run.dir / name / "result.json").read_text()) for name, _, _ in stages[:-1]
+        ]
         tests = {}
         for lang in (s.pair, *s.sources):
             name = "test.json" if lang == s.pair else f"test-{lang}.json"
@@ -254,7 +264,7 @@ class CodeswitchKind:
             if "by_stretch_language" in scored:
                 tests[lang]["by_stretch_language"] = scored["by_stretch_language"]
         result = json.loads((run.dir / "result.json").read_text(encoding="utf-8"))
-        return save_record(run, {"train": result, "stages": stages, "test": tests})
+        return save_record(run, {"train": result, "stages": earlier, "test": tests})
 
     def stage_budgets(self, s: Setting) -> tuple[Budget, Budget]:
         b = s.common.budget
@@ -370,12 +380,6 @@ def joint_share(s: Setting, mean_seconds: float) -> TrainConfig:
     )
 
 
-def _finetune_keys(s: Setting) -> dict:
-    """What the finetune recipe changes of the common recipe (its lr and warm-up, say)."""
-    base, tuned = asdict(s.common.recipe), asdict(s.finetune)
-    return {k: v for k, v in tuned.items() if base[k] != v and k not in ("seed",)}
-
-
 def meta_diagnosis(run_dir: Path) -> dict:
     """Mean inner step ||theta' - theta|| and query-gradient cosine over the logged steps."""
     rows = read_curve(run_dir) if (run_dir / "logs").is_dir() else []
@@ -470,7 +474,7 @@ def codeswitch_report(s: Setting, rows: list[dict], chosen: dict, verdicts: dict
         ([label], [r for r in rows if r["label"] == label])
         for label in dict.fromkeys(r["label"] for r in rows)
     ]
-    lines += work_section(arms, ["arm"], s.common.budget.describe(), 0)
+    lines += work_section(arms, ["arm"], s.common.budget, 0)
     lines += ["", "![dev curves](curves.png)"]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]

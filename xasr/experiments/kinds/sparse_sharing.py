@@ -26,6 +26,7 @@ against random-mask at its sparsity.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -39,6 +40,7 @@ from xasr.experiments.compare import primary_verdict, select_on_dev
 from xasr.experiments.engine import check_spec, run_state, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
 from xasr.io import write_text
+from xasr.models.build import WEIGHTS_FILE
 
 KEYS = ("languages", "synth", "arch", "size", "dense", "dense_budget", "finetune", "adapt",
         "adapt_budget", "sparsities", "rounds", "arms")  # fmt: skip
@@ -153,9 +155,11 @@ class SparseSharingKind:
     def run_arm(
         self, s: Setting, run: Run, splits: dict, progress: bool, rerun_changed: bool
     ) -> dict:
-        spec = {"dense": asdict(self.dense_recipe(s, run.seed)), "budget": asdict(s.common.budget),
-                "recipe": asdict(s.dense), "finetune": asdict(s.finetune), "adapt": asdict(s.adapt),
-                "adapt_budget": asdict(s.adapt_budget), "synth": s.synth, "languages": s.languages}  # fmt: skip
+        spec = {"dense_recipe": asdict(self.dense_recipe(s, run.seed)), "budget": asdict(s.common.budget),
+                "recipe": asdict(s.dense), "finetune_recipe": asdict(s.finetune),
+                "adapt_recipe": asdict(s.adapt), "adapt_budget": asdict(s.adapt_budget),
+                "synth": s.synth, "languages": s.languages, "model": {"size": s.size, "arch": s.arch},
+                "rounds": s.rounds}  # fmt: skip
         check_spec(run, spec, rerun_changed)
         if run.state()[0] == "done":
             return json.loads((run.dir / "cell.json").read_text(encoding="utf-8"))
@@ -174,7 +178,7 @@ class SparseSharingKind:
         from xasr.models.build import model_config
         from xasr.train.loop import train
 
-        run = s.out / "runs" / "dense" / f"seed{seed}" / "start"
+        run = s.out / "runs" / "dense-start" / f"seed{seed}"  # no arm's directory: never moved
         with _held(run):
             if not (run / "result.json").is_file():
                 train(run, [splits[g]["train"] for g in s.languages], [splits[g]["dev"] for g in s.languages],
@@ -194,7 +198,7 @@ class SparseSharingKind:
                 cfg = share.recipe(replace(s.finetune, seed=run.seed))
                 transfer(copy, [splits[lang]["train"]], [splits[lang]["dev"]],
                          TransferOptions(source=str(dense / "model")), cfg, progress=progress)  # fmt: skip
-            stages.append(_result(copy))
+            stages.append({**_result(copy), "lang": lang})
             tests.update(self.score(s, copy, splits, [lang]))
         return stages, tests
 
@@ -226,7 +230,9 @@ class SparseSharingKind:
     def adapted_masks(self, s: Setting, run: Run, dense: Path, splits: dict, progress: bool):
         from xasr.transfer.sparse import find_masks
 
-        adapt_dir = s.out / "adapt" / f"seed{run.seed}"
+        # keyed by the dense model's weights: a dense start trained again is adapted again
+        digest = hashlib.sha1((dense / "model" / WEIGHTS_FILE).read_bytes()).hexdigest()[:10]
+        adapt_dir = s.out / "adapt" / f"seed{run.seed}-{digest}"
         cfg = s.adapt_budget.recipe(replace(s.adapt, seed=run.seed, monitor="all"))
         with _held(adapt_dir):  # the adaptations are shared by every sparsity of the seed
             masks = find_masks(
@@ -250,15 +256,22 @@ class SparseSharingKind:
         return tests
 
     def rows(self, s: Setting, run: Run, record: dict) -> list[dict]:
+        """One row per language; the arm's work summed over its stages (a sparse arm's
+        adaptations and training; every fine-tuned copy), its best checkpoint and stop the
+        language's own run's."""
         stages = record["stages"]
-        last = stages[-1] if stages else {}
 
         def total(key: str):
             values = [st.get("work", {}).get(key) for st in stages]
             return None if not values or None in values else sum(values)
 
-        return [
-            {
+        rows = []
+        for lang, test in record["test"].items():
+            own = next(
+                (st for st in stages if st.get("lang") == lang), stages[-1] if stages else {}
+            )
+            before = 0 if "lang" in own else sum(st["steps"] for st in stages[:-1])
+            rows.append({
                 "group": lang,
                 "label": run.name,
                 "family": run.family,
@@ -267,17 +280,16 @@ class SparseSharingKind:
                 "test_file": Path(test["file"]).name,
                 "test_cer": test["cer"],
                 "test_wer": test["wer"],
-                "best_dev_cer": last.get("best_dev_cer"),
+                "best_dev_cer": own.get("best_dev_cer"),
                 "steps": sum(st["steps"] for st in stages),
-                "best_step": last.get("best_step", 0) + sum(st["steps"] for st in stages[:-1]),
-                "stopped_by": last.get("stopped_by", "-"),
+                "best_step": own.get("best_step", 0) + before,
+                "stopped_by": own.get("stopped_by", "-"),
                 "train_seconds": sum(st["seconds"] for st in stages),
                 "passes": total("passes"),
                 "audio_seconds": total("audio_seconds"),
                 "target_audio_seconds": None,
-            }
-            for lang, test in record["test"].items()
-        ]
+            })  # fmt: skip
+        return rows
 
     def finish(self, s: Setting, records: dict[str, dict], data) -> dict:
         runs = self.arms(s)
@@ -409,10 +421,11 @@ def sparse_report(s: Setting, rows: list[dict], chosen: dict, verdicts: dict, mi
         lines += [
             verdict_sentence(f"{lang}", chosen["sparse"], against, v) for lang, v in by_lang.items()
         ]
-    # every row of an arm carries the arm's whole work (a fine-tuned copy's row: all copies')
+    # every row of an arm carries the arm's whole work (a fine-tuned copy's row: all copies');
+    # the dense start has its own budget, stated above
     arms = [([label], [r for r in rows if r["label"] == label and r["group"] == langs[0]])
-            for label in labels]  # fmt: skip
-    lines += ["", *work_section(arms, ["arm"], s.common.budget.describe(), 0)]
+            for label in labels if label != "dense"]  # fmt: skip
+    lines += ["", *work_section(arms, ["arm"], s.common.budget, 0)]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
     return "\n".join(lines) + "\n"
