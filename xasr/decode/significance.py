@@ -98,9 +98,9 @@ def hierarchical_bootstrap(
     (``seed_counts``). Each resample draws each system's seeds with replacement (independently:
     seed k of one arm is no twin of seed k of another) and one set of utterances with
     replacement for both (the same test set: paired), and pools the errors over the drawn seeds
-    and utterances. With one seed per system this is the paired bootstrap of utterances; with several, the
-    interval widens by the training's own variance, which a bootstrap of utterances alone
-    ignores. Two caveats: with k seeds the seed draw takes few distinct values (10 for k = 3)
+    and utterances. With one seed per system this is the paired bootstrap of utterances; with
+    several, the interval widens by the training's own variance, which a bootstrap of
+    utterances alone ignores. Two caveats: with k seeds the seed draw takes few distinct values (10 for k = 3)
     and understates the seeds' variance by about (k - 1) / k; arms that share a seed value
     (the same data order) are drawn as independent, which widens the interval.
 
