@@ -349,6 +349,9 @@ def test_cells_train_in_parallel_workers(tmp_path, en_model, de_target):
     assert len(trained) == 4 and len(set(trained)) == 4  # each cell by one worker
     # again: every finished cell checked and read by one worker, none trained
     assert main(["experiment", str(path), "--no-progress", "--jobs", "2"]) == 0
+    logs = [(out / f"worker-{i}.log").read_text() for i in range(2)]
+    again = [line for log in logs for line in log.splitlines() if line.startswith("== de/")]
+    assert again == trained
     assert all(len(list((out / row["cell"] / "logs").iterdir())) == 1 for row in results["rows"])
     assert all(len(list((out / row["cell"] / "logs").iterdir())) == 1 for row in results["rows"])
 

@@ -190,9 +190,10 @@ def run_worker(kind: Kind, setting, arms: list[Arm], progress: bool, rerun_chang
                 continue
             # a finished arm too: its recorded config is checked (and with --rerun-changed it
             # is trained again), then its record read
-            print(f"== {arm.id} ==", flush=True)
+            if arm.state()[0] != "done":
+                print(f"== {arm.id} ==", flush=True)
+                trained.append(arm.id)
             kind.run_arm(setting, arm, data, progress, rerun_changed)
-            trained.append(arm.id)
     return {"trained": trained}
 
 
