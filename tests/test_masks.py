@@ -311,3 +311,31 @@ def test_the_control_masks_keep_the_sparsity(en_model):
     assert all(abs(drawn.density(g) - 0.3) < 0.01 for g in ("en", "de"))
     assert drawn.overlap()["en"]["de"] < 0.5  # about 0.3 by chance
     assert random_masks(str(en_model), ["en", "de"], 0.7, seed=3).digest() == drawn.digest()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sparsities": [1.5]}, "sparsities must list values in"),
+        ({"dense_budget": None}, "dense_budget"),
+        ({"adapt": {"patience": 3}}, "adapt: patience cannot be set here"),
+        ({"arms": ["lottery"]}, "arms: unknown"),
+        ({"rounds": 0}, "rounds must be a positive integer"),
+        ({"denses": {}}, "unknown key"),
+    ],
+)
+def test_sparse_sharing_config_errors_name_the_key(tmp_path, changes, message):
+    import yaml
+
+    from xasr.experiments.kinds.sparse_sharing import KIND
+
+    config = {
+        "kind": "sparse-sharing", "name": "s", "languages": {"en": 1, "de": 1},
+        "budget": {"steps": 8}, "dense_budget": {"steps": 4}, "adapt_budget": {"steps": 2},
+        "sparsities": [0.5], **changes,
+    }  # fmt: skip
+    config = {k: v for k, v in config.items() if v is not None}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(XasrError, match=message):
+        KIND.load(path, None)

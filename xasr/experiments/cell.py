@@ -137,7 +137,10 @@ def cell_recipe(exp: Experiment, cell: Cell) -> TrainConfig:
     cfg = from_dict(
         TrainConfig, {**asdict(exp.recipe), **cell.strategy.recipe, "seed": cell.seed}, cell.id
     )
-    return exp.budget.recipe(cfg)
+    # a meta-transfer step makes a support and a query pass per task (here: the target, and
+    # the replayed source when there is one)
+    tasks = 1 + bool(cell.strategy.options.get("replay_fraction"))
+    return exp.budget.recipe(cfg, passes_per_step=2 * tasks if cfg.meta_variant else 1)
 
 
 def run_cell(
