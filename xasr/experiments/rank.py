@@ -109,7 +109,7 @@ def probe_config(cfg: TrainConfig, steps: int) -> TrainConfig:
         max_steps=steps,
         val_every=max(1, min(cfg.val_every, steps // PROBE_VALIDATIONS)),
         warmup_steps=min(cfg.warmup_steps, max(1, steps // 4)),
-        patience=steps + 1,  # more than the number of validations: no early stopping
+        patience=None,  # every probe spends its whole budget
     )
 
 
