@@ -129,7 +129,11 @@ def write_report(out: Path, summary: dict, runs: dict[str, Path]) -> None:
     stops = "; ".join(
         f"{name}: {r['stopped_by']} at step {r['steps']}, best dev checkpoint at step "
         f"{r['best_step']}"
-        + (" (the last validation: still improving)" if r["best_step"] >= r["steps"] else "")
+        + (
+            " (its last validation: it may still have been improving)"
+            if r["best_step"] >= r["steps"]
+            else ""
+        )
         for name, r in summary["strategies"].items()
     )
     text = f"""# xasr demo: {summary["lang"]} from {summary["source"]}
