@@ -5,6 +5,7 @@ budgets, a changed config found by key, a typo anywhere in the YAML is one line,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -102,3 +103,26 @@ def test_a_typo_anywhere_is_one_line_naming_the_key_and_file(tmp_path, capsys, c
     assert main(["experiment", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert message in err and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "config",
+    sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_every_committed_experiment_config_loads(config, tmp_path):
+    """Each committed YAML reads under its kind's strict rules and plans its arms, with a
+    budget and three seeds (the weights of an imported model are fetched by a bench script:
+    a config naming them is checked as far as that)."""
+    from xasr.errors import XasrError
+    from xasr.experiments.kinds import KINDS, kind_name
+
+    kind = KINDS[kind_name(config)]
+    try:
+        setting = kind.load(config, tmp_path / "out")
+    except XasrError as err:
+        assert "no model directory 'runs/cache/" in str(err)
+        return
+    assert kind.arms(setting)
+    common = getattr(setting, "common", setting)
+    assert common.budget.amount > 0 and len(common.seeds) == 3
