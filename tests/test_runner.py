@@ -120,6 +120,14 @@ def test_take_minutes_reads_missing_durations_from_the_audio(corpus):
         ({"strategies": {"a": {"val_every": 7}}}, "(strategy 'a'): val_every cannot be set"),
         ({"primary": {"arm": "transfer", "against": "nope"}}, "primary.against must be"),
         ({"select": {"fam": ["transfer"]}}, "select.fam: list two or more"),
+        (
+            {"primary": {"arm": "transfer", "against": "scratch", "test": "source"}},
+            "needs a source_data",
+        ),
+        (
+            {"primary": [{"arm": "transfer", "against": "scratch", "test": "dev"}]},
+            "primary[0].test must be",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, en_model, change, message):
@@ -279,9 +287,11 @@ def test_grid_results_report_and_resume(tmp_path, en_model, de_target, monkeypat
         assert other["low"] <= other["difference"] <= other["high"] and other["seeds"] == [1, 1]
     assert "### Which strategy won (chosen on dev" in report and "**chosen on dev**" in report
     for compared in results["comparisons"]["de"].values():  # one verdict per base
-        (verdict,) = compared["primary"].values()
+        ((verdict,),) = compared["primary"].values()
         assert verdict["verdict"] in ("held", "reversed", "no difference")
-    assert f"At 0.07 min, from {en_model.parent.name}, primary comparison: **" in report
+    assert (
+        f"At 0.07 min, from {en_model.parent.name}, `transfer` against `scratch` on the" in report
+    )
     assert "At 0.07 min, **" in printed
     prefix = out / "data" / "de" / "train-0.03min.jsonl"
     assert len(prefix.read_text().splitlines()) == 2  # the shortest prefix reaching 1.8 s
@@ -516,11 +526,22 @@ def test_forgetting_is_recorded_when_source_data_is_given(
         en_model,
         de_target,
         train_minutes=[0.03],
-        strategies={"transfer": {}},
-        primary=None,
+        strategies={"transfer": {}, "replay": {"replay_fraction": 0.5}},
+        primary={"arm": "replay", "against": "transfer", "test": "source"},
         source_data={"train": str(corpus.en_train), "test": str(corpus.en_dev)},
     )
     results = run_experiment(path, progress=False)
+    # the forgetting verdict: the source test's hypotheses of each cell, bootstrapped
+    ((verdict,),) = results["comparisons"]["de"]["0.03"]["primary"].values()
+    assert verdict["test"] == "source" and verdict["verdict"] in (
+        "held",
+        "reversed",
+        "no difference",
+    )
+    assert all(
+        (tmp_path / "out" / r["cell"] / "test-source.json").is_file() for r in results["rows"]
+    )
+    results["rows"] = [r for r in results["rows"] if r["strategy"] == "transfer"]
     (row,) = results["rows"]
     for key in ("source_cer_before", "source_cer_after", "source_cer_change", "target_cer_after"):
         assert row[key] is not None

@@ -13,7 +13,7 @@ from xasr.config import TrainConfig, from_dict
 from xasr.data.manifest import read_manifest, take_minutes, write_manifest
 from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
-from xasr.experiments.compare import TEST_FILE
+from xasr.experiments.compare import SOURCE_TEST_FILE, TEST_FILE
 from xasr.experiments.config import (
     RUNNER_OPTIONS,
     SOURCE_DIR,
@@ -180,17 +180,24 @@ def run_cell(
             "test": evaluate(cell.dir / "model", data.test, output=hypotheses, progress=False),
         }
     # Forgetting is measured for finished cells too when source_data was added later
-    # (evaluation only, never training again).
-    wanted = source is not None and not cell.strategy.scratch and "forgetting" not in record
-    # a bare pretrained encoder (no CTC head) has no score before adaptation
-    if wanted and has_ctc_head(resolve_model(cell.source.model)):
-        # The adapted model's target score is record["test"]; the base's scores are shared by
-        # every cell of that base: neither is decoded again.
-        _EVALUATIONS[evaluation_key(cell.dir / "model", data.test)] = record["test"]
-        record["forgetting"] = forgetting(
-            cell.source.model, cell.dir / "model", {"source": source.test, "target": data.test}
-        )
-        changed = True
+    # (evaluation only, never training again); a bare pretrained encoder (no CTC head) has no
+    # score before adaptation.
+    adapted = source is not None and not cell.strategy.scratch
+    if adapted and has_ctc_head(resolve_model(cell.source.model)):
+        # the source test's hypotheses, for the forgetting verdicts' bootstrap
+        hypotheses = cell.dir / SOURCE_TEST_FILE
+        if not hypotheses.is_file():
+            on_source = evaluate(cell.dir / "model", source.test, output=hypotheses, progress=False)
+            on_source.pop("hypotheses", None)
+            _EVALUATIONS[evaluation_key(cell.dir / "model", source.test)] = on_source
+        if "forgetting" not in record:
+            # the adapted model's scores are decoded already; the base's are shared by every
+            # cell of that base: none is decoded again
+            _EVALUATIONS[evaluation_key(cell.dir / "model", data.test)] = record["test"]
+            record["forgetting"] = forgetting(
+                cell.source.model, cell.dir / "model", {"source": source.test, "target": data.test}
+            )
+            changed = True
     if changed:
         save_record(cell, record)
     return record

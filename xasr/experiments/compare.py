@@ -100,11 +100,24 @@ def arm_rows(exp: Experiment, rows: list[dict], name: str, base: str) -> list[di
     return candidates[select_on_dev(candidates)] if candidates else []
 
 
+SOURCE_TEST_FILE = "test-source.json"  # a cell's hypotheses on source_data's test set
+
+
+def grid_verdict(exp: Experiment, rows: list[dict], comparison: tuple, base: str) -> dict:
+    """One primary comparison of the grid (``(arm, against, on)``) for ``base``: on the
+    target's test set, or on the source's (the cells' ``test-source.json``: forgetting)."""
+    arm, against, on = comparison
+    if on == "source":
+        rows = [{**r, "test_file": SOURCE_TEST_FILE} for r in rows if not r["scratch"]]
+    found = primary_verdict(exp.out, *(arm_rows(exp, rows, name, base) for name in (arm, against)))
+    return {"arm": arm, "against": against, "test": on, **found}
+
+
 def compare_grid(exp: Experiment, rows: list[dict]) -> dict:
     """{target: {"<N>": comparisons at N minutes}} for every (target, size) with two or more
     strategies finished: "winner" (``compare_with_best``, the best chosen on dev), "chosen"
-    ({family: the member chosen on dev}, ``exp.select``) and "primary" ({base: ``primary_verdict``
-    of ``exp.primary`` for that base}, families standing for their chosen member)."""
+    ({family: the member chosen on dev}, ``exp.select``) and "primary" ({base: [``grid_verdict``
+    of each of ``exp.primary``]}, families standing for their chosen member)."""
     comparisons: dict[str, dict] = {}
     for target in dict.fromkeys(r["target"] for r in rows):
         target_rows = [r for r in rows if r["target"] == target]
@@ -117,11 +130,9 @@ def compare_grid(exp: Experiment, rows: list[dict]) -> dict:
             families = family_rows(exp, at_size)
             chosen = {family: select_on_dev(members) for family, members in families.items()}
             entry = {"winner": compare_with_best(exp.out, by_label), "chosen": chosen}
-            if exp.primary is not None:
+            if exp.primary:
                 entry["primary"] = {
-                    base.name: primary_verdict(
-                        exp.out, *(arm_rows(exp, at_size, name, base.name) for name in exp.primary)
-                    )
+                    base.name: [grid_verdict(exp, at_size, c, base.name) for c in exp.primary]
                     for base in exp.bases
                 }
             comparisons.setdefault(target, {})[f"{minutes:g}"] = entry

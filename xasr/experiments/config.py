@@ -115,8 +115,9 @@ class Experiment:
     source_data: Target | None = None
     threshold_cer: float = DEFAULT_THRESHOLD_CER
     rank_steps: int | None = None
-    # the verdict named before any result: (arm, against), strategy or family names
-    primary: tuple[str, str] | None = None
+    # the verdicts named before any result: (arm, against, on) with strategy or family names,
+    # on the target's test set or the source's (forgetting)
+    primary: tuple[tuple[str, str, str], ...] = ()
     # families of strategies: per target and size, the member with the best mean dev score
     # stands for the family (a choice made on dev, never on test)
     select: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -187,6 +188,8 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
     names = [st.name for st in strategies]
     select = _select(data.get("select") or {}, names, f"{where}: select")
     primary = _primary(data.get("primary"), [*names, *(f for f, _ in select)], where)
+    if any(on == "source" for _, _, on in primary) and data.get("source_data") is None:
+        raise XasrError(f"{where}: primary test: source needs a source_data (its test set)")
     threshold = data.get("threshold_cer", DEFAULT_THRESHOLD_CER)
     if not _is_number(threshold) or threshold <= 0:
         raise XasrError(f"{where}: threshold_cer must be a positive number, got {threshold!r}")
@@ -232,19 +235,29 @@ def _select(data, names: list[str], where: str) -> tuple:
     return tuple(families)
 
 
-def _primary(data, labels: list[str], where: str) -> tuple[str, str] | None:
-    """``primary: {arm: A, against: B}``: the comparison the verdict is about."""
+def _primary(data, labels: list[str], where: str) -> tuple[tuple[str, str, str], ...]:
+    """``primary: {arm: A, against: B, test: target | source}``, or a list of them: the
+    comparisons the verdicts are about (``test: source``: the source test set of
+    ``source_data``, forgetting; the key is not ``on``, which YAML reads as true)."""
     if data is None:
-        return None
-    data = mapping(data, f"{where}: primary")
-    check_keys(data, ("arm", "against"), f"{where}: primary")
-    for key in ("arm", "against"):
-        if data.get(key) not in labels:
-            raise XasrError(
-                f"{where}: primary.{key} must be a strategy or family ({', '.join(labels)}), "
-                f"got {data.get(key)!r}"
-            )
-    return data["arm"], data["against"]
+        return ()
+    entries = data if isinstance(data, list) else [data]
+    comparisons = []
+    for i, entry in enumerate(entries):
+        at = f"{where}: primary" + (f"[{i}]" if isinstance(data, list) else "")
+        entry = mapping(entry, at)
+        check_keys(entry, ("arm", "against", "test"), at)
+        for key in ("arm", "against"):
+            if entry.get(key) not in labels:
+                raise XasrError(
+                    f"{at}.{key} must be a strategy or family ({', '.join(labels)}), "
+                    f"got {entry.get(key)!r}"
+                )
+        on = entry.get("test", "target")
+        if on not in ("target", "source"):
+            raise XasrError(f"{at}.test must be target or source, got {on!r}")
+        comparisons.append((entry["arm"], entry["against"], on))
+    return tuple(comparisons)
 
 
 def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> Target:

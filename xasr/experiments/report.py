@@ -253,16 +253,18 @@ WINNER_NOTE = (
 
 
 def _primary_line(exp: Experiment) -> list[str]:
-    if exp.primary is None:
+    if not exp.primary:
         return []
-    arm, against = exp.primary
+    said = "; ".join(
+        f"`{arm}` against `{against}` on the {on}'s test CER" for arm, against, on in exp.primary
+    )
     return [
         "",
         (
-            f"**Primary comparison** (named in the config before any result): `{arm}` against "
-            f"`{against}` on test CER, per target and size; *held* when `{arm}`'s CER is lower "
-            "outside chance (the hierarchical bootstrap's 95% interval below zero), *reversed* when "
-            "higher outside chance, *no difference* otherwise."
+            f"**Primary comparisons** (named in the config before any result), per target, size "
+            f"and base: {said}. *held* when the first's CER is lower outside chance (the "
+            "hierarchical bootstrap's 95% interval below zero), *reversed* when higher outside "
+            "chance, *no difference* otherwise."
         ),
     ]
 
@@ -316,20 +318,22 @@ def _winner_section(
 
 
 def _primary_summary(minutes: float, c: dict) -> list[str]:
-    """The primary verdict at this size, one line per base (every base's, said even when it
-    could not be made)."""
+    """The primary verdicts at this size, one line each per base (said even when one could not
+    be made)."""
     lines = []
-    for base, primary in c.get("primary", {}).items():
-        compared = primary["compared"]
-        at = f"At {minutes:g} min, from {base}, primary comparison"
-        if "verdict" not in compared:
-            reason = compared.get("missing") or compared.get("error") or "no runs"
-            lines.append(f"{at}: not made ({reason}).")
-            continue
-        lines.append(
-            f"{at}: **{primary['verdict']}**, test CER difference {interval_text(compared)} "
-            f"(seeds {compared['seeds'][0]} and {compared['seeds'][1]})."
-        )
+    for base, verdicts in c.get("primary", {}).items():
+        for v in verdicts:
+            compared = v["compared"]
+            at = f"At {minutes:g} min, from {base}, `{v['arm']}` against `{v['against']}`"
+            if "verdict" not in compared:
+                reason = compared.get("missing") or compared.get("error") or "no runs"
+                lines.append(f"{at}: not made ({reason}).")
+                continue
+            lines.append(
+                f"{at} on the {v['test']}'s test CER: **{v['verdict']}**, difference "
+                f"{interval_text(compared)} (seeds {compared['seeds'][0]} and "
+                f"{compared['seeds'][1]})."
+            )
     return lines
 
 
