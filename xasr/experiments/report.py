@@ -366,7 +366,7 @@ def _work_section(exp: Experiment, rows: list[dict]) -> list[str]:
         for label, by in group_rows(exp, [r for r in rows if r["target"] == target.name]).items()
         for m, group in by.items()
     ]
-    return work_section(arms, ["target", "strategy", "min"], exp.budget, exp.recipe.val_every)
+    return work_section(arms, ["target", "strategy", "min"], exp.budget)
 
 
 def _code_switched_section(exp: Experiment, rows: list[dict], sizes, size_header) -> list[str]:

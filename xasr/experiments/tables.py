@@ -30,7 +30,7 @@ def mean_std(values: list[float]) -> str:
     return text + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
 
-def work_cells(rows: list[dict], budget, val_every: int) -> list[str]:
+def work_cells(rows: list[dict], budget) -> list[str]:
     """One arm's spending over its seeds (means), how its runs stopped, how many spent the
     whole ``budget`` (an ``xasr.experiments.budget.Budget``), and how many had their best dev
     checkpoint at the last validation (still improving at the budget's end)."""
@@ -41,7 +41,7 @@ def work_cells(rows: list[dict], budget, val_every: int) -> list[str]:
 
     stops = ", ".join(sorted({r["stopped_by"] for r in rows if "stopped_by" in r}))
     spent = sum(budget.spent_by(r) for r in rows)
-    late = sum(r.get("best_step", -1) >= r.get("steps", 0) - val_every for r in rows)
+    late = sum(r.get("best_step", -1) >= r.get("steps", 0) for r in rows)
     return [
         mean("steps"),
         mean("target_audio_seconds"),
@@ -54,8 +54,7 @@ def work_cells(rows: list[dict], budget, val_every: int) -> list[str]:
     ]
 
 
-def work_section(arms: list[tuple[list[str], list[dict]]], head: list[str], budget,
-                 val_every: int) -> list[str]:  # fmt: skip
+def work_section(arms: list[tuple[list[str], list[dict]]], head: list[str], budget) -> list[str]:
     """The budget table: ``arms`` is [(the arm's leading cells, its rows over seeds)], ``head``
     names the leading cells; ``budget``: the experiment's."""
     return [
@@ -70,7 +69,7 @@ def work_section(arms: list[tuple[list[str], list[dict]]], head: list[str], budg
         "",
         markdown_table(
             [*head, "seeds", *WORK_HEADER],
-            [[*lead, len(rows), *work_cells(rows, budget, val_every)] for lead, rows in arms],
+            [[*lead, len(rows), *work_cells(rows, budget)] for lead, rows in arms],
         ),
     ]
 

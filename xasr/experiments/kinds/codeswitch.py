@@ -474,7 +474,7 @@ def codeswitch_report(s: Setting, rows: list[dict], chosen: dict, verdicts: dict
         ([label], [r for r in rows if r["label"] == label])
         for label in dict.fromkeys(r["label"] for r in rows)
     ]
-    lines += work_section(arms, ["arm"], s.common.budget, 0)
+    lines += work_section(arms, ["arm"], s.common.budget)
     lines += ["", "![dev curves](curves.png)"]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]

@@ -272,7 +272,7 @@ def multilingual_report(s: Setting, rows: list[dict], verdicts: dict, missing: l
         first = [r for r in group if r["group"] == group[0]["group"]] if group else []
         if first:
             arms.append(([run_name], first))
-    lines += work_section(arms, ["run"], s.common.budget, s.common.recipe.val_every)
+    lines += work_section(arms, ["run"], s.common.budget)
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
     return "\n".join(lines) + "\n"

@@ -425,7 +425,7 @@ def sparse_report(s: Setting, rows: list[dict], chosen: dict, verdicts: dict, mi
     # the dense start has its own budget, stated above
     arms = [([label], [r for r in rows if r["label"] == label and r["group"] == langs[0]])
             for label in labels if label != "dense"]  # fmt: skip
-    lines += ["", *work_section(arms, ["arm"], s.common.budget, 0)]
+    lines += ["", *work_section(arms, ["arm"], s.common.budget)]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
     return "\n".join(lines) + "\n"

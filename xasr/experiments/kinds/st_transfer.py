@@ -364,7 +364,7 @@ def st_report(s: Setting, rows: list[dict], verdicts: dict, missing) -> str:
             for lang in s.targets for label in dict.fromkeys(r["label"] for r in rows if r["group"] == lang)]  # fmt: skip
     lines += [
         "",
-        *work_section(arms, ["target", "arm"], s.common.budget, s.common.recipe.val_every),
+        *work_section(arms, ["target", "arm"], s.common.budget),
     ]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
