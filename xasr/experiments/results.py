@@ -1,4 +1,4 @@
-"""An experiment's results as a table (results.csv) and the dry-run listing of its cells."""
+"""A grid experiment's results as a table (results.csv)."""
 
 from __future__ import annotations
 
