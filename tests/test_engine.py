@@ -51,6 +51,7 @@ def test_every_arm_spends_the_same_budget_and_the_verdict_is_reported(tiny_kind,
     assert results["missing"] == [] and len({(r["run"], r["seed"]) for r in rows}) == 6
     assert {r["steps"] for r in rows} == {4} and {r["passes"] for r in rows} == {4}
     assert {r["stopped_by"] for r in rows} == {"max steps"}
+    assert all(r["code"] and r["code"] != "unknown" for r in rows)  # the commit that made it
     assert set(results["verdicts"]) == {"en", "de"}
     for verdict in results["verdicts"].values():
         assert verdict["verdict"] in ("held", "reversed", "no difference")

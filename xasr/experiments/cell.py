@@ -256,6 +256,7 @@ def cell_row(exp: Experiment, cell: Cell, record: dict) -> dict:
         "bases": " ".join(cell.bases),
         "scratch": cell.strategy.scratch,
         "cell": str(cell.dir.relative_to(exp.out)),
+        "code": record.get("code"),
     }
     if "by_stretch_language" in test:  # a code-switched test set
         row["test_stretch_cer"] = {k: v["cer"] for k, v in test["by_stretch_language"].items()}

@@ -252,5 +252,29 @@ SPEC = "cell-spec.json"
 
 
 def save_record(arm: Arm, record: dict) -> dict:
+    """Write an arm's record, with the code that made it (``code_version``) unless recorded."""
+    record = {**record, "code": record.get("code") or code_version()}
     write_text(arm.dir / RECORD, json.dumps(record, indent=1, ensure_ascii=False))
     return record
+
+
+def code_version() -> str:
+    """The git commit of the xasr package that runs (``+dirty`` with uncommitted changes), or
+    "unknown" outside a git checkout: what a report says its arms were made with."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")

@@ -57,9 +57,11 @@ def work_cells(rows: list[dict], budget) -> list[str]:
 def work_section(arms: list[tuple[list[str], list[dict]]], head: list[str], budget) -> list[str]:
     """The budget table: ``arms`` is [(the arm's leading cells, its rows over seeds)], ``head``
     names the leading cells; ``budget``: the experiment's."""
+    codes = sorted({r["code"] for _, rows in arms for r in rows if r.get("code")})
     return [
         "## Budgets: what each arm spent",
         "",
+        *([f"Arms trained by xasr at commit {', '.join(codes)}.", ""] if codes else []),
         (
             f"Rule: {budget.describe()}. Means over seeds; *spent the budget*: seeds whose run "
             "reached it (one that did not stopped early or hit its step ceiling: its figures "

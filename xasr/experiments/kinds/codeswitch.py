@@ -288,6 +288,7 @@ class CodeswitchKind:
             "family": run.family,
             "seed": run.seed,
             "cell": str(run.dir.relative_to(s.out)),
+            "code": record.get("code"),
             "test_mer": target.get("mer", target["wer"]),
             "test_cer": target["cer"],
             "stretch_cer": {g: v["cer"] for g, v in target.get("by_stretch_language", {}).items()},

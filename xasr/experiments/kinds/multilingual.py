@@ -152,6 +152,7 @@ class MultilingualKind:
                 "run": run.name,
                 "seed": run.seed,
                 "cell": str(run.dir.relative_to(s.out)),
+                "code": record.get("code"),
                 "test_file": f"test-{lang}.json",
                 "test_cer": record["test"][lang]["cer"],
                 "test_wer": record["test"][lang]["wer"],

@@ -277,6 +277,7 @@ class SparseSharingKind:
                 "family": run.family,
                 "seed": run.seed,
                 "cell": str(Path(test["file"]).parent),
+                "code": record.get("code"),
                 "test_file": Path(test["file"]).name,
                 "test_cer": test["cer"],
                 "test_wer": test["wer"],

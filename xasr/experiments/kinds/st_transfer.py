@@ -220,6 +220,7 @@ class StTransferKind:
             "label": run.name,
             "seed": run.seed,
             "cell": str(run.dir.relative_to(s.out)),
+            "code": record.get("code"),
             "test_wer": record["test"]["wer"],
             "test_cer": record["test"]["cer"],
             "best_dev_cer": trained["best_dev_cer"],
