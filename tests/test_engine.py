@@ -127,3 +127,12 @@ def test_every_committed_experiment_config_loads(config, tmp_path):
     assert kind.arms(setting)
     common = getattr(setting, "common", setting)
     assert common.budget.amount > 0 and len(common.seeds) == 3
+
+
+def test_every_registered_kind_satisfies_the_protocol():
+    from xasr.experiments.engine import Kind
+    from xasr.experiments.kinds import KINDS
+
+    assert set(KINDS) == {"grid", "multilingual", "codeswitch", "sparse-sharing", "st-transfer"}
+    for name, kind in KINDS.items():
+        assert isinstance(kind, Kind) and kind.name == name

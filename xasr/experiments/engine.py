@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -51,6 +51,7 @@ class Arm(Protocol):
     def state(self) -> tuple[str, str]: ...
 
 
+@runtime_checkable
 class Kind(Protocol):
     """What one kind of experiment adds to the runner (module docstring)."""
 
