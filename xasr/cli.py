@@ -739,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="es")
     p.add_argument("--train-minutes", type=float, default=10.0)
     p.add_argument("--from", dest="source", default="en-small")
-    p.add_argument("--steps", type=int, help="the step budget of each arm (default 300)")
+    p.add_argument("--steps", type=int, help="the step budget of each arm (default 750)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("base-model", help="build a shipped base model from its recipe")

@@ -26,7 +26,7 @@ from xasr.transfer.finetune import TransferOptions, transfer
 
 # About 10 minutes on 2 CPU cores for both arms together, synthesis and evaluation included
 # (measured: README, "make demo"); the same count on any machine.
-DEMO_STEPS = 300
+DEMO_STEPS = 750
 STRATEGIES = {
     "transfer": lambda source: TransferOptions(source=source),
     "reinit-head": lambda source: TransferOptions(source=source, reinit_head=True),
