@@ -58,6 +58,31 @@ def read_common(path: Path, out, kind_keys: tuple[str, ...]) -> tuple[Common, di
     return common, data
 
 
+SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
+
+
+@dataclass(frozen=True)
+class KindSetting:
+    """What every kind's setting has: its ``common`` keys, and their name and out."""
+
+    common: Common
+
+    @property
+    def name(self) -> str:
+        return self.common.name
+
+    @property
+    def out(self) -> Path:
+        return self.common.out
+
+
+def read_synth(data: dict, where: str, defaults: dict = SYNTH_DEFAULTS) -> dict:
+    """A config's ``synth:`` mapping over ``defaults``, its keys checked."""
+    synth = {**defaults, **mapping(data.get("synth") or {}, f"{where}: synth")}
+    check_keys(synth, tuple(defaults), f"{where}: synth")
+    return synth
+
+
 def recipe_variant(recipe: TrainConfig, changes, where: str) -> TrainConfig:
     """``recipe`` with one arm's own TrainConfig keys (never what the budget owns)."""
     changes = mapping(changes or {}, where)

@@ -252,6 +252,15 @@ def check_spec(arm: Arm, spec: dict, rerun_changed: bool = False) -> None:
 SPEC = "cell-spec.json"
 
 
+def save_outcome(out: Path, results: dict, report: str) -> dict:
+    """A kind's end: ``OUT/results.json`` and ``OUT/report.md`` written, the report printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
+    write_text(out / "report.md", report)
+    print(report)
+    return results
+
+
 def save_record(arm: Arm, record: dict) -> dict:
     """Write an arm's record, with the code that made it (``code_version``) unless recorded."""
     record = {**record, "code": record.get("code") or code_version()}

@@ -43,31 +43,29 @@ from xasr.data.sources import Source
 from xasr.errors import XasrError
 from xasr.experiments.budget import Budget
 from xasr.experiments.common import (
-    Common,
+    KindSetting,
     check_keys,
     mapping,
     number_list,
     read_common,
+    read_synth,
     recipe_variant,
 )
 from xasr.experiments.compare import primary_verdict, select_on_dev
-from xasr.experiments.engine import check_spec, run_state, save_record
+from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
 from xasr.experiments.report import plot_lines
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
-from xasr.io import write_text
 from xasr.train.curve import read_curve
 
 KEYS = ("target", "sources", "synth", "base", "arms", "joint", "finetune",
         "finetune_share", "meta", "inner_lrs", "validations")  # fmt: skip
 ARMS = ("target", "joint", "joint-share", "joint-finetune", "meta-paper", "meta-reference")
-SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
 META_DEFAULTS = {"k_train": 6, "k_valid": 6, "meta_tasks": "all", "meta_clip": 0.0}
 DEFAULT_INNER_LRS = (1e-2, 3e-2, 1e-1)
 
 
 @dataclass(frozen=True)
-class Setting:
-    common: Common
+class Setting(KindSetting):
     pair: str
     target_minutes: float
     sources: dict[str, float]
@@ -80,14 +78,6 @@ class Setting:
     meta: TrainConfig
     inner_lrs: tuple[float, ...]
     validations: int
-
-    @property
-    def name(self) -> str:
-        return self.common.name
-
-    @property
-    def out(self) -> Path:
-        return self.common.out
 
     @property
     def n_tasks(self) -> int:
@@ -136,8 +126,7 @@ class CodeswitchKind:
         unknown = [a for a in arms if a not in ARMS]
         if unknown:
             raise XasrError(f"{where}: arms: unknown {unknown}; allowed: {', '.join(ARMS)}")
-        synth = {**SYNTH_DEFAULTS, **mapping(data.get("synth") or {}, f"{where}: synth")}
-        check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
+        synth = read_synth(data, where)
         meta = {**META_DEFAULTS, **mapping(data.get("meta") or {}, f"{where}: meta")}
         share = data.get("finetune_share", 0.25)
         if not isinstance(share, (int, float)) or not 0 < share < 1:
@@ -339,13 +328,8 @@ class CodeswitchKind:
             "rows": rows,
             "verdicts": verdicts,
         }
-        s.out.mkdir(parents=True, exist_ok=True)
-        write_text(s.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
         plot_dev_curves(s, runs, records)
-        report = codeswitch_report(s, rows, chosen, verdicts, missing)
-        write_text(s.out / "report.md", report)
-        print(report)
-        return results
+        return save_outcome(s.out, results, codeswitch_report(s, rows, chosen, verdicts, missing))
 
     def notes(self, s: Setting) -> list[str]:
         return []

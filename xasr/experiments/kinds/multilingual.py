@@ -21,33 +21,28 @@ from pathlib import Path
 
 from xasr.config import TrainConfig
 from xasr.errors import XasrError
-from xasr.experiments.common import Common, check_keys, mapping, read_common, recipe_variant
+from xasr.experiments.common import (
+    KindSetting,
+    mapping,
+    read_common,
+    read_synth,
+    recipe_variant,
+)
 from xasr.experiments.compare import primary_verdict
-from xasr.experiments.engine import check_spec, run_state, save_record
+from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
-from xasr.io import write_text
 
 KEYS = ("languages", "synth", "arch", "size", "joint")
-SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
 JOINT_DEFAULTS = {"mixing": "temperature", "temperature": 2.0, "monitor": "macro"}
 
 
 @dataclass(frozen=True)
-class Setting:
-    common: Common
+class Setting(KindSetting):
     languages: dict[str, float]
     synth: dict
     arch: str
     size: str
     joint: TrainConfig  # the joint run's recipe (before the budget)
-
-    @property
-    def name(self) -> str:
-        return self.common.name
-
-    @property
-    def out(self) -> Path:
-        return self.common.out
 
 
 @dataclass(frozen=True)
@@ -80,8 +75,7 @@ class MultilingualKind:
         languages = data.get("languages")
         if not isinstance(languages, dict) or len(languages) < 2:
             raise XasrError(f"{where}: languages must map two or more codes to train minutes")
-        synth = {**SYNTH_DEFAULTS, **mapping(data.get("synth") or {}, f"{where}: synth")}
-        check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
+        synth = read_synth(data, where)
         joint = {**JOINT_DEFAULTS, **mapping(data.get("joint") or {}, f"{where}: joint")}
         return Setting(
             common=common,
@@ -194,12 +188,7 @@ class MultilingualKind:
             "rows": rows,
             "verdicts": verdicts,
         }
-        s.out.mkdir(parents=True, exist_ok=True)
-        write_text(s.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
-        report = multilingual_report(s, rows, verdicts, missing)
-        write_text(s.out / "report.md", report)
-        print(report)
-        return results
+        return save_outcome(s.out, results, multilingual_report(s, rows, verdicts, missing))
 
     def notes(self, s: Setting) -> list[str]:
         return []

@@ -35,23 +35,25 @@ from pathlib import Path
 from xasr.config import TrainConfig
 from xasr.errors import XasrError
 from xasr.experiments.budget import Budget, parse_budget
-from xasr.experiments.common import Common, check_keys, mapping, read_common, recipe_variant
+from xasr.experiments.common import (
+    KindSetting,
+    read_common,
+    read_synth,
+    recipe_variant,
+)
 from xasr.experiments.compare import primary_verdict, select_on_dev
-from xasr.experiments.engine import check_spec, run_state, save_record
+from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
-from xasr.io import write_text
 from xasr.models.build import WEIGHTS_FILE
 
 KEYS = ("languages", "synth", "arch", "size", "dense", "dense_budget", "finetune", "adapt",
         "adapt_budget", "sparsities", "rounds", "arms")  # fmt: skip
 ARMS = ("dense-continued", "finetune", "sparse", "random", "shared")
-SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
 DENSE_DEFAULTS = {"mixing": "temperature", "temperature": 2.0, "monitor": "macro"}
 
 
 @dataclass(frozen=True)
-class Setting:
-    common: Common
+class Setting(KindSetting):
     languages: dict[str, float]
     synth: dict
     arch: str
@@ -64,14 +66,6 @@ class Setting:
     sparsities: tuple[float, ...]
     rounds: int  # 1: one-shot masks; R: iterative pruning with rewinding (xasr.transfer.sparse)
     arms: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.common.name
-
-    @property
-    def out(self) -> Path:
-        return self.common.out
 
 
 @dataclass(frozen=True)
@@ -106,8 +100,7 @@ class SparseSharingKind:
         unknown = [a for a in arms if a not in ARMS]
         if unknown:
             raise XasrError(f"{where}: arms: unknown {unknown}; allowed: {', '.join(ARMS)}")
-        synth = {**SYNTH_DEFAULTS, **mapping(data.get("synth") or {}, f"{where}: synth")}
-        check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
+        synth = read_synth(data, where)
         for key in ("dense_budget", "adapt_budget"):
             if key not in data:
                 raise XasrError(f"{where}: missing key {key!r} (e.g. {key}: {{steps: 500}})")
@@ -331,12 +324,7 @@ class SparseSharingKind:
             "rows": rows,
             "verdicts": verdicts,
         }
-        s.out.mkdir(parents=True, exist_ok=True)
-        write_text(s.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
-        report = sparse_report(s, rows, chosen, verdicts, missing)
-        write_text(s.out / "report.md", report)
-        print(report)
-        return results
+        return save_outcome(s.out, results, sparse_report(s, rows, chosen, verdicts, missing))
 
     def notes(self, s: Setting) -> list[str]:
         return []

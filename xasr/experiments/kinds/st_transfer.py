@@ -31,21 +31,25 @@ from xasr.config import TrainConfig
 from xasr.data.translate import BACKENDS
 from xasr.errors import XasrError
 from xasr.experiments.budget import Budget, parse_budget
-from xasr.experiments.common import Common, check_keys, mapping, read_common, recipe_variant
+from xasr.experiments.common import (
+    KindSetting,
+    check_keys,
+    mapping,
+    read_common,
+    read_synth,
+    recipe_variant,
+)
 from xasr.experiments.compare import primary_verdict
-from xasr.experiments.engine import check_spec, run_state, save_record
+from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
-from xasr.io import write_text
 
 KEYS = ("source", "targets", "synth", "base", "arms", "st_recipe", "st_budget")
 ARMS = ("scratch", "direct", "st", "st-attention")
 DEFAULT_ARMS = ("direct", "st", "st-attention")
-SYNTH_DEFAULTS = {"dev_utts": 60, "test_utts": 150, "conditions": "noisy", "seed": 0}
 
 
 @dataclass(frozen=True)
-class Setting:
-    common: Common
+class Setting(KindSetting):
     source_lang: str
     source_minutes: float
     targets: dict[str, dict]  # lang -> {"train_minutes", "translators": {name: {backend, ...}}}
@@ -54,14 +58,6 @@ class Setting:
     arms: tuple[str, ...]
     st_recipe: TrainConfig
     st_budget: Budget
-
-    @property
-    def name(self) -> str:
-        return self.common.name
-
-    @property
-    def out(self) -> Path:
-        return self.common.out
 
 
 @dataclass(frozen=True)
@@ -120,8 +116,7 @@ class StTransferKind:
             raise XasrError(
                 f"{where}: missing key 'st_budget' (the ST stage's, e.g. {{steps: 1500}})"
             )
-        synth = {**SYNTH_DEFAULTS, **mapping(data.get("synth") or {}, f"{where}: synth")}
-        check_keys(synth, tuple(SYNTH_DEFAULTS), f"{where}: synth")
+        synth = read_synth(data, where)
         return Setting(
             common=common,
             source_lang=str(source["lang"]),
@@ -271,12 +266,7 @@ class StTransferKind:
             "rows": rows,
             "verdicts": verdicts,
         }
-        s.out.mkdir(parents=True, exist_ok=True)
-        write_text(s.out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
-        report = st_report(s, rows, verdicts, missing)
-        write_text(s.out / "report.md", report)
-        print(report)
-        return results
+        return save_outcome(s.out, results, st_report(s, rows, verdicts, missing))
 
     def notes(self, s: Setting) -> list[str]:
         return []
