@@ -123,9 +123,11 @@ class SparseSharingKind:
         )
 
     def arms(self, s: Setting) -> list[Run]:
-        runs = []
+        # every seed's dense arm first: each trains its seed's start, so parallel workers train
+        # different starts instead of one waiting on the other's
+        runs = [Run("dense", "dense", seed, s.out / "runs" / "dense" / f"seed{seed}")
+                for seed in s.common.seeds]  # fmt: skip
         for seed in s.common.seeds:
-            runs.append(Run("dense", "dense", seed, s.out / "runs" / "dense" / f"seed{seed}"))
             for arm in s.arms:
                 if arm in ("sparse", "random", "shared"):
                     runs += [Run(f"{arm}-{x:g}", arm, seed, s.out / "runs" / f"{arm}-{x:g}" / f"seed{seed}", x)
