@@ -393,3 +393,39 @@ def test_validation_logs_each_language(corpus, tmp_path, make_cfg):
     by_language = evaluate(run / "model", corpus.mixed, progress=False)["by_language"]
     for lang in ("en", "de"):
         assert row[f"val_cer_{lang}"] == pytest.approx(by_language[lang]["cer"], abs=0.02)
+
+
+# --- what a run prints ----------------------------------------------------------------------
+
+
+def test_a_run_logged_to_a_file_has_one_line_per_validation_and_no_advert(
+    corpus, tmp_path, make_cfg, caplog
+):
+    """Off a terminal (pytest's capture is not one) a run logs one line per validation, with
+    the step against its budget, and no progress bar or Lightning advertisement."""
+    import logging
+
+    from xasr.config import MODEL_SIZES
+    from xasr.train.loop import train
+
+    with caplog.at_level(logging.INFO):
+        train(tmp_path / "run", corpus.en_train, corpus.en_dev,
+              make_cfg(max_steps=12, val_every=5), MODEL_SIZES["tiny"], progress=True)  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records if r.name == "xasr.train.progress"]
+    assert [line.split(":")[0] for line in lines] == ["step 5/12", "step 10/12", "step 12/12"]
+    assert all("val_cer" in line and "elapsed" in line for line in lines)
+    assert not any("litlogger" in r.getMessage() for r in caplog.records)
+
+
+def test_the_step_bar_only_on_a_terminal():
+    import io
+
+    from xasr.train.progress import StepProgressBar, ValidationLines, progress_callbacks
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(progress_callbacks(True, Terminal())[0], StepProgressBar)
+    assert isinstance(progress_callbacks(True, io.StringIO())[0], ValidationLines)
+    assert isinstance(progress_callbacks(False, Terminal())[0], ValidationLines)

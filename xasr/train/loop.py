@@ -55,7 +55,8 @@ from xasr.train.checkpoint import (
 from xasr.train.curve import LOG_DIR, CurveLogger, next_attempt, write_curve
 from xasr.train.meta import MetaOptions
 from xasr.train.module import AsrTask, MetaAsrTask
-from xasr.train.progress import StepProgressBar
+from xasr.train.progress import StepProgressBar, progress_callbacks
+from xasr.train.quiet import quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +492,8 @@ def make_trainer(
         save_top_k=1,
         save_last=True,
     )
+    quiet_third_party()
+    shown = progress_callbacks(progress)
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=accelerator,
@@ -509,13 +512,13 @@ def make_trainer(
             checkpoint,
             ValidateAtLastStep(),
             RandomState(),
-            *([StepProgressBar()] if progress else []),
+            *shown,
             *callbacks,
         ],
         logger=CurveLogger(run_dir / LOG_DIR, name="", version=next_attempt(run_dir)),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # lhotse's sampler splits the data across ranks itself
-        enable_progress_bar=progress,
+        enable_progress_bar=any(isinstance(c, StepProgressBar) for c in shown),
         enable_model_summary=False,
         log_every_n_steps=10,
     )
