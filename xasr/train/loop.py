@@ -27,11 +27,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from xasr.config import TRAIN_FLAGS, ModelConfig, TrainConfig
+from xasr.config import ModelConfig, TrainConfig
 from xasr.data.batching import (
     check_utterances,
     count_unknown_chars,
-    make_loader,
     source_prefix,
     to_cuts,
 )
@@ -39,7 +38,7 @@ from xasr.data.manifest import Utterance, read_manifest
 from xasr.data.sources import MetaBatches, as_sources, source_shares
 from xasr.data.vocab import CharVocab, SentencePieceVocab, Vocab, load_vocab, save_vocab
 from xasr.device import training_machine
-from xasr.errors import CheckpointError, DataError, Interrupted, XasrError
+from xasr.errors import DataError, Interrupted, XasrError
 from xasr.io import output_dir, write_text
 from xasr.models.build import build_model, save_model_dir
 from xasr.models.ctc import CtcModel
@@ -53,10 +52,12 @@ from xasr.train.checkpoint import (
     ValidateAtLastStep,
 )
 from xasr.train.curve import LOG_DIR, CurveLogger, next_attempt, write_curve
+from xasr.train.data import CutsData
 from xasr.train.meta import MetaOptions
 from xasr.train.module import AsrTask, MetaAsrTask
 from xasr.train.progress import StepProgressBar, progress_callbacks
 from xasr.train.quiet import quiet_third_party
+from xasr.train.resume import check_checkpoint, check_same_data
 
 log = logging.getLogger(__name__)
 
@@ -74,80 +75,6 @@ class TrainResult:
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-
-
-class CutsData(L.LightningDataModule):
-    """Builds the loaders once Lightning knows this process's rank and the world size.
-
-    ``train_cuts``: one CutSet per training source, mixed by their ``shares`` of the audio
-    seconds as ``cfg.mixing``/``cfg.source_batches`` say (``xasr.data.sources``), or grouped
-    into meta-transfer steps with ``cfg.meta_variant`` (``MetaSampler``); validation
-    reads ``valid_cuts`` (every dev set together).
-
-    Its state, saved in every checkpoint, is where the training data stands (the epoch and how
-    many of its batches were trained on), so that a resumed run continues the epoch with the
-    batch the killed one would have trained on next (``ResumableSampler``).
-    """
-
-    def __init__(
-        self,
-        train_cuts: list,
-        valid_cuts,
-        vocab: Vocab,
-        cfg: TrainConfig,
-        shares: list[float] | None = None,
-    ):
-        super().__init__()
-        self.train_cuts, self.valid_cuts, self.vocab, self.cfg = train_cuts, valid_cuts, vocab, cfg
-        self.shares = shares
-        self._resume_at: tuple[int, int] | None = None
-
-    def state_dict(self) -> dict:
-        loop = self.trainer.fit_loop
-        return {
-            # the epoch number Lightning gives the sampler's set_epoch
-            "epoch": loop.epoch_progress.current.processed,
-            # batches of this epoch trained on (optimizer steps taken), across earlier resumes
-            "batches": loop.epoch_loop.batch_progress.current.completed,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self._resume_at = (int(state["epoch"]), int(state["batches"]))
-
-    def _loader(self, cuts, shuffle: bool, on_unknown: str, shares=None, meta=None):
-        return make_loader(
-            cuts,
-            self.vocab,
-            self.cfg.max_batch_seconds,
-            shuffle=shuffle,
-            seed=self.cfg.seed,
-            num_workers=self.cfg.num_workers,
-            world_size=self.trainer.world_size,
-            rank=self.trainer.global_rank,
-            on_unknown=on_unknown,
-            shares=shares,
-            mixing=self.cfg.mixing,
-            batches=self.cfg.source_batches,
-            meta=meta,
-        )
-
-    def train_dataloader(self):
-        cfg = self.cfg
-        meta = (
-            MetaBatches(cfg.k_train, cfg.k_valid, cfg.meta_tasks)
-            if cfg.meta_variant is not None
-            else None
-        )
-        loader = self._loader(
-            self.train_cuts, shuffle=True, on_unknown=cfg.on_unknown, shares=self.shares, meta=meta
-        )
-        if self._resume_at is not None:  # restored from a checkpoint before this is called
-            loader.sampler.resume(*self._resume_at)
-            self._resume_at = None
-        return loader
-
-    def val_dataloader(self):
-        return self._loader(self.valid_cuts, shuffle=False, on_unknown="unk")
 
 
 def prepare_vocab(
@@ -264,22 +191,7 @@ def train(
     )
     train_cuts = [to_cuts(part, prefix=source_prefix(i)) for i, part in enumerate(train_sets)]
     data = CutsData(train_cuts, to_cuts(valid_utts), vocab, cfg, shares)
-    meta = {
-        **(meta or {}),
-        "train": asdict(cfg),
-        "train_manifest": sources[0].manifest if len(sources) == 1 else None,
-        "valid_manifests": valid_manifests,
-    }
-    if len(sources) > 1:
-        meta["sources"] = [
-            {"manifest": s.manifest, "weight": s.weight, "share": share}
-            for s, share in zip(sources, shares)
-        ]
-        log.info(
-            "training sources (%s): %s",
-            cfg.mixing,
-            ", ".join(f"{s.manifest} {share:.1%}" for s, share in zip(sources, shares)),
-        )
+    meta = model_meta(meta, cfg, sources, shares, valid_manifests)
     export = ExportBestModel(
         lambda model, meta: save_model_dir(run_dir / "model", model, model_cfg, vocab, meta),
         meta,
@@ -303,6 +215,28 @@ def train(
         write_curve(run_dir)
         write_text(run_dir / "result.json", json.dumps(result.to_json(), indent=1))
     return result
+
+
+def model_meta(meta: dict | None, cfg: TrainConfig, sources, shares, valid_manifests) -> dict:
+    """What the exported model records of its training: ``meta`` (the caller's: a transfer's
+    plan), the recipe, its sources with their shares, its dev sets."""
+    meta = {
+        **(meta or {}),
+        "train": asdict(cfg),
+        "train_manifest": sources[0].manifest if len(sources) == 1 else None,
+        "valid_manifests": valid_manifests,
+    }
+    if len(sources) > 1:
+        meta["sources"] = [
+            {"manifest": s.manifest, "weight": s.weight, "share": share}
+            for s, share in zip(sources, shares)
+        ]
+        log.info(
+            "training sources (%s): %s",
+            cfg.mixing,
+            ", ".join(f"{s.manifest} {share:.1%}" for s, share in zip(sources, shares)),
+        )
+    return meta
 
 
 def fit(trainer: L.Trainer, task: AsrTask, data: CutsData, run_dir: Path, cfg: TrainConfig):
@@ -394,88 +328,6 @@ def check_monitor(cfg: TrainConfig, langs: list[str]) -> None:
         raise XasrError(
             f"monitor (--monitor) {cfg.monitor!r}: the dev data's languages are "
             f"{', '.join(langs)}; use all, macro or one of those"
-        )
-
-
-DATA_FILE = "data.json"  # what a run trains and validates on, checked when it resumes
-# The TrainConfig keys that decide which batches a run trains on (its data position means
-# nothing for others) and what it monitors.
-DATA_KEYS = ("mixing", "temperature", "source_batches", "monitor")
-META_KEYS = ("meta_variant", "k_train", "k_valid", "meta_tasks")
-
-
-def check_same_data(
-    run_dir: Path,
-    sources,
-    valid_manifests: list[str],
-    cfg: TrainConfig,
-    masks=None,
-    task: dict | None = None,
-) -> None:
-    """Record (first start) or compare (resume) the run's sources, dev sets, mixing,
-    monitor and language masks: a resumed run must go on with the data, metric and
-    sub-networks it started with (the checkpoint's data position and best-model state mean
-    nothing for others). ``task``: more keys that must not change (continued pre-training's
-    source and masking: its dev loss scores that task)."""
-    spec = {
-        "train": [[str(Path(s.manifest).resolve()), s.weight] for s in sources],
-        "valid": [str(Path(m).resolve()) for m in valid_manifests],
-        **{k: getattr(cfg, k) for k in DATA_KEYS},
-        **(task or {}),
-    }
-    if cfg.meta_variant is not None:  # runs from before meta-transfer have no such keys
-        spec.update({k: getattr(cfg, k) for k in META_KEYS})
-    if masks is not None:
-        spec["masks"] = masks.digest()
-    path = run_dir / DATA_FILE
-    resuming = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    if resuming and path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        optional = (*META_KEYS, "masks")
-        keys = [*spec, *(k for k in optional if k in saved and k not in spec)]
-        for key in keys:
-            value = spec.get(key)
-            if saved.get(key) != json.loads(json.dumps(value)):
-                flag = TRAIN_FLAGS.get(key, f"--{key}")  # masks: --masks
-                raise XasrError(
-                    f"{run_dir} was started with other {flag} ({saved.get(key)}, now {value}); "
-                    "resume it with the same data and options, or train into a new --out"
-                )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(spec, indent=1))
-
-
-def check_checkpoint(path: Path, task: AsrTask) -> None:
-    """``CheckpointError`` before Lightning fails on a last.ckpt: one that cannot be read (a
-    file damaged or replaced from outside: xasr's own writes are atomic), or one whose weights
-    or optimizer groups do not fit this run (the same RUN resumed with another --size,
-    --freeze-layers, --reinit-head, ...)."""
-    try:  # mmap: the tensors are not read, only the structure
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        weights, optimizers = saved["state_dict"], saved["optimizer_states"]
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path} cannot be read ({reason}); move it away to train this run from its start"
-        ) from None
-    started_otherwise = (
-        f"{path.parent.parent} was started with other options; resume it with the options it "
-        "started with, or train into a new --out"
-    )
-    for name, tensor in task.state_dict().items():
-        if name in weights and tuple(weights[name].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{started_otherwise} ({name} is {tuple(weights[name].shape)} there, "
-                f"{tuple(tensor.shape)} now: another model size or vocabulary)"
-            )
-    groups = [(g["name"], len(g["params"])) for g in task._param_groups()]
-    saved_groups = [len(g["params"]) for g in optimizers[0]["param_groups"]] if optimizers else []
-    if saved_groups and saved_groups != [n for _, n in groups]:
-        raise CheckpointError(
-            f"{started_otherwise} (trainable parameter groups {saved_groups} there, "
-            f"{[n for _, n in groups]} now: another --freeze-layers, --freeze-steps, "
-            "--drop-layers, --reinit-head, --l2sp or --ewc)"
         )
 
 

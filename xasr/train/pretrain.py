@@ -34,10 +34,9 @@ from xasr.io import output_dir, write_text
 from xasr.models.ssl import SslOptions, load_for_pretraining, pretraining_class
 from xasr.train.checkpoint import ExportBestModel, TrainingClock
 from xasr.train.curve import write_curve
+from xasr.train.data import CutsData
 from xasr.train.loop import (
-    CutsData,
     check_masked_recipe,
-    check_same_data,
     early_stopping,
     fit,
     load_split,
@@ -47,6 +46,7 @@ from xasr.train.loop import (
     work_counter,
 )
 from xasr.train.module import SslTask
+from xasr.train.resume import check_same_data
 
 log = logging.getLogger(__name__)
 
