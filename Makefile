@@ -19,7 +19,7 @@ APT_PACKAGES += g++ cmake python3-dev libboost-program-options-dev libboost-syst
 	libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
 LMPLZ := $(VENV)/bin/lmplz
 
-.PHONY: test demo base-model system venv lm-tools lint clean
+.PHONY: test demo base-model system venv lm-tools lint clean fillets
 
 test: system venv lm-tools
 	$(PY) -m pytest -q -x
@@ -31,6 +31,15 @@ demo: system venv lm-tools
 # cores, minutes on a GPU), then copies it into xasr/pretrained/en-small.
 base-model: system venv
 	$(XASR) base-model --recipe recipes/en-small.yaml --out runs/base-en-small
+
+# Real human speech: Fish Fillets NG's Czech voice acting (about 96 minutes, GPL-2+), installed
+# from Debian, never copied into the repository; read with `xasr prepare fillets`.
+FILLETS_DIR := /usr/share/games/fillets-ng
+fillets:
+	@dpkg -s fillets-ng-data fillets-ng-data-cs >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fillets-ng-data fillets-ng-data-cs >/dev/null; }
+	@echo "Fish Fillets NG data in $(FILLETS_DIR)"
 
 system:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

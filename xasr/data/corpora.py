@@ -3,6 +3,7 @@
 Common Voice, LibriSpeech, Multilingual LibriSpeech, FLEURS and VoxPopuli go through lhotse's
 recipes (``lhotse.recipes.prepare_*``), which read the local layout; none of them downloads here
 (VoxPopuli's recipe would fetch its annotation table: it must lie in the corpus folder).
+Fish Fillets NG's Czech voice acting (Debian packages) goes through ``xasr.data.fillets``.
 Hugging Face ``datasets`` folders (``save_to_disk``) and folders of parquet files are read with
 pyarrow (``xasr.data.hf_corpora``). Every transcript goes through ``TranscriptRules``; the
 summary says what changed and what was dropped, with counts.
@@ -21,11 +22,13 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xasr.data.audio import SAMPLE_RATE, save_audio
+from xasr.data.fillets import HeldOut, fillets_reader
 from xasr.data.manifest import Utterance, write_manifest
 from xasr.data.transcripts import TranscriptNormaliser, TranscriptRules
 from xasr.errors import DataError
@@ -54,6 +57,8 @@ class Prepared:
     manifests: dict[str, Path]
     kept: dict[str, int]
     summary: dict[str, str]
+    # files the reader could not pair with a transcript, before any split (why -> files)
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class Request:
     # rows of the corpus's own tables per split, where a reader knows them: lines lhotse's
     # recipe skipped (audio missing or unreadable) are counted from the difference
     source_rows: dict[str, int] = field(default_factory=dict)
+    # corpora without splits of their own (fillets): how much goes to dev and test
+    held_out: HeldOut = field(default_factory=HeldOut)
+    skipped: Counter = field(default_factory=Counter)  # why -> files the reader dropped
 
     def keep(self, split: str) -> bool:
         return not self.splits or split in self.splits
@@ -85,11 +93,13 @@ def prepare_corpus(
     rules: TranscriptRules | None = None,
     audio_column: str = "audio",
     text_column: str = "text",
+    held_out: HeldOut | None = None,
 ) -> Prepared:
     """Read ``corpus`` (a name of ``CORPORA``) in ``corpus_dir``; write manifests under ``out``.
 
     ``lang``: the language to take (Common Voice's, MLS's, FLEURS's or VoxPopuli's code; the
-    ``lang`` of every line); ``splits``: the splits to keep (default: all found).
+    ``lang`` of every line); ``splits``: the splits to keep (default: all found);
+    ``held_out``: the dev and test shares of a corpus without splits of its own (fillets).
     """
     if corpus not in CORPORA:
         raise DataError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
@@ -104,9 +114,13 @@ def prepare_corpus(
         raise DataError(f"{corpus}: pass --lang (the corpus's language code, e.g. es)")
     with tempfile.TemporaryDirectory(prefix="xasr-lhotse-") as work:
         request = Request(
-            corpus_dir, lang, wanted, Path(work), out / "audio", audio_column, text_column
-        )
+            corpus_dir, lang, wanted, Path(work), out / "audio", audio_column, text_column,
+            held_out=held_out or HeldOut(),
+        )  # fmt: skip
         found = read(request)
+        if request.skipped:
+            log.info("%s: skipped %s", corpus,
+                     "; ".join(f"{n} ({why})" for why, n in request.skipped.items()))  # fmt: skip
         if wanted:
             missing = [s for s in wanted if s not in found]
             if missing:
@@ -130,7 +144,7 @@ def prepare_corpus(
             kept[split] = len(lines)
             summary[split] = normalise.summary()
             log.info("%s %s: %d utterances; %s", corpus, split, len(lines), summary[split])
-    return Prepared(manifests, kept, summary)
+    return Prepared(manifests, kept, summary, dict(request.skipped))
 
 
 def _normalised(utterances, normalise, lang: str) -> list[Utterance]:
@@ -358,6 +372,11 @@ def _hf(req: Request):
     )
 
 
+def _fillets(req: Request):
+    found = fillets_reader(req.corpus_dir, req.lang, req.audio_dir, req.held_out, req.skipped)
+    return {split: read for split, read in found.items() if req.keep(split)}
+
+
 # name -> (reader, default language); the reader returns {split: () -> [Utterance]}
 CORPORA: dict[str, tuple[Callable, str | None]] = {
     "commonvoice": (_commonvoice, None),
@@ -366,4 +385,5 @@ CORPORA: dict[str, tuple[Callable, str | None]] = {
     "fleurs": (_fleurs, None),
     "voxpopuli": (_voxpopuli, None),
     "hf": (_hf, None),
+    "fillets": (_fillets, "cs"),
 }
