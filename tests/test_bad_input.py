@@ -165,6 +165,26 @@ def test_empty_transcript(tmp_path, good_wav, text):
     assert "skipped 1 empty transcript" in report.summary()
 
 
+@pytest.mark.parametrize("text", ["...", "?!", "\u200b", "- « » -"])
+def test_a_transcript_without_a_word(tmp_path, good_wav, text):
+    """Only punctuation, symbols or invisible characters: an error naming the line, or with
+    --skip-bad dropped and counted; a word of any script passes."""
+    manifest = manifest_with(
+        tmp_path,
+        [
+            {"audio_filepath": good_wav, "text": "ok"},
+            {"audio_filepath": good_wav, "text": text},
+            {"audio_filepath": good_wav, "text": "你好"},
+            {"audio_filepath": good_wav, "text": "42"},
+        ],
+    )
+    with pytest.raises(DataError, match=rf"{manifest}:2: transcript .* has no word"):
+        check_utterances(read_manifest(manifest))
+    kept, report = check_utterances(read_manifest(manifest), skip_bad=True)
+    assert [u.text for u in kept] == ["ok", "你好", "42"]
+    assert report.skipped == {"transcript without a word": 1}
+
+
 def test_every_line_bad_is_an_error_even_with_skip_bad(tmp_path):
     manifest = manifest_with(tmp_path, [{"audio_filepath": "gone.wav", "text": "x"}])
     with pytest.raises(DataError, match="no usable utterances"):

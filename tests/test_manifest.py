@@ -71,6 +71,27 @@ def test_csv_missing_txt_file_and_wrong_field_count(tmp_path):
         read_manifest(manifest)
 
 
+def test_csv_with_a_header_row(tmp_path):
+    """A header naming the audio and text columns (any order, other columns ignored, duration
+    optional) is read as such; without a recognised header the first row is data."""
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(
+        'client,Sentence,path,duration\nx1,"hola, mundo",wavs/a.wav,1.5\nx2,adiós,wavs/b.wav,\n',
+        encoding="utf-8",
+    )
+    a, b = read_manifest(manifest)
+    assert (a.text, a.duration, a.id) == ("hola, mundo", 1.5, "a")
+    assert a.audio_filepath == (tmp_path / "wavs" / "a.wav").resolve()
+    assert (b.text, b.duration) == ("adiós", None)
+    assert "client" not in a.extra
+    manifest.write_text("audio_filepath,text\nwavs/a.wav\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{manifest}:2: 1 fields, the header names 2"):
+        read_manifest(manifest)
+    manifest.write_text("file,transcript,duration\nwavs/a.wav,hi,long\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{manifest}:2: duration 'long' is not a number"):
+        read_manifest(manifest)
+
+
 def test_malformed_json_line_names_file_and_line(tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(

@@ -81,12 +81,8 @@ def check_utterances(
     for utt in utterances:
         try:
             info = _audio_info(utt)
-            if require_text and not utt.text.strip():
-                raise DataError(
-                    f"{utt.source}: empty transcript for {utt.audio_filepath}; "
-                    "remove the line or pass --skip-bad to drop such lines",
-                    reason="empty transcript",
-                )
+            if require_text:
+                check_transcript(utt)
             silent, duration = _check_samples(utt, info)
             if silent and skip_bad:
                 raise DataError(
@@ -121,6 +117,24 @@ def check_utterances(
         manifest = utterances[0].source.rsplit(":", 1)[0] if utterances else "the manifest"
         raise DataError(f"{manifest}: no usable utterances ({report.summary()})")
     return kept, report
+
+
+def check_transcript(utt: Utterance) -> None:
+    """``DataError`` for a transcript without a word: empty, or nothing but punctuation,
+    symbols and invisible characters ("...", "?!"), which would train on a target that says
+    nothing of the speech."""
+    if not utt.text.strip():
+        raise DataError(
+            f"{utt.source}: empty transcript for {utt.audio_filepath}; "
+            "remove the line or pass --skip-bad to drop such lines",
+            reason="empty transcript",
+        )
+    if not any(char.isalnum() for char in utt.text):
+        raise DataError(
+            f"{utt.source}: transcript {utt.text!r} of {utt.audio_filepath} has no word (no "
+            "letter or digit); remove the line, or pass --skip-bad to drop such lines",
+            reason="transcript without a word",
+        )
 
 
 def _audio_info(utt: Utterance):

@@ -148,34 +148,86 @@ def _language_of(language: str | None) -> str | None:
     return _LANGUAGE_NAMES.get(language.lower(), language)
 
 
+# the columns a CSV manifest's header row may name (lower case), each in order of preference
+CSV_AUDIO_COLUMNS = ("audio_filepath", "path", "file")
+CSV_TEXT_COLUMNS = ("text", "sentence", "transcript")
+
+
 def read_csv_manifest(path: Path) -> list[Utterance]:
+    """Rows ``wav_path,transcript_or_txt_path``, or, when the first row is a header naming an
+    audio column (``CSV_AUDIO_COLUMNS``) and a text column (``CSV_TEXT_COLUMNS``), those
+    columns and an optional ``duration``; any other column is ignored."""
+    lines = [(n, line) for n, line in _numbered_lines(path) if line.strip()]
+    rows = [(n, _csv_fields(line, f"{path}:{n}")) for n, line in lines]
+    header = _csv_header(rows[0][1]) if rows else None
     utterances = []
-    for line_no, line in _numbered_lines(path):
-        if not line.strip():
-            continue
+    for line_no, fields in rows[1:] if header else rows:
         where = f"{path}:{line_no}"
-        try:
-            fields = next(csv.reader([line]))
-        except csv.Error as err:
-            raise DataError(f"{where}: not a CSV line ({err})") from None
-        if len(fields) != 2:
-            raise DataError(
-                f"{where}: expected 2 fields 'wav_path,transcript_or_txt_path', got {len(fields)}"
-            )
-        audio, text = fields[0].strip(), fields[1].strip()
-        if text.endswith(".txt"):
-            text_path = _resolve(text, path.parent, where)
-            if not text_path.is_file():
-                raise DataError(f"{where}: transcript file {text_path} does not exist")
-            try:
-                text = text_path.read_text(encoding="utf-8").strip()
-            except UnicodeDecodeError as err:
+        if header:
+            row = _header_row(fields, header, where)
+        else:
+            if len(fields) != 2:
                 raise DataError(
-                    f"{where}: transcript file {text_path} is not valid UTF-8 (byte {err.start})"
-                ) from None
-        row = {"audio_filepath": audio, "text": text, "id": Path(audio).stem}
+                    f"{where}: expected 2 fields 'wav_path,transcript_or_txt_path', or a header "
+                    f"row naming the columns (audio_filepath/path/file, text/sentence/transcript), "
+                    f"got {len(fields)}"
+                )
+            row = {"audio_filepath": fields[0].strip(), "text": fields[1].strip()}
+            row["text"] = _text_or_file(row["text"], path.parent, where)
+        row["id"] = Path(row["audio_filepath"]).stem
         utterances.append(_utterance_from_row(row, path.parent, where))
     return utterances
+
+
+def _csv_fields(line: str, where: str) -> list[str]:
+    try:
+        return next(csv.reader([line]))
+    except csv.Error as err:
+        raise DataError(f"{where}: not a CSV line ({err})") from None
+
+
+def _csv_header(fields: list[str]) -> dict[str, int] | None:
+    """{audio_filepath, text[, duration]: column} when ``fields`` is a header row, else None."""
+    names = [f.strip().lower() for f in fields]
+    audio = next((names.index(c) for c in CSV_AUDIO_COLUMNS if c in names), None)
+    text = next((names.index(c) for c in CSV_TEXT_COLUMNS if c in names), None)
+    if audio is None or text is None:
+        return None
+    header = {"audio_filepath": audio, "text": text}
+    if "duration" in names:
+        header["duration"] = names.index("duration")
+    return header
+
+
+def _header_row(fields: list[str], header: dict[str, int], where: str) -> dict:
+    if len(fields) <= max(header.values()):
+        raise DataError(
+            f"{where}: {len(fields)} fields, the header names {max(header.values()) + 1}"
+        )
+    row = {key: fields[column].strip() for key, column in header.items()}
+    if "duration" in row:
+        try:
+            row["duration"] = float(row["duration"]) if row["duration"] else None
+        except ValueError:
+            raise DataError(f"{where}: duration {row['duration']!r} is not a number") from None
+        if row["duration"] is None:
+            del row["duration"]
+    return row
+
+
+def _text_or_file(text: str, base: Path, where: str) -> str:
+    """``text``, or the contents of the ``.txt`` file it names."""
+    if not text.endswith(".txt"):
+        return text
+    text_path = _resolve(text, base, where)
+    if not text_path.is_file():
+        raise DataError(f"{where}: transcript file {text_path} does not exist")
+    try:
+        return text_path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{where}: transcript file {text_path} is not valid UTF-8 (byte {err.start})"
+        ) from None
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
