@@ -429,3 +429,36 @@ def test_the_step_bar_only_on_a_terminal():
     assert isinstance(progress_callbacks(True, Terminal())[0], StepProgressBar)
     assert isinstance(progress_callbacks(True, io.StringIO())[0], ValidationLines)
     assert isinstance(progress_callbacks(False, Terminal())[0], ValidationLines)
+
+
+def test_a_run_stuck_in_the_blank_phase_says_so_once(caplog):
+    """Three validations in a row decoding under 5 % of the references' characters: one
+    warning naming the steps and the likely causes; a validation above resets the count."""
+    import logging
+    from types import SimpleNamespace
+
+    from xasr.train.blank import BlankPhaseWatch
+
+    watch = BlankPhaseWatch()
+    trainer = SimpleNamespace(callback_metrics={}, sanity_checking=False, is_global_zero=True)
+    with caplog.at_level(logging.WARNING, logger="xasr.train.blank"):
+        for step, ratio in [(50, 0.0), (100, 0.01), (150, 0.2), (200, 0.0), (250, 0.02),
+                            (300, 0.04), (350, 0.0), (400, 0.0)]:  # fmt: skip
+            trainer.callback_metrics = {"val_output_ratio": torch.tensor(ratio)}
+            trainer.global_step = step
+            watch.on_validation_end(trainer, None)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "3 validations in a row (steps 200-300)" in warnings[0]
+    assert "learning rate" in warnings[0]
+
+
+def test_validation_logs_how_much_the_model_writes(corpus, tmp_path, make_cfg):
+    from xasr.config import MODEL_SIZES
+    from xasr.train.loop import train
+
+    train(tmp_path / "run", corpus.en_train, corpus.en_dev, make_cfg(max_steps=4, val_every=2),
+          MODEL_SIZES["tiny"], progress=False)  # fmt: skip
+    ratios = [row["val_output_ratio"] for row in csv.DictReader(open(tmp_path / "run/metrics.csv"))
+              if row.get("val_output_ratio")]  # fmt: skip
+    assert len(ratios) == 2 and all(float(r) >= 0 for r in ratios)

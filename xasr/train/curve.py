@@ -34,7 +34,8 @@ def next_attempt(run_dir: Path) -> str:
 
 def read_curve(run_dir: str | Path) -> list[dict]:
     """Rows {"step": int, "train_loss"?, "train_penalty"?, "val_cer"?, "val_wer"?,
-    "val_cer_<lang>"?, "val_wer_<lang>"?, "val_loss"?, "val_loss_<lang>"?: float} by step
+    "val_cer_<lang>"?, "val_wer_<lang>"?, "val_output_ratio"?, "val_loss"?, "val_loss_<lang>"?:
+    float} by step
     (``val_loss``: continued self-supervised pre-training's dev score)."""
     attempts = sorted(
         (Path(run_dir) / LOG_DIR).glob("attempt-*/metrics.csv"),
@@ -60,6 +61,8 @@ def write_curve(run_dir: str | Path) -> Path:
         keys.insert(2, "train_penalty")
     if any("val_loss" in row for row in rows):  # continued pre-training (SslTask)
         keys.append("val_loss")
+    if any("val_output_ratio" in row for row in rows):  # how much greedy decoding writes
+        keys.append("val_output_ratio")
     # a dev set of several languages: each one's scores (AsrTask.val_langs)
     prefixes = ("val_cer_", "val_wer_", "val_loss_")
     keys += sorted({k for row in rows for k in row if k.startswith(prefixes)})

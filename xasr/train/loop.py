@@ -42,6 +42,7 @@ from xasr.errors import DataError, Interrupted, XasrError
 from xasr.io import output_dir, write_text
 from xasr.models.build import build_model, save_model_dir
 from xasr.models.ctc import CtcModel
+from xasr.train.blank import BlankPhaseWatch
 from xasr.train.budget import WorkCounter
 from xasr.train.checkpoint import (
     AtomicCheckpointIO,
@@ -364,6 +365,7 @@ def make_trainer(
             checkpoint,
             ValidateAtLastStep(),
             RandomState(),
+            BlankPhaseWatch(),
             *shown,
             *callbacks,
         ],

@@ -179,10 +179,15 @@ class AsrTask(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_counts = ErrorCounts()
         self._val_by_lang = {lang: ErrorCounts() for lang in self.val_langs}
+        self._val_chars = torch.zeros(2, dtype=torch.float64)  # hypotheses', references'
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         hyps = self._decode(batch)
         self._val_counts += error_counts(batch["texts"], hyps)
+        self._val_chars += torch.tensor(
+            [sum(len(h.strip()) for h in hyps), sum(len(r.strip()) for r in batch["texts"])],
+            dtype=torch.float64,
+        )
         if self.val_langs:
             by_lang = error_counts_by_language(batch["texts"], hyps, batch["langs"])
             for lang, counts in by_lang.items():
@@ -203,6 +208,9 @@ class AsrTask(L.LightningModule):
         log("val_cer", total.cer, prog_bar=True)
         log("val_wer", total.wer, prog_bar=True)
         log("val_mer", total.mer)  # = val_wer without CJK text; code-switched Mandarin's score
+        # how much the model writes: near 0 while CTC still decodes only blanks (BlankPhaseWatch)
+        chars = self.trainer.strategy.reduce(self._val_chars.to(self.device), reduce_op="sum")
+        log("val_output_ratio", float(chars[0] / chars[1].clamp(min=1)))
         for lang, counts in zip(self.val_langs, by_lang):
             log(f"val_cer_{lang}", counts.cer)
             log(f"val_wer_{lang}", counts.wer)
