@@ -77,6 +77,10 @@ def test_a_changed_config_is_found_by_key(tiny_kind, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "joint/seed0 was started with other settings (recipe.temperature)" in err
     assert len(err.strip().splitlines()) == 1
+    # nor is a report made from arms of other settings
+    assert main(["experiment", str(path), "--only-report", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "1 finished arm(s) were made with other settings: joint/seed0 (recipe.temperature)" in err
     assert main(["experiment", str(path), "--no-progress", "--rerun-changed"]) == 0
     assert (tmp_path / "out" / "runs" / "joint" / "seed0.replaced-1" / "cell.json").is_file()
     record = json.loads(

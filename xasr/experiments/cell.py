@@ -22,7 +22,7 @@ from xasr.experiments.config import (
     Target,
     manifests_to_fill,
 )
-from xasr.experiments.engine import check_spec, save_record
+from xasr.experiments.engine import save_record
 from xasr.experiments.recipe import EARLY_STEP
 from xasr.experiments.report import (
     cer_at_step,
@@ -143,28 +143,31 @@ def cell_recipe(exp: Experiment, cell: Cell) -> TrainConfig:
     return exp.budget.recipe(cfg, passes_per_step=2 * tasks if cfg.meta_variant else 1)
 
 
+def cell_spec(exp: Experiment, cell: Cell, source: TargetData | None) -> dict:
+    """What a cell's result depends on: its base, transfer options and recipe (the engine
+    records and compares it; ``source`` None: the replay manifest's path is not compared)."""
+    opts = cell_options(cell, _source_train(source))
+    return {
+        "base": cell.base,
+        "options": {k: v for k, v in asdict(opts).items() if k not in RUNNER_OPTIONS},
+        "recipe": asdict(cell_recipe(exp, cell)),
+    }
+
+
+def _source_train(source: TargetData | None) -> Path | None:
+    if source is not None and source.train:
+        return next(iter(source.train.values()))
+    return None
+
+
 def run_cell(
-    exp: Experiment,
-    cell: Cell,
-    data: TargetData,
-    source: TargetData | None,
-    progress: bool,
-    rerun_changed: bool = False,
+    exp: Experiment, cell: Cell, data: TargetData, source: TargetData | None, progress: bool
 ) -> dict:
     """Train (or resume), evaluate and record one cell; a finished cell is only read (and
     decoded again only when it has no ``test.json``, the hypotheses the report's bootstrap
     compares)."""
-    source_train = None
-    if source is not None and source.train:
-        source_train = next(iter(source.train.values()))
-    opts = cell_options(cell, source_train)
+    opts = cell_options(cell, _source_train(source))
     cfg = cell_recipe(exp, cell)
-    spec = {
-        "base": cell.base,
-        "options": {k: v for k, v in asdict(opts).items() if k not in RUNNER_OPTIONS},
-        "recipe": asdict(cfg),
-    }
-    check_spec(cell, spec, rerun_changed)
     record_path = cell.dir / "cell.json"
     hypotheses = cell.dir / TEST_FILE
     changed = not record_path.is_file()

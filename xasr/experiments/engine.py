@@ -9,11 +9,11 @@ the rest alike for all of them:
   file; the common keys (``name``, ``out``, ``seeds``, ``budget``, ``early_stopping``,
   ``recipe``) read the same in every kind (``xasr.experiments.common``);
 * ``--dry-run`` (the arms and their state) and ``--only-report`` (the report from finished
-  arms, nothing trained);
+  arms, nothing trained; an arm made with other settings is an error naming it and the keys);
 * resumption: a finished arm (``ARM/cell.json``) is only read, a killed one resumes from its
   checkpoint;
-* reuse only by config: each arm records what it was started with (``ARM/cell-spec.json``); a
-  change is an error naming the key, or, with ``--rerun-changed``, the old directory is moved
+* reuse only by config: each arm records what it was started with (``ARM/cell-spec.json``,
+  the kind's ``spec``), checked here before the kind runs it; a change is an error naming the key, or, with ``--rerun-changed``, the old directory is moved
   aside and the arm runs again;
 * ``--jobs N``: the data is built here, then N one-thread worker processes take the arms
   (each by a lock), and the report is written once they end.
@@ -66,7 +66,12 @@ class Kind(Protocol):
     def prepare(self, setting, progress: bool) -> Any:
         """Build (or reuse) the data every arm needs; returns what ``run_arm`` reads."""
 
-    def run_arm(self, setting, arm: Arm, data, progress: bool, rerun_changed: bool) -> dict:
+    def spec(self, setting, arm: Arm, data) -> dict:
+        """What the arm's result depends on (its recipes, data, model), recorded in
+        ``ARM/cell-spec.json`` and compared before the arm is reused or reported (``data``
+        None with ``only_report``: manifest paths are not compared)."""
+
+    def run_arm(self, setting, arm: Arm, data, progress: bool) -> dict:
         """Train (or resume) and score one arm; returns its record (``ARM/cell.json``)."""
 
     def finish(self, setting, records: dict[str, dict], data) -> dict:
@@ -110,17 +115,36 @@ def run(
         run_workers(config, setting.out, jobs, rerun_changed)
     records: dict[str, dict] = {}
     if only_report:
-        for arm in arms:
-            if (arm.dir / RECORD).is_file():
-                records[arm.id] = json.loads((arm.dir / RECORD).read_text(encoding="utf-8"))
+        records = finished_records(kind, setting, arms)
     else:
         data = data if data is not None else kind.prepare(setting, progress)
         for i, arm in enumerate(arms, start=1):
+            check_spec(arm, kind.spec(setting, arm, data), rerun_changed)
             state, detail = arm.state()
             what = {"done": "finished", "todo": "training"}.get(state, detail)
             print(f"== [{i}/{len(arms)}] {arm.id}: {what} ==", flush=True)
-            records[arm.id] = kind.run_arm(setting, arm, data, progress, rerun_changed)
+            records[arm.id] = kind.run_arm(setting, arm, data, progress)
     return kind.finish(setting, records, data)
+
+
+def finished_records(kind: Kind, setting, arms: list[Arm]) -> dict[str, dict]:
+    """{arm id: record} of the finished arms, each made with the current settings: a report
+    that mixed settings would compare unlike arms, so a change is an error naming them."""
+    records, stale = {}, []
+    for arm in arms:
+        if not (arm.dir / RECORD).is_file():
+            continue
+        changed = spec_changes(arm, kind.spec(setting, arm, None))
+        if changed:
+            stale.append(f"{arm.id} ({', '.join(changed)})")
+        records[arm.id] = json.loads((arm.dir / RECORD).read_text(encoding="utf-8"))
+    if stale:
+        raise XasrError(
+            f"{len(stale)} finished arm(s) were made with other settings: {'; '.join(stale[:5])}"
+            f"{'; ...' if len(stale) > 5 else ''}; run the experiment with --rerun-changed "
+            "before reporting, or set the config back"
+        )
+    return records
 
 
 RECORD = "cell.json"  # a finished arm's record
@@ -191,10 +215,11 @@ def run_worker(kind: Kind, setting, arms: list[Arm], progress: bool, rerun_chang
                 continue
             # a finished arm too: its recorded config is checked (and with --rerun-changed it
             # is trained again), then its record read
+            check_spec(arm, kind.spec(setting, arm, data), rerun_changed)
             if arm.state()[0] != "done":
                 print(f"== {arm.id} ==", flush=True)
                 trained.append(arm.id)
-            kind.run_arm(setting, arm, data, progress, rerun_changed)
+            kind.run_arm(setting, arm, data, progress)
     return {"trained": trained}
 
 
@@ -229,7 +254,7 @@ def check_spec(arm: Arm, spec: dict, rerun_changed: bool = False) -> None:
     aside (``<dir>.replaced-N``: nothing is lost) and the arm runs again."""
     path = arm.dir / SPEC
     if path.is_file():
-        changed = changed_keys(json.loads(path.read_text(encoding="utf-8")), spec)
+        changed = spec_changes(arm, spec)
         if not changed:
             return
         if not rerun_changed:
@@ -250,6 +275,14 @@ def check_spec(arm: Arm, spec: dict, rerun_changed: bool = False) -> None:
 
 
 SPEC = "cell-spec.json"
+
+
+def spec_changes(arm: Arm, spec: dict) -> list[str]:
+    """The keys in which ``spec`` differs from the arm's recorded one (none when unrecorded)."""
+    path = arm.dir / SPEC
+    if not path.is_file():
+        return []
+    return changed_keys(json.loads(path.read_text(encoding="utf-8")), spec)
 
 
 def save_outcome(out: Path, results: dict, report: str) -> dict:

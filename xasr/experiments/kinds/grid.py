@@ -29,6 +29,7 @@ from xasr.experiments.cell import (
     TargetData,
     build_bases,
     cell_row,
+    cell_spec,
     clear_evaluations,
     prepare_data,
     prepare_source,
@@ -58,9 +59,12 @@ class GridKind:
         source = prepare_source(exp, progress) if exp.source_data else None
         return source, {t.name: prepare_data(exp, t, progress) for t in exp.targets}
 
-    def run_arm(self, exp: Experiment, cell, data, progress: bool, rerun_changed: bool) -> dict:
+    def spec(self, exp: Experiment, cell, data) -> dict:
+        return cell_spec(exp, cell, data[0] if data is not None else None)
+
+    def run_arm(self, exp: Experiment, cell, data, progress: bool) -> dict:
         source, targets = data
-        return run_cell(exp, cell, targets[cell.target], source, progress, rerun_changed)
+        return run_cell(exp, cell, targets[cell.target], source, progress)
 
     def finish(self, exp: Experiment, records: dict[str, dict], data) -> dict:
         cells = plan_cells(exp)

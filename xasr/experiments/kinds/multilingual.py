@@ -29,7 +29,7 @@ from xasr.experiments.common import (
     recipe_variant,
 )
 from xasr.experiments.compare import primary_verdict
-from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
+from xasr.experiments.engine import run_state, save_outcome, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
 
 KEYS = ("languages", "synth", "arch", "size", "joint")
@@ -110,17 +110,20 @@ class MultilingualKind:
         )
         return s.common.budget.recipe(TrainConfig(**{**asdict(base), "seed": run.seed}))
 
-    def run_arm(
-        self, s: Setting, run: Run, splits: dict, progress: bool, rerun_changed: bool
-    ) -> dict:
+    def spec(self, s: Setting, run: Run, splits) -> dict:
+        from xasr.models.build import model_config
+
+        size = model_config(s.size, s.arch)
+        return {"recipe": asdict(self.recipe(s, run)), "model": asdict(size),
+                "langs": list(run.langs), "synth": s.synth, "minutes": s.languages}  # fmt: skip
+
+    def run_arm(self, s: Setting, run: Run, splits: dict, progress: bool) -> dict:
         from xasr.decode.evaluate import evaluate
         from xasr.models.build import model_config
         from xasr.train.loop import train
 
         cfg = self.recipe(s, run)
         size = model_config(s.size, s.arch)
-        check_spec(run, {"recipe": asdict(cfg), "model": asdict(size), "langs": list(run.langs),
-                         "synth": s.synth, "minutes": s.languages}, rerun_changed)  # fmt: skip
         if run.state()[0] == "done":
             return json.loads((run.dir / "cell.json").read_text(encoding="utf-8"))
         if not (run.dir / "result.json").is_file():

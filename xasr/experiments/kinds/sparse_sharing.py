@@ -42,7 +42,7 @@ from xasr.experiments.common import (
     recipe_variant,
 )
 from xasr.experiments.compare import primary_verdict, select_on_dev
-from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
+from xasr.experiments.engine import run_state, save_outcome, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
 from xasr.models.build import WEIGHTS_FILE
 
@@ -147,15 +147,14 @@ class SparseSharingKind:
     def continued_recipe(self, s: Setting, seed: int, budget: Budget) -> TrainConfig:
         return budget.recipe(replace(s.dense, seed=seed, source_batches="language"))
 
-    def run_arm(
-        self, s: Setting, run: Run, splits: dict, progress: bool, rerun_changed: bool
-    ) -> dict:
-        spec = {"dense_recipe": asdict(self.dense_recipe(s, run.seed)), "budget": asdict(s.common.budget),
+    def spec(self, s: Setting, run: Run, splits) -> dict:
+        return {"dense_recipe": asdict(self.dense_recipe(s, run.seed)), "budget": asdict(s.common.budget),
                 "recipe": asdict(s.dense), "finetune_recipe": asdict(s.finetune),
                 "adapt_recipe": asdict(s.adapt), "adapt_budget": asdict(s.adapt_budget),
                 "synth": s.synth, "languages": s.languages, "model": {"size": s.size, "arch": s.arch},
                 "rounds": s.rounds}  # fmt: skip
-        check_spec(run, spec, rerun_changed)
+
+    def run_arm(self, s: Setting, run: Run, splits: dict, progress: bool) -> dict:
         if run.state()[0] == "done":
             return json.loads((run.dir / "cell.json").read_text(encoding="utf-8"))
         dense = self.ensure_dense(s, run.seed, splits, progress)

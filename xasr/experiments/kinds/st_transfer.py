@@ -40,7 +40,7 @@ from xasr.experiments.common import (
     recipe_variant,
 )
 from xasr.experiments.compare import primary_verdict
-from xasr.experiments.engine import check_spec, run_state, save_outcome, save_record
+from xasr.experiments.engine import run_state, save_outcome, save_record
 from xasr.experiments.tables import markdown_table, mean_std, verdict_sentence, work_section
 
 KEYS = ("source", "targets", "synth", "base", "arms", "st_recipe", "st_budget")
@@ -156,21 +156,22 @@ class StTransferKind:
         cfg = s.st_budget.recipe(replace(s.st_recipe, seed=run.seed))
         return replace(cfg, ctc_loss_weight=0.0) if run.attention_only else cfg
 
-    def run_arm(
-        self, s: Setting, run: Run, splits: dict, progress: bool, rerun_changed: bool
-    ) -> dict:
-        from xasr.decode.evaluate import evaluate
-        from xasr.models.build import read_model_config, resolve_model
-        from xasr.transfer.finetune import TransferOptions, transfer
-        from xasr.transfer.st import StOptions, st_enhanced_transfer
-
+    def spec(self, s: Setting, run: Run, splits) -> dict:
         cfg = s.common.budget.recipe(replace(s.common.recipe, seed=run.seed))
         spec = {"recipe": asdict(cfg), "base": s.base, "synth": s.synth,
                 "minutes": s.targets[run.lang]["train_minutes"]}  # fmt: skip
         if run.translator is not None:
             spec.update(st_recipe=asdict(self.st_cfg(s, run)), source_minutes=s.source_minutes,
                         translator=s.targets[run.lang]["translators"][run.translator])  # fmt: skip
-        check_spec(run, spec, rerun_changed)
+        return spec
+
+    def run_arm(self, s: Setting, run: Run, splits: dict, progress: bool) -> dict:
+        from xasr.decode.evaluate import evaluate
+        from xasr.models.build import read_model_config, resolve_model
+        from xasr.transfer.finetune import TransferOptions, transfer
+        from xasr.transfer.st import StOptions, st_enhanced_transfer
+
+        cfg = s.common.budget.recipe(replace(s.common.recipe, seed=run.seed))
         if run.state()[0] == "done":
             return json.loads((run.dir / "cell.json").read_text(encoding="utf-8"))
         target, source = splits[run.lang], splits[s.source_lang]
