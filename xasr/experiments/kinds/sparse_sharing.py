@@ -123,17 +123,17 @@ class SparseSharingKind:
         )
 
     def arms(self, s: Setting) -> list[Run]:
-        # every seed's dense arm first: each trains its seed's start, so parallel workers train
-        # different starts instead of one waiting on the other's
-        runs = [Run("dense", "dense", seed, s.out / "runs" / "dense" / f"seed{seed}")
-                for seed in s.common.seeds]  # fmt: skip
+        """Every seed's dense arm first (each trains its seed's start, so parallel workers
+        train different starts instead of one waiting on the other's); then, per seed, the
+        first sparse arm (it adapts the seed's languages) ahead of the arms that need no
+        adaptation, and the other sparse arms, which reuse it, last."""
+        runs = [_run(s, "dense", seed) for seed in s.common.seeds]
         for seed in s.common.seeds:
-            for arm in s.arms:
-                if arm in ("sparse", "random", "shared"):
-                    runs += [Run(f"{arm}-{x:g}", arm, seed, s.out / "runs" / f"{arm}-{x:g}" / f"seed{seed}", x)
-                             for x in s.sparsities]  # fmt: skip
-                else:
-                    runs.append(Run(arm, arm, seed, s.out / "runs" / arm / f"seed{seed}"))
+            every = [_run(s, arm, seed, x) for arm in s.arms
+                     for x in (s.sparsities if arm in ("sparse", "random", "shared") else [None])]  # fmt: skip
+            sparse = [r for r in every if r.family == "sparse"]
+            rest = [r for r in every if r.family != "sparse"]
+            runs += sparse[:1] + rest + sparse[1:]
         return runs
 
     def prepare(self, s: Setting, progress: bool) -> dict:
@@ -332,6 +332,11 @@ class SparseSharingKind:
 
 
 KIND = SparseSharingKind()
+
+
+def _run(s: Setting, arm: str, seed: int, sparsity: float | None = None) -> Run:
+    name = arm if sparsity is None else f"{arm}-{sparsity:g}"
+    return Run(name, arm, seed, s.out / "runs" / name / f"seed{seed}", sparsity)
 
 
 def remaining(budget: Budget, stages: list[dict]) -> Budget:
