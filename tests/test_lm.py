@@ -186,3 +186,35 @@ def test_evaluate_with_lm(untrained_model, the_lm, tmp_path, capsys):
     assert main(args) == 0
     greedy = json.loads(capsys.readouterr().out)
     assert greedy["decoder"] == {"name": "greedy"} and greedy["decode_rtf"] > 0
+
+
+def test_lm_weights_are_chosen_on_dev(the_lm, untrained_model, monkeypatch):
+    """The dev set's log-probabilities lean to "teh cat": greedy and weight 0 keep the error,
+    a positive weight fixes it; the lowest dev CER wins (ties: the smaller weight and bonus),
+    and the table holds every pair beside greedy decoding's scores."""
+    from xasr.decode import lm_tuning
+
+    model_dir, manifest = untrained_model
+    vocab = CharVocab.from_texts(LM_TEXT)
+    teh = frames(vocab, {"t": 0.9}, {"e": 0.55, "h": 0.45}, {"h": 0.55, "e": 0.45}, {"|": 0.9},
+                 {"c": 0.9}, {"<blank>": 0.9}, {"a": 0.9}, {"t": 0.9})  # fmt: skip
+    monkeypatch.setattr(lm_tuning, "load_model_dir", lambda d: (torch.nn.Linear(1, 1), None, vocab))
+    monkeypatch.setattr(lm_tuning, "dev_log_probs", lambda *a, **k: ([teh], ["the cat"]))
+    monkeypatch.setattr(torch.nn.Linear, "ctc_log_probs", lambda self: None, raising=False)
+    tuned = lm_tuning.tune_lm_weights(model_dir, manifest, the_lm, lm_weights=(0.0, 0.5, 1.0),
+                                      word_bonuses=(0.0, 1.0), beam_width=16)  # fmt: skip
+    assert tuned.greedy["cer"] > 0 and len(tuned.table) == 6
+    assert tuned.dev_cer == 0.0 and tuned.lm_weight == 0.5
+    assert tuned.word_bonus == min(r["word_bonus"] for r in tuned.table if r["lm_weight"] == 0.5
+                                   and r["cer"] == 0.0)  # fmt: skip
+    assert all(r["cer"] > 0 for r in tuned.table if r["lm_weight"] == 0.0)
+
+
+def test_lm_tuning_runs_on_a_model_and_refuses_a_bad_metric(the_lm, untrained_model):
+    from xasr.decode.lm_tuning import tune_lm_weights
+
+    model_dir, manifest = untrained_model
+    tuned = tune_lm_weights(model_dir, manifest, the_lm, lm_weights=(0.5,), word_bonuses=(1.0,))
+    assert len(tuned.table) == 1 and set(tuned.greedy) == {"cer", "wer"}
+    with pytest.raises(XasrError, match="metric 'bleu'"):
+        tune_lm_weights(model_dir, manifest, the_lm, metric="bleu")

@@ -341,6 +341,13 @@ class LmDecoder(CtcStrategy):
             "word_bonus": self.word_bonus,
         }
 
+    def set_weights(self, lm_weight: float, word_bonus: float) -> None:
+        """Change the LM weight and word bonus in place (the LM stays loaded): how the weights
+        are tuned on dev (``xasr.decode.lm_tuning``)."""
+        BeamSearchOptions(self.beam_width, lm_weight, word_bonus)  # range checks
+        self.lm_weight, self.word_bonus = lm_weight, word_bonus
+        self.decoder.reset_params(alpha=lm_weight, beta=word_bonus)
+
     def decode_one(self, log_probs: np.ndarray) -> str:
         log_probs = np.array(log_probs, dtype=np.float32)  # a copy: <unk> is masked below
         log_probs[:, self.vocab.unk_id] = NEVER
