@@ -24,7 +24,7 @@ from xasr.experiments.common import (
 )
 from xasr.experiments.engine import run_state
 from xasr.models.build import model_config, read_model_config, resolve_model
-from xasr.models.pretrained import foreign_kind
+from xasr.models.pretrained.importers import foreign_kind
 from xasr.transfer.finetune import TransferOptions
 
 GRID_KEYS = (  # beside xasr.experiments.common.COMMON_KEYS

@@ -17,9 +17,12 @@ from xasr.data.features import LogMel
 from xasr.data.vocab import VOCAB_FILE, Vocab, load_vocab, vocab_text
 from xasr.errors import CheckpointError, XasrError
 from xasr.io import write_files
+from xasr.models.aed import build_aed
 from xasr.models.conformer import ConformerEncoder
 from xasr.models.ctc import CtcModel
 from xasr.models.frontends import Conv2dSubsampling
+from xasr.models.pretrained.importers import foreign_kind, import_pretrained
+from xasr.models.pretrained.modules import build_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +54,6 @@ def build_ctc(cfg: ModelConfig, vocab_size: int) -> CtcModel:
         encoder=ConformerEncoder(cfg),
         head=nn.Linear(cfg.d_model, vocab_size),
     )
-
-
-def build_aed(cfg: AedConfig, vocab_size: int) -> nn.Module:
-    from xasr.models.aed import build_aed as build
-
-    return build(cfg, vocab_size)
-
-
-def build_pretrained(cfg, vocab_size: int) -> nn.Module:
-    from xasr.models.pretrained import build_pretrained as build
-
-    return build(cfg, vocab_size)
 
 
 BUILDERS = {"conformer-ctc": build_ctc, "aed": build_aed, "pretrained-ctc": build_pretrained}
@@ -126,8 +117,6 @@ def load_model_dir(
     (``xasr.models.pretrained``); one without a CTC head has no vocabulary: its vocab is None
     with ``need_head=False`` (a transfer source), an error otherwise."""
     directory = resolve_model(directory)
-    from xasr.models.pretrained import foreign_kind, import_pretrained
-
     if foreign_kind(directory):
         model, cfg, vocab = import_pretrained(directory)
         if vocab is None and need_head:

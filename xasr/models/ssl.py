@@ -29,13 +29,8 @@ from xasr import checks
 from xasr.data.audio import SAMPLE_RATE
 from xasr.errors import CheckpointError
 from xasr.io import output_dir, write_text
-from xasr.models.pretrained import (
-    ConvFeatureFrontend,
-    WaveformNorm,
-    do_normalize,
-    read_json,
-    transformers_module,
-)
+from xasr.models.pretrained.importers import do_normalize, read_json
+from xasr.models.pretrained.modules import ConvFeatureFrontend, WaveformNorm, transformers_module
 
 # Families whose Hugging Face implementation has a pre-training head (HuBERT's has none).
 PRETRAINING_CLASSES = {

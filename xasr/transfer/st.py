@@ -165,7 +165,7 @@ def train_st(
 ) -> Path:
     """Translate, train (or resume, or reuse) the ST model in ``st_dir``, score it; returns its
     model directory."""
-    from xasr.models.pretrained import foreign_kind
+    from xasr.models.pretrained.importers import foreign_kind
 
     st_dir = output_dir(st_dir, "--st-run")
     directory = resolve_model(source)
