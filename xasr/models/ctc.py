@@ -1,10 +1,8 @@
 """The CTC model: features, front end, encoder, linear head. A vocabulary change is a head swap.
 
-The model protocol every training, transfer and decoding path relies on (and that the attention
-encoder-decoder, ``xasr.models.aed``, and the pretrained encoders, ``xasr.models.pretrained``,
-implement the same way): ``encode(audio, lengths)``, ``ctc_log_probs(states)``, ``loss(batch)``,
-``default_decoder(vocab)``, ``vocab_params()``, ``transferable_prefixes()``,
-``fixed_parameters()`` and ``encoder.layers`` (layer surgery). ``forward`` gives the CTC
+It satisfies the model protocol (``xasr.models.protocol.AsrModel``) that every training,
+transfer and decoding path relies on, as the attention encoder-decoder (``xasr.models.aed``)
+and the pretrained encoders (``xasr.models.pretrained``) do. ``forward`` gives the CTC
 log-probabilities of audio (what the ONNX export computes).
 """
 
@@ -47,6 +45,8 @@ class CtcModel(nn.Module):
     """
 
     blank_id = 0
+    has_ctc = True  # capabilities (xasr.models.protocol): decoded by CTC search
+    has_decoder = False
 
     def __init__(
         self, features: nn.Module, frontend: nn.Module, encoder: nn.Module, head: nn.Linear
@@ -69,12 +69,6 @@ class CtcModel(nn.Module):
     def forward(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
         x, lengths = self.encode(audio, lengths, augment)
         return self.ctc_log_probs(x), lengths
-
-    def default_decoder(self, vocab):
-        """The strategy validation and ``evaluate`` use: greedy CTC."""
-        from xasr.decode.greedy import GreedyCtc
-
-        return GreedyCtc(vocab)
 
     def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of an ``AsrDataset`` batch and its parts ({"ctc": ...})."""

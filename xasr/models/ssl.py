@@ -62,7 +62,10 @@ class SslOptions:
 
 class Wav2Vec2Pretraining(nn.Module):
     """``loss(batch)`` -> (the contrastive + diversity loss per masked frame, its parts):
-    a Hugging Face ``...ForPreTraining`` model wrapped in xasr's training protocol."""
+    a Hugging Face ``...ForPreTraining`` model wrapped in xasr's training protocol
+    (``xasr.models.protocol.TrainableModel``)."""
+
+    has_ctc = has_decoder = False  # nothing to decode: the task's validation is its loss
 
     def __init__(
         self,
@@ -160,9 +163,6 @@ class Wav2Vec2Pretraining(nn.Module):
         """The feature encoder's frame count for these sample counts (any shape)."""
         base = getattr(self.pretraining, self.pretraining.base_model_prefix)
         return base._get_feat_extract_output_lengths(samples).long()
-
-    def default_decoder(self, vocab):
-        return None  # nothing to decode: the training task's validation is its loss
 
     def vocab_params(self) -> dict[str, int]:
         return {}  # no vocabulary: nothing for masks (``prunable_names``) to leave out
