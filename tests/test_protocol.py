@@ -11,7 +11,7 @@ from xasr.data.vocab import CharVocab
 from xasr.decode.options import default_strategy
 from xasr.decode.strategy import decode
 from xasr.errors import XasrError
-from xasr.models.build import build_model
+from xasr.models.build import FAMILIES, build_model
 from xasr.models.protocol import AsrModel, AttentionDecoderModel, TrainableModel
 
 VOCAB = CharVocab.from_texts(["ab ba"])
@@ -27,9 +27,12 @@ def batch():
     return torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
 
 
-def check_protocol(model) -> None:
-    """The members every caller relies on, and the capabilities they are chosen by."""
+def check_protocol(model, cfg) -> None:
+    """The members every caller relies on, and the capabilities they are chosen by (the
+    config says them too, without building the model)."""
+    assert isinstance(cfg, FAMILIES[cfg.architecture].config)
     assert isinstance(model, TrainableModel) and isinstance(model, AsrModel)
+    assert model.has_decoder == cfg.has_decoder
     assert isinstance(model.has_ctc, bool) and isinstance(model.has_decoder, bool)
     assert isinstance(model, AttentionDecoderModel) == model.has_decoder
     assert len(model.encoder.layers) >= 1  # layer surgery
@@ -56,8 +59,16 @@ def check_protocol(model) -> None:
 @pytest.mark.parametrize("name", sorted(OWN))
 def test_own_families_satisfy_the_protocol(name):
     model = build_model(OWN[name], len(VOCAB))
-    check_protocol(model)
+    check_protocol(model, OWN[name])
     assert model.has_ctc == (OWN[name].architecture == "conformer-ctc" or OWN[name].ctc_weight > 0)
+
+
+def test_every_registered_family_is_checked():
+    """A new family is one module and one registration (``FAMILIES``): give it a tiny config
+    here (OWN) and the tests above check it."""
+    checked = {cfg.architecture for cfg in OWN.values()} | {"pretrained-ctc"}
+    assert checked == set(FAMILIES)
+    assert all(name == family.config.architecture for name, family in FAMILIES.items())
 
 
 def tiny_hf_configs(transformers) -> dict:
@@ -102,7 +113,7 @@ def test_pretrained_wrappers_satisfy_the_protocol():
     for family, hf in configs.items():
         cfg = PretrainedConfig(family=family, hf_config=saved_hf_config(hf))
         model = build_model(cfg, len(VOCAB))
-        check_protocol(model)
+        check_protocol(model, cfg)
         assert model.has_ctc and not model.has_decoder, family
 
 

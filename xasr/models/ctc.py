@@ -11,6 +11,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xasr.config import ModelConfig
+from xasr.data.features import LogMel
+from xasr.models.conformer import ConformerEncoder
+from xasr.models.frontends import Conv2dSubsampling
+
 
 def ctc_loss(log_probs: Tensor, lengths: Tensor, batch: dict, blank: int) -> Tensor:
     """Mean CTC loss of a batch; ``log_probs`` (batch, frames, vocab), ``lengths`` (batch,)."""
@@ -89,3 +94,13 @@ class CtcModel(nn.Module):
         """Parameters that never train, whatever is frozen (none here; a pretrained wav2vec2's
         convolutional feature encoder, ``xasr.models.pretrained``)."""
         return ()
+
+
+def build_ctc(cfg: ModelConfig, vocab_size: int) -> CtcModel:
+    """The untrained Conformer CTC model of ``cfg`` with a head of ``vocab_size`` rows."""
+    return CtcModel(
+        features=LogMel(cfg.n_mels),
+        frontend=Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels),
+        encoder=ConformerEncoder(cfg),
+        head=nn.Linear(cfg.d_model, vocab_size),
+    )
