@@ -13,6 +13,7 @@ import torch
 from xasr.config import AED_SIZES, MODEL_SIZES, replace
 from xasr.data.vocab import CharVocab
 from xasr.decode.attention import AttentionSearch, BeamSearch, CtcPrefixScorer
+from xasr.decode.options import default_strategy
 from xasr.decode.strategy import decode
 from xasr.errors import CheckpointError, XasrError
 from xasr.models.aed import IGNORE, DecoderCache, VggFrontend, decoder_layer
@@ -64,12 +65,12 @@ def test_every_family_follows_the_protocol(name, tmp_path):
         assert rows in (len(VOCAB), len(VOCAB) + 1), param_name  # + 1: the start/end token
     assert all(any(n.startswith(p) for n in params) for p in model.transferable_prefixes())
     model.eval()
-    hyps = decode(model.default_decoder(VOCAB), model, batch["audio"], batch["audio_lengths"])
+    hyps = decode(default_strategy(model, VOCAB), model, batch["audio"], batch["audio_lengths"])
     assert len(hyps) == 3 and all(isinstance(h, str) for h in hyps)
     save_model_dir(tmp_path, model, cfg, VOCAB)
     loaded, loaded_cfg, _ = load_model_dir(tmp_path)
     assert loaded_cfg == cfg
-    again = decode(loaded.default_decoder(VOCAB), loaded, batch["audio"], batch["audio_lengths"])
+    again = decode(default_strategy(loaded, VOCAB), loaded, batch["audio"], batch["audio_lengths"])
     assert again == hyps
 
 

@@ -1,4 +1,4 @@
-"""Pretrained encoders from disk (xasr.models.pretrained, xasr.models.ctranslate2): tiny random
+"""Pretrained encoders from disk (xasr.models.pretrained, its ctranslate2 module): tiny random
 Hugging Face models saved by the test, and a CTranslate2 file it writes."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ transformers = pytest.importorskip("transformers")
 from xasr.data.vocab import BLANK, UNK
 from xasr.errors import CheckpointError
 from xasr.models.build import build_model, load_model_dir
-from xasr.models.ctranslate2 import read_model_bin, write_model_bin
 from xasr.models.pretrained import WhisperLogMel
+from xasr.models.pretrained.ctranslate2 import read_model_bin, write_model_bin
 from xasr.transfer.finetune import (
     TransferOptions,
     initialise_from_source,

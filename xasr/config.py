@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import yaml
 
@@ -15,10 +17,27 @@ from xasr.errors import XasrError
 T = TypeVar("T")
 
 
+class FamilyConfig(Protocol):
+    """What every model family's config is (``ModelConfig``, ``AedConfig``,
+    ``PretrainedConfig``): frozen, its ``architecture`` naming the family in a model
+    directory's config.json (``xasr.models.build.FAMILIES`` maps it to the builder), and the
+    capabilities its model will have, known without building it (the model says them too:
+    ``xasr.models.protocol``)."""
+
+    architecture: str
+    has_decoder: ClassVar[bool]  # an attention decoder (and no single-graph export)
+
+    def short_name(self, vocab_kind: str = "char") -> str:
+        """A short name of the architecture and vocabulary kind (experiments' scratch cells
+        are shared by the bases of one name)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A Conformer CTC encoder; the vocabulary size comes from the vocabulary, not from here."""
 
+    has_decoder: ClassVar[bool] = False
     architecture: str = "conformer-ctc"
     n_mels: int = 80
     d_model: int = 144
@@ -46,6 +65,9 @@ class ModelConfig:
         if self.conv_kernel % 2 == 0:
             raise XasrError(f"conv_kernel must be odd, got {self.conv_kernel}")
 
+    def short_name(self, vocab_kind: str = "char") -> str:
+        return sized_name(self, MODEL_SIZES, "", vocab_kind)
+
 
 MODEL_SIZES: dict[str, ModelConfig] = {
     # about 4.7M parameters with a 40-token vocabulary
@@ -65,6 +87,7 @@ class AedConfig:
     on the encoder weighted by ``ctc_weight`` in the loss (0: none). The vocabulary gains one
     start/end token, owned by the model (vocab.json is unchanged)."""
 
+    has_decoder: ClassVar[bool] = True
     architecture: str = "aed"
     n_mels: int = 80
     frontend: str = "vgg"  # "vgg" (two VGG blocks) or "conv2d" (the CTC model's: it copies)
@@ -102,6 +125,9 @@ class AedConfig:
         if self.conv_kernel % 2 == 0:
             raise XasrError(f"conv_kernel must be odd, got {self.conv_kernel}")
 
+    def short_name(self, vocab_kind: str = "char") -> str:
+        return sized_name(self, AED_SIZES, f"{self.architecture}-", vocab_kind)
+
 
 # Named AED sizes: the encoders are those of the CTC sizes of the same name, so a CTC model's
 # encoder stack copies into them (``xasr transfer --arch aed``).
@@ -131,6 +157,7 @@ class PretrainedConfig:
     ``hf_config`` is the Hugging Face config (``config.json``) the encoder is rebuilt from;
     ``source`` says where it was imported from (information only)."""
 
+    has_decoder: ClassVar[bool] = False
     family: str
     hf_config: dict
     architecture: str = "pretrained-ctc"
@@ -146,13 +173,27 @@ class PretrainedConfig:
         if not isinstance(self.hf_config, dict) or "model_type" not in self.hf_config:
             raise XasrError("hf_config must be a Hugging Face config with its model_type")
 
+    def short_name(self, vocab_kind: str = "char") -> str:
+        """``pretrained-<family>-<digest of the Hugging Face config>`` (whatever the
+        vocabulary)."""
+        digest = hashlib.sha1(json.dumps(self.hf_config, sort_keys=True).encode()).hexdigest()
+        return f"pretrained-{self.family}-{digest[:6]}"
 
-# One config dataclass per architecture; a model directory's config.json names its own.
-ARCHITECTURES: dict[str, type] = {
-    "conformer-ctc": ModelConfig,
-    "aed": AedConfig,
-    "pretrained-ctc": PretrainedConfig,
-}
+
+def sized_name(cfg, sizes: dict, prefix: str, vocab_kind: str) -> str:
+    """``prefix`` + the name of the size ``cfg`` is (else ``d<d_model>x<n_layers>-<digest>``),
+    ``-sp`` for a sentencepiece vocabulary."""
+    names = [name for name, size in sizes.items() if size == cfg]
+    if names:
+        tag = names[0]
+    else:
+        digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:6]
+        tag = f"d{cfg.d_model}x{cfg.n_layers}-{digest}"
+    return prefix + tag + ("-sp" if vocab_kind == "sentencepiece" else "")
+
+
+# The named sizes of each family (a model directory's config.json names its family; the
+# families and their builders: ``xasr.models.build.FAMILIES``).
 SIZES: dict[str, dict] = {"conformer-ctc": MODEL_SIZES, "aed": AED_SIZES, "pretrained-ctc": {}}
 ARCH_FLAGS = {"ctc": "conformer-ctc", "aed": "aed"}  # --arch values
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from xasr import checks
-from xasr.models.aed import DecoderCache
+from xasr.models.protocol import DecoderCache
 
 NEG = float("-inf")
 

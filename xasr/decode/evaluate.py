@@ -17,7 +17,7 @@ from xasr.data.batching import check_utterances, load_batch_audio
 from xasr.data.manifest import read_manifest
 from xasr.decode.batches import duration_batches
 from xasr.decode.metrics import error_counts, error_counts_by_language, errors_by_stretch
-from xasr.decode.options import DecodingOptions
+from xasr.decode.options import DecodingOptions, default_strategy
 from xasr.device import torch_device
 from xasr.errors import XasrError
 from xasr.io import output_file, write_text
@@ -40,11 +40,11 @@ def transcribe_paths(
     decoder=None,
     stats: dict | None = None,
 ) -> list[str]:
-    """``decoder``: a decoding strategy (default: the model's, ``model.default_decoder``).
+    """``decoder``: a decoding strategy (default: the model's, ``default_strategy``).
     ``stats``, if given, receives audio_seconds, decode_seconds (the search alone: everything
     after the encoder, ``strategy.search``) and total_seconds."""
     started = time.perf_counter()
-    decoder = decoder or model.default_decoder(vocab)
+    decoder = decoder or default_strategy(model, vocab)
     audio_seconds = decode_seconds = 0.0
     device = torch_device(device)
     model = model.to(device).eval()

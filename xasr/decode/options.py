@@ -1,7 +1,7 @@
 """The decoding options of ``evaluate`` and ``transcribe``, and the strategy they name.
 
-``decoder``: ``default`` (the model's own: greedy CTC for a CTC model, greedy attention for an
-encoder-decoder; with ``lm``, the CTC beam search with that n-gram LM), ``ctc`` (greedy CTC, or
+``decoder``: ``default`` (``default_strategy``: greedy CTC for a CTC model, greedy attention for
+an encoder-decoder; with ``lm``, the CTC beam search with that n-gram LM), ``ctc`` (greedy CTC, or
 the LM beam search with ``lm``: for an encoder-decoder, on its CTC branch), ``attention``
 (attention beam search) or ``joint`` (attention beam search scored jointly with the CTC branch,
 weight ``ctc_weight``). No torch at import: ``xasr transcribe --onnx`` reads these too.
@@ -52,8 +52,8 @@ class DecodingOptions:
         if self.lm is not None or self.decoder == "ctc":
             return self.ctc_strategy(vocab) or _greedy_ctc(vocab)
         if self.decoder == "default":
-            return model.default_decoder(vocab)
-        if not hasattr(model, "next_token_log_probs"):  # a capability, not a type
+            return default_strategy(model, vocab)
+        if not model.has_decoder:  # a capability, not a type
             raise XasrError(
                 f"--decoder {self.decoder} needs an attention decoder; this is a CTC model: "
                 "use --decoder ctc (or default)"
@@ -75,6 +75,18 @@ class DecodingOptions:
 
         width = self.beam_width or LM_BEAM_WIDTH
         return LmDecoder(vocab, self.lm, width, self.lm_weight, self.word_bonus)
+
+
+def default_strategy(model, vocab):
+    """The strategy validation and ``evaluate`` use unless told otherwise, by what the model
+    can do (``xasr.models.protocol``): greedy attention decoding, batched, for a model with an
+    attention decoder; greedy CTC for one with a CTC head; None for a model with nothing to
+    decode (a pre-training task: its validation is its loss)."""
+    if model.has_decoder:
+        from xasr.decode.attention import AttentionSearch
+
+        return AttentionSearch(vocab)
+    return _greedy_ctc(vocab) if model.has_ctc else None
 
 
 def _greedy_ctc(vocab):

@@ -9,8 +9,9 @@ so that callers can time the search apart from the network:
 * ``search(model, state) -> texts``: everything after the encoder (the CTC search, or the
   attention decoder's steps).
 
-``info()`` names the strategy and its options in results. Each model names the strategy that
-validation and ``evaluate`` use by default (``model.default_decoder(vocab)``).
+``info()`` names the strategy and its options in results. What a model can do (its
+``has_decoder``, ``has_ctc``: ``xasr.models.protocol``) picks the strategy that validation and
+``evaluate`` use by default (``xasr.decode.options.default_strategy``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from xasr.experiments.report import (
     steps_to_cer,
 )
 from xasr.models.build import resolve_model
-from xasr.models.pretrained import has_ctc_head
+from xasr.models.pretrained.importers import has_ctc_head
 from xasr.transfer.finetune import TransferOptions, transfer
 from xasr.transfer.forgetting import evaluate_before_after, evaluation_key
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from xasr.checks import is_number as _is_number
-from xasr.config import SIZES, ModelConfig, TrainConfig, from_dict, load_yaml
+from xasr.config import TrainConfig, from_dict, load_yaml
 from xasr.errors import XasrError
 from xasr.experiments.budget import ARM_FIXED_KEYS, Budget, check_no_budget_keys
 from xasr.experiments.common import (
@@ -24,7 +24,7 @@ from xasr.experiments.common import (
 )
 from xasr.experiments.engine import run_state
 from xasr.models.build import model_config, read_model_config, resolve_model
-from xasr.models.pretrained import foreign_kind
+from xasr.models.pretrained.importers import foreign_kind
 from xasr.transfer.finetune import TransferOptions
 
 GRID_KEYS = (  # beside xasr.experiments.common.COMMON_KEYS
@@ -359,7 +359,7 @@ def _base(entry, out: Path, where: str) -> Base:
             raise XasrError(f"{where}: max_minutes must be a number, got {max_minutes!r}")
         train = mapping(entry.get("train", {}), f"{where}: train")
         from_dict(TrainConfig, {**(recipe.get("train") or {}), **train}, f"{where}: train")
-        arch = arch_tag(recipe_model(recipe, recipe_path), vocab_kind)
+        arch = recipe_model(recipe, recipe_path).short_name(vocab_kind)
         return Base(name, str(model), recipe_path, arch, max_minutes, tuple(sorted(train.items())))
     model = str(entry["model"])
     directory = resolve_model(model)
@@ -371,7 +371,7 @@ def _base(entry, out: Path, where: str) -> Base:
         return Base(name, model, None, foreign_arch_tag(directory))
     model_cfg, _ = read_model_config(directory)
     vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
-    return Base(name, model, None, arch_tag(model_cfg, vocab.get("kind", "char")))
+    return Base(name, model, None, model_cfg.short_name(vocab.get("kind", "char")))
 
 
 def foreign_arch_tag(directory: Path) -> str:
@@ -395,19 +395,3 @@ def recipe_model(recipe: dict, recipe_path):
         return dataclasses.replace(cfg, **recipe.get("model", {}))
     except TypeError as err:  # an unknown key
         raise XasrError(f"{recipe_path}: model: {err}") from None
-
-
-def arch_tag(cfg: ModelConfig, vocab_kind: str = "char") -> str:
-    """A short name for an architecture + vocabulary kind: a size name where one matches
-    (``aed-`` before an encoder-decoder's)."""
-    if cfg.architecture == "pretrained-ctc":  # imported earlier: its family and a digest
-        digest = hashlib.sha1(json.dumps(cfg.hf_config, sort_keys=True).encode()).hexdigest()
-        return f"pretrained-{cfg.family}-{digest[:6]}"
-    names = [name for name, size in SIZES[cfg.architecture].items() if size == cfg]
-    if names:
-        tag = names[0]
-    else:
-        digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:6]
-        tag = f"d{cfg.d_model}x{cfg.n_layers}-{digest}"
-    family = "" if cfg.architecture == "conformer-ctc" else f"{cfg.architecture}-"
-    return family + tag + ("-sp" if vocab_kind == "sentencepiece" else "")

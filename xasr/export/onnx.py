@@ -52,7 +52,7 @@ EXPORT_SECONDS = (0.4, 2.2, 3.1)
 
 def check_exportable(model_dir, cfg) -> None:
     """Raise ``XasrError`` (one line) for a model the export cannot write as one graph."""
-    if cfg.architecture not in ("conformer-ctc", "pretrained-ctc"):
+    if cfg.has_decoder:  # a capability (xasr.config.FamilyConfig), not a list of names
         raise XasrError(
             f"{model_dir} is an {cfg.architecture} model; `xasr export` writes CTC models (an "
             "attention decoder's search is not one graph)"

@@ -7,8 +7,8 @@ start/end token (index ``len(vocab)``, owned by the model: vocab.json is the CTC
 with ``ctc_weight`` > 0, a linear CTC head on the encoder named ``head`` as in ``CtcModel``, so
 that a CTC model's head transfers into it row by row.
 
-It implements the model protocol of ``xasr.models.ctc`` (encode, ctc_log_probs, loss,
-default_decoder, vocab_params, transferable_prefixes).
+It satisfies the model protocol (``xasr.models.protocol``: ``AsrModel`` and
+``AttentionDecoderModel``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from xasr.errors import XasrError
 from xasr.models.conformer import ConformerEncoder
 from xasr.models.ctc import ctc_loss, encode_audio
 from xasr.models.frontends import Conv2dSubsampling
+from xasr.models.protocol import DecoderCache
 
 IGNORE = -100  # cross-entropy's ignore_index: padding positions of the decoder targets
 
@@ -79,24 +80,6 @@ def sinusoids(length: int, d_model: int, device) -> Tensor:
     table[:, 0::2] = torch.sin(position * freq)
     table[:, 1::2] = torch.cos(position * freq[: d_model // 2])
     return table
-
-
-class DecoderCache:
-    """What an incremental decoding has computed so far, per decoder layer: the self-attention
-    keys and values of the tokens already decoded, (batch, heads, length, head_dim), and the
-    cross-attention keys and values of the encoder states, (batch, heads, frames, head_dim),
-    so that a step runs the decoder on the newest token only and projects the encoder states
-    once. ``select(rows)`` follows a beam search's choice of hypotheses."""
-
-    def __init__(self):
-        self.layers: list[tuple[Tensor, ...]] = []
-
-    @property
-    def length(self) -> int:
-        return self.layers[0][0].shape[2] if self.layers else 0
-
-    def select(self, rows: Tensor) -> None:
-        self.layers = [tuple(x[rows] for x in layer) for layer in self.layers]
 
 
 class TransformerDecoder(nn.Module):
@@ -212,6 +195,7 @@ class AedModel(nn.Module):
     """
 
     blank_id = 0
+    has_decoder = True  # capabilities (xasr.models.protocol): decoded by attention search
 
     def __init__(
         self,
@@ -234,6 +218,11 @@ class AedModel(nn.Module):
         self.sos_id = self.eos_id = vocab_size
         self.ctc_weight = ctc_weight
         self.label_smoothing = label_smoothing
+
+    @property
+    def has_ctc(self) -> bool:
+        """Whether there is a CTC branch (``ctc_weight`` > 0 in the config)."""
+        return self.head is not None
 
     def encode(self, audio: Tensor, lengths: Tensor, augment=None) -> tuple[Tensor, Tensor]:
         """audio (batch, samples) -> encoder states (batch, frames, d_model), frame lengths."""
@@ -286,12 +275,6 @@ class AedModel(nn.Module):
         outputs = torch.where(positions > lengths[:, None], IGNORE, outputs)
         inputs = torch.where(positions > lengths[:, None], self.eos_id, inputs)
         return inputs, outputs
-
-    def default_decoder(self, vocab):
-        """The strategy validation and ``evaluate`` use: greedy attention decoding, batched."""
-        from xasr.decode.attention import AttentionSearch
-
-        return AttentionSearch(vocab)
 
     def vocab_params(self) -> dict[str, int]:
         """Parameters indexed by the vocabulary (``xasr.transfer.vocab_rows``): the CTC head's

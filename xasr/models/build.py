@@ -1,10 +1,16 @@
-"""One explicit factory from a config to a model, and the self-describing model directory."""
+"""One explicit factory from a config to a model, and the self-describing model directory.
+
+``FAMILIES`` is the one registration of a model family: its config class (``xasr.config``,
+whose ``architecture`` names the family in config.json) and the function that builds its
+untrained model, which satisfies the model protocol (``xasr.models.protocol``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -12,14 +18,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xasr import __version__
-from xasr.config import ARCH_FLAGS, ARCHITECTURES, SIZES, AedConfig, ModelConfig, from_dict
-from xasr.data.features import LogMel
+from xasr.config import (
+    ARCH_FLAGS,
+    SIZES,
+    AedConfig,
+    FamilyConfig,
+    ModelConfig,
+    PretrainedConfig,
+    from_dict,
+)
 from xasr.data.vocab import VOCAB_FILE, Vocab, load_vocab, vocab_text
 from xasr.errors import CheckpointError, XasrError
 from xasr.io import write_files
-from xasr.models.conformer import ConformerEncoder
-from xasr.models.ctc import CtcModel
-from xasr.models.frontends import Conv2dSubsampling
+from xasr.models.aed import build_aed
+from xasr.models.ctc import build_ctc
+from xasr.models.pretrained.importers import foreign_kind, import_pretrained
+from xasr.models.pretrained.modules import build_pretrained
+from xasr.models.protocol import AsrModel
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +42,20 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def model_config(size: str, arch: str = "ctc") -> ModelConfig | AedConfig:
+@dataclass(frozen=True)
+class Family:
+    config: type  # its frozen config dataclass
+    build: Callable[..., AsrModel]  # (config, vocabulary size) -> the untrained model
+
+
+FAMILIES: dict[str, Family] = {
+    "conformer-ctc": Family(ModelConfig, build_ctc),
+    "aed": Family(AedConfig, build_aed),
+    "pretrained-ctc": Family(PretrainedConfig, build_pretrained),
+}
+
+
+def model_config(size: str, arch: str = "ctc") -> FamilyConfig:
     """The named size of an architecture (``--arch``: ctc or aed)."""
     if arch not in ARCH_FLAGS:
         raise XasrError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_FLAGS)}")
@@ -39,39 +67,15 @@ def model_config(size: str, arch: str = "ctc") -> ModelConfig | AedConfig:
     return sizes[size]
 
 
-def build_model(cfg: ModelConfig | AedConfig, vocab_size: int) -> nn.Module:
+def build_model(cfg: FamilyConfig, vocab_size: int) -> AsrModel:
     """The untrained model of a config (``cfg.architecture`` picks the family)."""
-    return BUILDERS[cfg.architecture](cfg, vocab_size)
-
-
-def build_ctc(cfg: ModelConfig, vocab_size: int) -> CtcModel:
-    return CtcModel(
-        features=LogMel(cfg.n_mels),
-        frontend=Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels),
-        encoder=ConformerEncoder(cfg),
-        head=nn.Linear(cfg.d_model, vocab_size),
-    )
-
-
-def build_aed(cfg: AedConfig, vocab_size: int) -> nn.Module:
-    from xasr.models.aed import build_aed as build
-
-    return build(cfg, vocab_size)
-
-
-def build_pretrained(cfg, vocab_size: int) -> nn.Module:
-    from xasr.models.pretrained import build_pretrained as build
-
-    return build(cfg, vocab_size)
-
-
-BUILDERS = {"conformer-ctc": build_ctc, "aed": build_aed, "pretrained-ctc": build_pretrained}
+    return FAMILIES[cfg.architecture].build(cfg, vocab_size)
 
 
 def save_model_dir(
     directory: str | Path,
     model: nn.Module,
-    cfg: ModelConfig | AedConfig,
+    cfg: FamilyConfig,
     vocab: Vocab,
     extra: dict | None = None,
 ) -> Path:
@@ -93,7 +97,7 @@ def save_model_dir(
     return directory
 
 
-def read_model_config(directory: str | Path) -> tuple[ModelConfig | AedConfig, dict]:
+def read_model_config(directory: str | Path) -> tuple[FamilyConfig, dict]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
@@ -108,26 +112,24 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig | AedConfig, d
                 "model: transfer from it (xasr transfer --from DIR) to make one"
             )
         arch = meta["model"].get("architecture", "conformer-ctc")
-        if arch not in ARCHITECTURES:
+        if arch not in FAMILIES:
             raise CheckpointError(
-                f"{path}: unknown architecture {arch!r}; this xasr knows {', '.join(ARCHITECTURES)}"
+                f"{path}: unknown architecture {arch!r}; this xasr knows {', '.join(FAMILIES)}"
             )
-        return from_dict(ARCHITECTURES[arch], meta["model"], where=str(path)), meta
+        return from_dict(FAMILIES[arch].config, meta["model"], where=str(path)), meta
     except (json.JSONDecodeError, KeyError) as err:
         raise CheckpointError(f"{path} is corrupt ({err})") from None
 
 
 def load_model_dir(
     directory: str | Path, device: str | torch.device = "cpu", need_head: bool = True
-) -> tuple[nn.Module, ModelConfig | AedConfig, Vocab]:
+) -> tuple[AsrModel, FamilyConfig, Vocab]:
     """Load a model directory (or shipped model name) for inference or as a transfer source.
 
     A Hugging Face or CTranslate2 directory of a pretrained speech encoder is imported
     (``xasr.models.pretrained``); one without a CTC head has no vocabulary: its vocab is None
     with ``need_head=False`` (a transfer source), an error otherwise."""
     directory = resolve_model(directory)
-    from xasr.models.pretrained import foreign_kind, import_pretrained
-
     if foreign_kind(directory):
         model, cfg, vocab = import_pretrained(directory)
         if vocab is None and need_head:

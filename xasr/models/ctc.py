@@ -1,10 +1,8 @@
 """The CTC model: features, front end, encoder, linear head. A vocabulary change is a head swap.
 
-The model protocol every training, transfer and decoding path relies on (and that the attention
-encoder-decoder, ``xasr.models.aed``, and the pretrained encoders, ``xasr.models.pretrained``,
-implement the same way): ``encode(audio, lengths)``, ``ctc_log_probs(states)``, ``loss(batch)``,
-``default_decoder(vocab)``, ``vocab_params()``, ``transferable_prefixes()``,
-``fixed_parameters()`` and ``encoder.layers`` (layer surgery). ``forward`` gives the CTC
+It satisfies the model protocol (``xasr.models.protocol.AsrModel``) that every training,
+transfer and decoding path relies on, as the attention encoder-decoder (``xasr.models.aed``)
+and the pretrained encoders (``xasr.models.pretrained``) do. ``forward`` gives the CTC
 log-probabilities of audio (what the ONNX export computes).
 """
 
@@ -12,6 +10,11 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from xasr.config import ModelConfig
+from xasr.data.features import LogMel
+from xasr.models.conformer import ConformerEncoder
+from xasr.models.frontends import Conv2dSubsampling
 
 
 def ctc_loss(log_probs: Tensor, lengths: Tensor, batch: dict, blank: int) -> Tensor:
@@ -47,6 +50,8 @@ class CtcModel(nn.Module):
     """
 
     blank_id = 0
+    has_ctc = True  # capabilities (xasr.models.protocol): decoded by CTC search
+    has_decoder = False
 
     def __init__(
         self, features: nn.Module, frontend: nn.Module, encoder: nn.Module, head: nn.Linear
@@ -70,12 +75,6 @@ class CtcModel(nn.Module):
         x, lengths = self.encode(audio, lengths, augment)
         return self.ctc_log_probs(x), lengths
 
-    def default_decoder(self, vocab):
-        """The strategy validation and ``evaluate`` use: greedy CTC."""
-        from xasr.decode.greedy import GreedyCtc
-
-        return GreedyCtc(vocab)
-
     def loss(self, batch: dict, augment=None) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of an ``AsrDataset`` batch and its parts ({"ctc": ...})."""
         log_probs, lengths = self(batch["audio"], batch["audio_lengths"], augment)
@@ -95,3 +94,13 @@ class CtcModel(nn.Module):
         """Parameters that never train, whatever is frozen (none here; a pretrained wav2vec2's
         convolutional feature encoder, ``xasr.models.pretrained``)."""
         return ()
+
+
+def build_ctc(cfg: ModelConfig, vocab_size: int) -> CtcModel:
+    """The untrained Conformer CTC model of ``cfg`` with a head of ``vocab_size`` rows."""
+    return CtcModel(
+        features=LogMel(cfg.n_mels),
+        frontend=Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels),
+        encoder=ConformerEncoder(cfg),
+        head=nn.Linear(cfg.d_model, vocab_size),
+    )

@@ -29,13 +29,8 @@ from xasr import checks
 from xasr.data.audio import SAMPLE_RATE
 from xasr.errors import CheckpointError
 from xasr.io import output_dir, write_text
-from xasr.models.pretrained import (
-    ConvFeatureFrontend,
-    WaveformNorm,
-    do_normalize,
-    read_json,
-    transformers_module,
-)
+from xasr.models.pretrained.importers import do_normalize, read_json
+from xasr.models.pretrained.modules import ConvFeatureFrontend, WaveformNorm, transformers_module
 
 # Families whose Hugging Face implementation has a pre-training head (HuBERT's has none).
 PRETRAINING_CLASSES = {
@@ -67,7 +62,10 @@ class SslOptions:
 
 class Wav2Vec2Pretraining(nn.Module):
     """``loss(batch)`` -> (the contrastive + diversity loss per masked frame, its parts):
-    a Hugging Face ``...ForPreTraining`` model wrapped in xasr's training protocol."""
+    a Hugging Face ``...ForPreTraining`` model wrapped in xasr's training protocol
+    (``xasr.models.protocol.TrainableModel``)."""
+
+    has_ctc = has_decoder = False  # nothing to decode: the task's validation is its loss
 
     def __init__(
         self,
@@ -165,9 +163,6 @@ class Wav2Vec2Pretraining(nn.Module):
         """The feature encoder's frame count for these sample counts (any shape)."""
         base = getattr(self.pretraining, self.pretraining.base_model_prefix)
         return base._get_feat_extract_output_lengths(samples).long()
-
-    def default_decoder(self, vocab):
-        return None  # nothing to decode: the training task's validation is its loss
 
     def vocab_params(self) -> dict[str, int]:
         return {}  # no vocabulary: nothing for masks (``prunable_names``) to leave out

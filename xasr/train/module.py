@@ -17,6 +17,7 @@ from torch import nn
 from xasr.config import TrainConfig
 from xasr.data.features import spec_augment
 from xasr.decode.metrics import ErrorCounts, error_counts, error_counts_by_language
+from xasr.decode.options import default_strategy
 from xasr.decode.strategy import decode
 from xasr.errors import XasrError
 from xasr.train.budget import WorkCounter
@@ -78,7 +79,7 @@ class AsrTask(L.LightningModule):
         self._val_counts = ErrorCounts()
         self._val_by_lang: dict[str, ErrorCounts] = {}
         # Validation decodes with the model's default (greedy) strategy: fast, and comparable.
-        self._decoder = model.default_decoder(vocab)
+        self._decoder = default_strategy(model, vocab)
         self._augment = (
             partial(
                 spec_augment,
@@ -359,7 +360,7 @@ def set_ctc_loss_weight(model: nn.Module, weight: float) -> None:
     """Train an attention encoder-decoder with ``weight`` x CTC in its loss (the model keeps
     its config: the exported directory has its CTC branch as before); refused for models
     without a CTC weight (a CTC model's loss is all CTC)."""
-    if not hasattr(model, "ctc_weight") or getattr(model, "head", None) is None:
+    if not (model.has_decoder and model.has_ctc):
         raise XasrError(
             "ctc_loss_weight: only an attention encoder-decoder with a CTC branch has a CTC "
             "weight to change"

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from xasr import checks
-from xasr.config import AedConfig, ModelConfig, TrainConfig
+from xasr.config import FamilyConfig, TrainConfig
 from xasr.data.batching import check_utterances, to_cuts
 from xasr.data.manifest import read_manifest
 from xasr.data.sources import Source, as_sources
@@ -64,7 +64,7 @@ class TransferOptions:
     token_map_file: str | None = None
     # A requested architecture: of the source's family, it must match the source's; of another
     # family (--arch aed from a CTC source), it is the target's, taking what matches.
-    expect: ModelConfig | AedConfig | None = None
+    expect: FamilyConfig | None = None
     # source-language utterances mixed into training: this fraction (0 < f < 1) of the
     # training audio seconds, exactly in expectation
     replay_manifest: str | None = None
@@ -381,7 +381,7 @@ def source_fisher(run_dir: Path, source, opts: TransferOptions, cfg: TrainConfig
 
 
 def initialise_from_source(
-    model, source, plan: TransferPlan, vocabs, model_cfg: ModelConfig, seed: int
+    model, source, plan: TransferPlan, vocabs, model_cfg: FamilyConfig, seed: int
 ) -> dict:
     """Carry out ``plan``: copy the parameters it names, rebuild the vocabulary rows token by
     token (or leave them fresh), re-initialise dropped layers (from a fresh ``model_cfg``

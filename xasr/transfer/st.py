@@ -165,13 +165,13 @@ def train_st(
 ) -> Path:
     """Translate, train (or resume, or reuse) the ST model in ``st_dir``, score it; returns its
     model directory."""
-    from xasr.models.pretrained import foreign_kind
+    from xasr.models.pretrained.importers import foreign_kind
 
     st_dir = output_dir(st_dir, "--st-run")
     directory = resolve_model(source)
-    architecture = "pretrained encoder" if foreign_kind(directory) else None
-    architecture = architecture or read_model_config(directory)[0].architecture
-    if architecture != "aed":
+    source_cfg = None if foreign_kind(directory) else read_model_config(directory)[0]
+    if source_cfg is None or not source_cfg.has_decoder:
+        architecture = "pretrained encoder" if source_cfg is None else source_cfg.architecture
         raise XasrError(
             f"--from {source} is a {architecture} model: speech translation needs an "
             "attention encoder-decoder's decoder (e.g. --from en-small-aed)"

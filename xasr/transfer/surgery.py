@@ -12,13 +12,11 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from xasr.config import AedConfig, ModelConfig
+from xasr.config import FamilyConfig
 from xasr.errors import CheckpointError
 
 
-def check_same_architecture(
-    source: ModelConfig | AedConfig, target: ModelConfig | AedConfig, source_name: str
-) -> None:
+def check_same_architecture(source: FamilyConfig, target: FamilyConfig, source_name: str) -> None:
     """Raise naming every field that differs in what the weights are (dropout, label
     smoothing and the CTC loss weight may differ: they have no weights of their own)."""
     src, tgt = weight_shaping(source), weight_shaping(target)
@@ -34,7 +32,7 @@ def check_same_architecture(
 WEIGHTLESS = ("dropout", "attention_dropout", "label_smoothing")
 
 
-def weight_shaping(cfg: ModelConfig | AedConfig) -> dict:
+def weight_shaping(cfg: FamilyConfig) -> dict:
     """The config fields that decide the weights: all but WEIGHTLESS; of ``ctc_weight``, only
     whether there is a CTC branch."""
     fields = {k: v for k, v in asdict(cfg).items() if k not in WEIGHTLESS}

@@ -12,8 +12,8 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from xasr import checks
 from xasr.data.audio import SAMPLE_RATE
 from xasr.data.manifest import Utterance, write_manifest
-from xasr.data.synth.plan import HELDOUT_VARIANTS, TRAIN_VARIANTS, Job, plan_utterances
+from xasr.data.synth.plan import HELDOUT_VARIANTS, TRAIN_VARIANTS, Build, Job, plan_utterances
 from xasr.data.synth.render import render
 from xasr.data.synth.sentences import (
     INSTALL_HINT,
@@ -42,18 +42,6 @@ SPLITS = ("train", "dev", "test")
 
 
 CONDITIONS = ("noisy", "clean")
-
-
-@dataclass(frozen=True)
-class Build:
-    """One language's build: where, with what parameters, and how jobs are mapped."""
-
-    code: str
-    folder: Path
-    params: dict
-    mapper: Callable  # ordered map over jobs: builtin map or Pool.imap
-    workers: int
-    progress: bool
 
 
 def build_xlt_synth(

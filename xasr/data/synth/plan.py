@@ -7,16 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 
 from xasr.data.synth.sentences import SYNTH_LANGUAGES, Sentence, SynthLanguage
-
-if TYPE_CHECKING:  # build imports this module
-    from xasr.data.synth.build import Build
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +83,19 @@ class Job:
     aug_seed: int  # seeds the sample-level randomness (noise, offsets, room response)
     ssml: str | None = None  # code-switched: espeak-ng speaks this markup (-m) instead
     stretches: tuple = ()  # code-switched: the text's Stretch per language
+
+
+@dataclass(frozen=True)
+class Build:
+    """One language's build: where, with what parameters, and how jobs are mapped. Here, not
+    in ``build``, because planning reads it and ``build`` imports the planner."""
+
+    code: str
+    folder: Path
+    params: dict
+    mapper: Callable  # ordered map over jobs: builtin map or Pool.imap
+    workers: int
+    progress: bool
 
 
 def _utterance_rng(seed: int, code: str, split: str, index: int) -> np.random.Generator:

@@ -20,6 +20,7 @@ import torch
 
 from xasr.config import PretrainedConfig
 from xasr.errors import CheckpointError
+from xasr.models.pretrained.modules import assemble, saved_hf_config, transformers_module
 
 DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 BINARY_VERSIONS = (5, 6)
@@ -178,8 +179,6 @@ def tensor(array) -> torch.Tensor:
 def import_ctranslate2_whisper(directory: Path):
     """(model, cfg, None) of a CTranslate2 Whisper directory: its encoder with a fresh CTC head
     (Whisper's byte-level BPE vocabulary is its decoder's, not a CTC head's)."""
-    from xasr.models.pretrained import assemble, saved_hf_config, transformers_module
-
     spec, _, variables = read_model_bin(directory / "model.bin")
     if spec != "WhisperSpec":
         raise CheckpointError(
