@@ -4,6 +4,7 @@ empty file, a line with digits, a line without a transcript)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,32 @@ def test_fillets_refuses_a_folder_without_the_game_and_held_out_splits_taking_al
     with pytest.raises(DataError, match="take every level"):
         prepare_corpus("fillets", game, tmp_path / "out", lang="cs",
                        held_out=HeldOut(dev_levels=2, test_levels=1))  # fmt: skip
+
+
+def test_a_synthetic_twin_speaks_the_same_lines_in_the_same_splits(game, tmp_path):
+    """XLT-Synth's Czech voice renders the real corpus's lines: the same ids and texts per
+    split, training voice variants for train and held-out ones elsewhere; a second call with
+    the same lines reuses the build, another line rebuilds it."""
+    from xasr.data.synth.paired import synth_paired
+    from xasr.data.synth.plan import HELDOUT_VARIANTS, TRAIN_VARIANTS
+
+    held = HeldOut(dev_levels=1, test_levels=1, seed=3)
+    real = prepare_corpus("fillets", game, tmp_path / "real", lang="cs", held_out=held).manifests
+    twin = synth_paired(real, tmp_path / "synth", "cs", workers=1, progress=False)
+    assert set(twin) == set(real)
+    for split in real:
+        real_lines, synthetic = read_manifest(real[split]), read_manifest(twin[split])
+        assert [(u.id, u.text) for u in synthetic] == [(u.id, u.text) for u in real_lines]
+        variants = TRAIN_VARIANTS if split == "train" else HELDOUT_VARIANTS
+        assert all(u.extra["variant"] in variants and u.extra["voice"] == "cs" for u in synthetic)
+        assert all(u.duration > 0.2 and u.extra["paired_audio"] for u in synthetic)
+    first = twin["train"].stat().st_mtime_ns
+    assert synth_paired(real, tmp_path / "synth", "cs", workers=1, progress=False) == twin
+    assert twin["train"].stat().st_mtime_ns == first
+    changed = tmp_path / "changed.jsonl"
+    line = read_manifest(real["dev"])[0]
+    changed.write_text(
+        json.dumps({**line.to_json(), "text": line.text + " navíc"}, ensure_ascii=False) + "\n"
+    )
+    again = synth_paired({"dev": changed}, tmp_path / "synth", "cs", workers=1, progress=False)
+    assert read_manifest(again["dev"])[0].text.endswith("navíc")

@@ -95,6 +95,9 @@ SYNTH_LANGUAGES: dict[str, SynthLanguage] = {
         SynthLanguage("en-gb-x-gbclan", "en", ("en-gb-x-gbclan",), _ENGLISH_FILES),  # Lancaster
         SynthLanguage("en-gb-x-gbcwmd", "en", ("en-gb-x-gbcwmd",), _ENGLISH_FILES),  # W. Midlands
         SynthLanguage("en-us-nyc", "en", ("en-us-nyc",), _ENGLISH_FILES),  # New York City
+        # Voices without a sentence collection: they speak a given corpus's lines
+        # (xasr.data.synth.paired: Fish Fillets NG's Czech, spoken again by espeak-ng)
+        SynthLanguage("cs", "cs", ("cs",), ()),
     )
 }
 
@@ -105,6 +108,11 @@ def available_sentences(lang_code: str) -> list[Sentence]:
     Raises ``DataError`` for an unknown code or when its fortune files are not installed.
     """
     lang = language(lang_code)
+    if not lang.fortune_globs:
+        raise DataError(
+            f"XLT-Synth {lang_code} has no sentence collection of its own; it speaks a given "
+            "corpus's lines (xasr.data.synth.paired.synth_paired)"
+        )
     return list(_sentences_cached(FORTUNE_ROOT, lang.text_lang, lang.fortune_globs))
 
 
