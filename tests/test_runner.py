@@ -575,3 +575,49 @@ def test_rank_sources_hook_runs_once_per_target_and_is_cached(
     assert calls == [("train-0.07min.jsonl", 7, 0)]  # the largest size, the first seed
     assert [r["base"] for r in first["de"]] == ["b2", en_model.parent.name]
     assert grid_kind.run_rank(exp, data, progress=False) == first and len(calls) == 1
+
+
+def test_an_lm_added_to_a_finished_grid_decodes_without_training(tmp_path, en_model, corpus):
+    """``lm:`` after the cells finished: one n-gram LM per size from its training transcripts,
+    each cell's weights chosen on dev and the test set decoded again; nothing trains again;
+    the rows and the report carry greedy and LM scores side by side."""
+    from xasr.decode.lm import kenlm_tool
+    from xasr.errors import XasrError
+
+    try:
+        kenlm_tool("lmplz")
+    except XasrError as err:
+        pytest.skip(str(err))
+    # train on the last four lines, dev and test on the first two: no held-out line in the LM
+    rows = [{**r, "audio_filepath": str(corpus.root / r["audio_filepath"])} for r in corpus.de_rows]
+    manifests = {}
+    for name, part in (("train", rows[2:]), ("dev", rows[:2]), ("test", rows[:2])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+        manifests[name] = str(tmp_path / f"{name}.jsonl")
+    one = {"train_minutes": [0.07], "strategies": {"transfer": {}}, "primary": None}
+    path = grid_config(tmp_path, en_model, manifests, **one)
+    run_experiment(path, progress=False)
+    lm = {"order": 2, "lm_weights": [0.0, 0.5], "word_bonuses": [0.0, 1.0], "beam_width": 4}
+    path = grid_config(tmp_path, en_model, manifests, **one, lm=lm)
+    results = run_experiment(path, progress=False)
+    (row,) = results["rows"]
+    cell = tmp_path / "out" / row["cell"]
+    assert len(list((cell / "logs").iterdir())) == 1  # trained once
+    assert (tmp_path / "out" / "data" / "de" / "lm-0.07min-2gram.arpa").is_file()
+    assert row["lm_weight"] in (0.0, 0.5) and row["word_bonus"] in (0.0, 1.0)
+    assert 0 <= row["test_cer_lm"] and (cell / "test-lm.json").is_file()
+    record = json.loads((cell / "cell.json").read_text())
+    assert len(record["lm"]["table"]) == 4 and set(record["lm"]["greedy"]) == {"cer", "wer"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### With the n-gram LM (weights chosen on dev)" in report
+
+
+@pytest.mark.parametrize(
+    ("lm", "message"),
+    [({"ordr": 3}, r"lm: unknown key\(s\) ordr"), ({"order": 1}, "lm.order: expected an integer"),
+     ({"lm_weights": ["x"]}, "lm.lm_weights: expected a list")],
+)  # fmt: skip
+def test_lm_key_mistakes_name_the_key(tmp_path, en_model, de_target, lm, message):
+    path = grid_config(tmp_path, en_model, de_target, lm=lm)
+    with pytest.raises(XasrError, match=message):
+        config_module.load_experiment(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from xasr.config import TrainConfig, from_dict
@@ -23,6 +23,7 @@ from xasr.experiments.config import (
     manifests_to_fill,
 )
 from xasr.experiments.engine import save_record
+from xasr.experiments.lm_decoding import LM_TEST_FILE, decode_with_lm, lm_row, target_lm
 from xasr.experiments.recipe import EARLY_STEP
 from xasr.experiments.report import (
     cer_at_step,
@@ -39,6 +40,7 @@ class TargetData:
     train: dict[float, Path]  # minutes -> prefix manifest
     dev: Path | None
     test: Path
+    lms: dict[float, Path] = field(default_factory=dict)  # minutes -> n-gram LM (``lm:``)
 
 
 def prepare_data(exp: Experiment, target: Target, progress: bool) -> TargetData:
@@ -61,7 +63,12 @@ def prepare_data(exp: Experiment, target: Target, progress: bool) -> TargetData:
         path = folder / f"train-{minutes:g}min.jsonl"
         write_if_changed(path, prefix)
         train[minutes] = path
-    return TargetData(train, splits["dev"], splits["test"])
+    lms = {}
+    if exp.lm is not None and splits["dev"] is not None:  # no dev set: no weights to choose
+        held_out = [splits["dev"], splits["test"]]
+        lms = {m: target_lm(exp.lm, path, held_out, folder / f"lm-{m:g}min-{exp.lm.order}gram.arpa")
+               for m, path in train.items()}  # fmt: skip
+    return TargetData(train, splits["dev"], splits["test"], lms)
 
 
 def write_if_changed(path: Path, utterances) -> None:
@@ -201,6 +208,10 @@ def run_cell(
                 cell.source.model, cell.dir / "model", {"source": source.test, "target": data.test}
             )
             changed = True
+    if data.lms and "lm" not in record:  # decoding only: added to finished cells too
+        record["lm"] = decode_with_lm(exp.lm, cell.dir / "model", data.dev, data.test,
+                                      data.lms[cell.minutes], cell.dir / LM_TEST_FILE)  # fmt: skip
+        changed = True
     if changed:
         save_record(cell, record)
     return record
@@ -261,6 +272,7 @@ def cell_row(exp: Experiment, cell: Cell, record: dict) -> dict:
         "cell": str(cell.dir.relative_to(exp.out)),
         "code": record.get("code"),
     }
+    row.update(lm_row(record))
     if "by_stretch_language" in test:  # a code-switched test set
         row["test_stretch_cer"] = {k: v["cer"] for k, v in test["by_stretch_language"].items()}
     for name, f in (record.get("forgetting") or {}).items():

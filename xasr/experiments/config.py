@@ -23,6 +23,7 @@ from xasr.experiments.common import (
     usable_name,
 )
 from xasr.experiments.engine import run_state
+from xasr.experiments.lm_decoding import LmSpec, read_lm_spec
 from xasr.models.build import model_config, read_model_config, resolve_model
 from xasr.models.pretrained.importers import foreign_kind
 from xasr.transfer.finetune import TransferOptions
@@ -38,6 +39,7 @@ GRID_KEYS = (  # beside xasr.experiments.common.COMMON_KEYS
     "rank_sources",
     "primary",
     "select",
+    "lm",
 )
 
 
@@ -121,6 +123,7 @@ class Experiment:
     # families of strategies: per target and size, the member with the best mean dev score
     # stands for the family (a choice made on dev, never on test)
     select: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    lm: LmSpec | None = None  # also decode with an n-gram LM, weights chosen on dev
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         budget=budget,
         source_data=source_data,
         threshold_cer=float(threshold),
+        lm=read_lm_spec(data.get("lm"), f"{where}: lm"),
         rank_steps=rank_steps,
         primary=primary,
         select=select,

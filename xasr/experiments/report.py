@@ -8,6 +8,7 @@ from pathlib import Path
 from xasr.decode.significance import interval_text
 from xasr.experiments.config import Experiment, Target
 from xasr.experiments.grid import group_rows, row_label
+from xasr.experiments.lm_decoding import lm_section
 from xasr.experiments.tables import markdown_table, work_section
 from xasr.train.curve import read_curve, validation_points
 
@@ -227,6 +228,7 @@ def write_report(
                 ],
             ),
         ]
+        parts += ["", *lm_section(groups, sizes)] if exp.lm is not None else []
         switched = [r for r in target_rows if "test_stretch_cer" in r]
         if switched:
             parts += ["", *_code_switched_section(exp, switched, sizes, size_header)]
