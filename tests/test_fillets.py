@@ -14,7 +14,7 @@ import soundfile as sf
 from xasr.data.corpora import prepare_corpus
 from xasr.data.fillets import HeldOut, read_dialogs
 from xasr.data.manifest import read_manifest
-from xasr.errors import DataError
+from xasr.errors import DataError, XasrError
 
 GAME = Path("usr/share/games/fillets-ng")
 
@@ -137,3 +137,37 @@ def test_a_synthetic_twin_speaks_the_same_lines_in_the_same_splits(game, tmp_pat
     )
     again = synth_paired({"dev": changed}, tmp_path / "synth", "cs", workers=1, progress=False)
     assert read_manifest(again["dev"])[0].text.endswith("navíc")
+
+
+def test_a_grid_prepares_the_corpus_and_its_twin_with_the_same_lines(game, tmp_path):
+    """Grid targets `corpus: fillets` (prepared when the experiment runs, once) and `paired:`
+    (its synthetic twin): each size's training prefix holds the same lines in both."""
+    import yaml
+
+    from xasr.experiments.kinds.grid import GridKind
+
+    config = {
+        "name": "real-cs", "out": str(tmp_path / "out"), "bases": ["en-small"],
+        "targets": {
+            "cs": {"corpus": "fillets", "dir": str(game), "lang": "cs", "dev_levels": 1,
+                   "test_levels": 1, "seed": 3},
+            "cs-synth": {"paired": "cs", "lang": "cs"},
+        },
+        "train_minutes": [0.02], "seeds": [0], "budget": {"steps": 2},
+    }  # fmt: skip
+    path = tmp_path / "real-cs.yaml"
+    path.write_text(yaml.safe_dump(config))
+    kind = GridKind()
+    exp = kind.load(path, None)
+    _, targets = kind.prepare(exp, progress=False)
+    real, twin = (read_manifest(targets[t].train[0.02]) for t in ("cs", "cs-synth"))
+    assert [u.id for u in real] == [u.id for u in twin] and real
+    assert all(u.extra["paired_audio"] for u in twin)
+    spec = tmp_path / "out" / "data" / "cs" / "corpus" / "corpus-spec.json"
+    first = spec.stat().st_mtime_ns
+    kind.prepare(exp, progress=False)  # prepared once
+    assert spec.stat().st_mtime_ns == first
+    config["targets"]["cs-synth"]["paired"] = "cs-synth"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(XasrError, match="paired must name another target"):
+        kind.load(path, None)

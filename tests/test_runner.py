@@ -617,7 +617,31 @@ def test_an_lm_added_to_a_finished_grid_decodes_without_training(tmp_path, en_mo
     [({"ordr": 3}, r"lm: unknown key\(s\) ordr"), ({"order": 1}, "lm.order: expected an integer"),
      ({"lm_weights": ["x"]}, "lm.lm_weights: expected a list")],
 )  # fmt: skip
-def test_lm_key_mistakes_name_the_key(tmp_path, en_model, de_target, lm, message):
+def test_lm_key_defaults_and_mistakes_name_the_key(tmp_path, en_model, de_target, lm, message):
+    exp = config_module.load_experiment(grid_config(tmp_path, en_model, de_target, lm={"order": 3}))
+    assert exp.lm.order == 3 and len(exp.lm.lm_weights) == 6 and len(exp.lm.word_bonuses) == 4
     path = grid_config(tmp_path, en_model, de_target, lm=lm)
     with pytest.raises(XasrError, match=message):
+        config_module.load_experiment(path)
+
+
+def test_a_strategy_can_run_from_some_bases_only(tmp_path, en_model, de_target):
+    other = tmp_path / "other" / "model"
+    shutil.copytree(en_model, other)
+    bases = [str(en_model), {"model": str(other)}]
+    strategies = {"transfer": {}, "reinit": {"reinit_head": True, "bases": ["other"]}}
+    exp = config_module.load_experiment(
+        grid_config(tmp_path, en_model, de_target, bases=bases, strategies=strategies, primary=None)
+    )
+    cells = grid.plan_cells(exp)
+    assert {c.base for c in cells if c.strategy.name == "reinit"} == {"other"}
+    assert {c.base for c in cells if c.strategy.name == "transfer"} == {
+        "other",
+        en_model.parent.name,
+    }
+    strategies["reinit"]["bases"] = ["missing"]
+    path = grid_config(
+        tmp_path, en_model, de_target, bases=bases, strategies=strategies, primary=None
+    )
+    with pytest.raises(XasrError, match=r"strategies.reinit.bases: \['missing'\]"):
         config_module.load_experiment(path)

@@ -43,19 +43,60 @@ class TargetData:
     lms: dict[float, Path] = field(default_factory=dict)  # minutes -> n-gram LM (``lm:``)
 
 
-def prepare_data(exp: Experiment, target: Target, progress: bool) -> TargetData:
-    """Build (or reuse) a target's data and write its train prefixes, one per size."""
+def target_splits(exp: Experiment, target: Target, progress: bool) -> dict[str, Path]:
+    """A target's whole {train, dev, test} manifests: given, synthesized, prepared from a
+    corpus, or another target's synthetic twin."""
     folder = exp.out / "data" / target.name
     if target.synth is not None:
-        splits = _synth(target, folder, max(exp.minutes), progress)
-    else:
-        splits = dict(target.manifests)
+        return _synth(target, folder, max(exp.minutes), progress)
+    if target.corpus is not None:
+        return prepared_corpus(target.corpus, folder / "corpus")
+    if target.paired is not None:
+        from xasr.data.synth.paired import synth_paired
+
+        real = next(t for t in exp.targets if t.name == target.paired["paired"])
+        params = {k: v for k, v in target.paired.items() if k != "paired"}
+        return synth_paired(target_splits(exp, real, progress), folder / "synth",
+                            progress=progress, **params)  # fmt: skip
+    return dict(target.manifests)
+
+
+def prepared_corpus(spec: dict, folder: Path) -> dict[str, Path]:
+    """``xasr prepare``'s manifests of ``spec`` in ``folder``, prepared once (``spec`` is kept
+    beside them: another spec prepares again)."""
+    from xasr.data.corpora import prepare_corpus
+    from xasr.data.fillets import HeldOut
+
+    record = folder / "corpus-spec.json"
+    manifests = {split: folder / f"{split}.jsonl" for split in ("train", "dev", "test")}
+    recorded = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    if recorded == spec and all(path.is_file() for path in manifests.values()):
+        return manifests
+    held = {k: v for k, v in spec.items() if k not in ("corpus", "dir", "lang")}
+    prepared = prepare_corpus(spec["corpus"], spec["dir"], folder, lang=spec.get("lang"),
+                              held_out=HeldOut(**held))  # fmt: skip
+    record.write_text(json.dumps(spec), encoding="utf-8")
+    return prepared.manifests
+
+
+def prepare_data(exp: Experiment, target: Target, progress: bool) -> TargetData:
+    """Build (or reuse) a target's data and write its train prefixes, one per size (a paired
+    target's prefixes hold the same lines as its real target's)."""
+    folder = exp.out / "data" / target.name
+    splits = target_splits(exp, target, progress)
     utterances = read_manifest(splits["train"])
+    if target.paired is not None:  # the real target's prefixes decide which lines
+        real = next(t for t in exp.targets if t.name == target.paired["paired"])
+        real_lines = read_manifest(target_splits(exp, real, progress)["train"])
     total = sum(u.duration or 0.0 for u in utterances) / 60
     train = {}
     for minutes in exp.minutes:
-        prefix = take_minutes(utterances, minutes)
-        if len(prefix) == len(utterances) and total < minutes:
+        if target.paired is None:
+            prefix = take_minutes(utterances, minutes)
+        else:
+            ids = {u.id for u in take_minutes(real_lines, minutes)}
+            prefix = [u for u in utterances if u.id in ids]
+        if len(prefix) == len(utterances) and total < minutes and target.paired is None:
             raise XasrError(
                 f"target {target.name}: the train manifest {splits['train']} holds "
                 f"{total:.2f} minutes, less than train_minutes {minutes:g}"

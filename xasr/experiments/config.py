@@ -52,6 +52,15 @@ SYNTH_TARGET_KEYS = ("lang", "topics", *SYNTH_DEFAULTS)
 REAL_TARGET_KEYS = ("train", "dev", "test")
 
 
+# a corpus read by `xasr prepare` (xasr.data.corpora) when the experiment runs: fillets
+CORPUS_TARGET_KEYS = ("corpus", "dir", "lang", "dev_minutes", "test_minutes", "dev_levels",
+                      "test_levels", "seed")  # fmt: skip
+
+
+# the synthetic twin of another target (xasr.data.synth.paired): the same lines and splits
+PAIRED_TARGET_KEYS = ("paired", "lang", "conditions", "seed")
+
+
 BASE_KEYS = ("model", "recipe", "name", "max_minutes", "train")
 
 
@@ -89,6 +98,8 @@ class Target:
     synth: dict | None = None  # {lang, topics?, dev_utts, test_utts, conditions, seed}
     manifests: dict | None = None  # {train, dev, test}; source_data: {train?, test}
     train_minutes: float | None = None  # source_data only
+    corpus: dict | None = None  # {corpus, dir, lang, HeldOut's keys}: prepared here
+    paired: dict | None = None  # {paired: another target, lang, conditions, seed}: its twin
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ class Strategy:
     name: str
     options: dict  # TransferOptions keyword arguments
     recipe: dict  # TrainConfig keys overriding the experiment's recipe for this strategy
+    bases: tuple[str, ...] | None = None  # the bases it runs from (default: every one)
 
     @property
     def scratch(self) -> bool:
@@ -167,6 +179,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         _target(usable_name(tname, f"{where}: targets"), spec, synth, f"{where}: targets.{tname}")
         for tname, spec in targets_data.items()
     )
+    _check_pairs(targets, where)
     source_data = None
     if data.get("source_data") is not None:
         source_data = _target(
@@ -188,6 +201,11 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         raise XasrError(
             f"{where}: two bases are called {twice!r}; name one: {{model: ..., name: ...}}"
         )
+    for st in strategies:
+        unknown = sorted(set(st.bases or ()) - {b.name for b in bases})
+        if unknown or st.bases == ():
+            raise XasrError(f"{where}: strategies.{st.name}.bases: {unknown or 'empty'}; the "
+                            f"bases are {', '.join(b.name for b in bases)}")  # fmt: skip
     names = [st.name for st in strategies]
     select = _select(data.get("select") or {}, names, f"{where}: select")
     primary = _primary(data.get("primary"), [*names, *(f for f, _ in select)], where)
@@ -266,6 +284,8 @@ def _primary(data, labels: list[str], where: str) -> tuple[tuple[str, str, str],
 
 def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> Target:
     spec = mapping(spec, where)
+    if not source and ("corpus" in spec or "paired" in spec):
+        return _prepared_target(name, spec, where)
     if "lang" in spec:
         allowed = SYNTH_TARGET_KEYS + (("train_minutes",) if source else ())
         check_keys(spec, allowed, where)
@@ -293,11 +313,44 @@ def _target(name: str, spec, synth: dict, where: str, source: bool = False) -> T
     return Target(name, manifests={k: Path(str(v)) for k, v in spec.items()})
 
 
+def _prepared_target(name: str, spec: dict, where: str) -> Target:
+    """A corpus prepared when the experiment runs, or another target's synthetic twin."""
+    if "corpus" in spec:
+        check_keys(spec, CORPUS_TARGET_KEYS, where)
+        if spec["corpus"] != "fillets" or "dir" not in spec:
+            raise XasrError(f"{where}: corpus: fillets with its dir (the installed game data) "
+                            f"is the one corpus prepared here; got {spec['corpus']!r}")  # fmt: skip
+        return Target(name, corpus=dict(spec))
+    check_keys(spec, PAIRED_TARGET_KEYS, where)
+    if "lang" not in spec:
+        raise XasrError(f"{where}: a paired target needs lang (the XLT-Synth voice, e.g. cs)")
+    return Target(name, paired=dict(spec))
+
+
+def _check_pairs(targets: tuple[Target, ...], where: str) -> None:
+    """Each paired target names another target of the experiment that is not itself paired."""
+    by_name = {t.name: t for t in targets}
+    for t in targets:
+        if t.paired is None:
+            continue
+        other = by_name.get(t.paired["paired"])
+        if other is None or other.paired is not None:
+            raise XasrError(
+                f"{where}: targets.{t.name}: paired must name another target that is not "
+                f"itself paired ({', '.join(n for n, o in by_name.items() if o.paired is None)})"
+            )
+
+
 def _strategy(
     name: str, spec, recipe: TrainConfig, source_data: Target | None, where: str
 ) -> Strategy:
     where = f"{where}: strategies.{name}"
-    spec = mapping(spec or {}, where)
+    spec = dict(mapping(spec or {}, where))
+    only = spec.pop("bases", None)
+    if only is not None and (
+        not isinstance(only, list) or not all(isinstance(b, str) for b in only)
+    ):
+        raise XasrError(f"{where}: bases must be a list of base names, got {only!r}")
     option_keys = {f.name for f in fields(TransferOptions)} - set(RUNNER_OPTIONS)
     recipe_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
     unknown = sorted(set(spec) - option_keys - recipe_keys)
@@ -326,7 +379,7 @@ def _strategy(
         TransferOptions(source="check", **options, **dict.fromkeys(to_fill, "source_data"))
     except (TypeError, XasrError) as err:
         raise XasrError(f"{where} (strategy {name!r}): {err}") from None
-    return Strategy(name, options, overrides)
+    return Strategy(name, options, overrides, tuple(only) if only is not None else None)
 
 
 def manifests_to_fill(options: dict) -> list[str]:

@@ -15,6 +15,8 @@ def plan_cells(exp: Experiment) -> list[Cell]:
                 for strategy in exp.strategies:
                     groups: dict[str, list[Base]] = {}
                     for base in exp.bases:
+                        if strategy.bases is not None and base.name not in strategy.bases:
+                            continue
                         key = f"arch-{base.arch}" if strategy.scratch else base.name
                         groups.setdefault(key, []).append(base)
                     for key, bases in groups.items():

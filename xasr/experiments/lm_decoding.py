@@ -45,8 +45,8 @@ def read_lm_spec(value, where: str) -> LmSpec | None:
     for key, number, low in (("order", order, 2), ("beam_width", width, 1)):
         if not isinstance(number, int) or isinstance(number, bool) or number < low:
             raise XasrError(f"{where}.{key}: expected an integer of at least {low}, got {number!r}")
-    weights = spec.get("lm_weights", LmSpec.lm_weights)
-    bonuses = spec.get("word_bonuses", LmSpec.word_bonuses)
+    weights = spec.get("lm_weights", list(LmSpec.lm_weights))
+    bonuses = spec.get("word_bonuses", list(LmSpec.word_bonuses))
     return LmSpec(
         order,
         tuple(number_list(weights, f"{where}.lm_weights", positive=False)),
