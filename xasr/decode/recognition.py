@@ -4,6 +4,7 @@ utterance's CTC log-probabilities and the decoding strategy's text out."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -25,6 +26,11 @@ def torch_recognition(model, vocab, decoder=None, device: str | None = None) -> 
     """``decoder``: a decoding strategy (``xasr.decode.strategy``; default the model's own).
     Word times come from the CTC log-probabilities: an attention decoder's text is aligned to
     the model's CTC branch (a model without one raises ``XasrError`` naming the fix)."""
+    # oneDNN (torch's CPU convolutions) caches a primitive per input shape, up to 1024 of them,
+    # and pieces come in as many lengths: an hour grew to 1.9 GB resident with the default, 0.55
+    # GB with 16 (docs/deployment.md). oneDNN reads this when it first builds a primitive, so it
+    # is set before any decoding, and a user's own setting wins.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
     device = torch_device(device)
     model = model.to(device).eval()
     decoder = decoder or model.default_decoder(vocab)
