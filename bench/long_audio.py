@@ -8,7 +8,8 @@ floor, optionally white noise at ``--snr`` dB. Each sentence's audible span (sam
 
 * ``vad``: for each detector, the pieces it plans and how many cuts fall inside a sentence;
 * ``transcribe``: ``xasr.decode.long_audio.transcribe_files`` with ``--vad``, one thread; peak
-  RSS (``ru_maxrss``) and RTF (wall seconds per audio second, VAD included).
+  RSS (``ru_maxrss``) and RTF (wall seconds per audio second, VAD included; cpu_rtf: CPU seconds, steadier on
+  a shared machine).
 
     python bench/long_audio.py --minutes 60 --out bench/results/long-audio.json
 """
@@ -60,6 +61,13 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process: on a shared machine a steadier figure than
+    wall time (one thread, so the two agree on an idle one)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def build(path: Path, minutes: float, snr: float | None, seed: int = 0):
     """Writes the recording; returns the reference text and the audible spans (seconds)."""
     rng = random.Random(seed)
@@ -97,6 +105,15 @@ def cuts_inside(pieces, spans) -> int:
     return inside
 
 
+def speech_missed(pieces, spans) -> float:
+    """Seconds of the sentences' audible spans that no piece covers (lost words)."""
+    covered = 0.0
+    for start, end in spans:
+        for a, b in pieces:
+            covered += max(0.0, min(end, b) - max(start, a))
+    return sum(end - start for start, end in spans) - covered
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="en-small")
@@ -109,6 +126,7 @@ def main() -> None:
     )
     parser.add_argument("--vad", default="silero", choices=DETECTORS)
     parser.add_argument("--max-seconds", type=float, default=20.0)
+    parser.add_argument("--batch-seconds", type=float, default=200.0)
     parser.add_argument("--wav", default="/tmp/xasr-long-audio.wav")
     parser.add_argument("--skip-transcribe", action="store_true")
     parser.add_argument("--out", default=None)
@@ -119,12 +137,14 @@ def main() -> None:
     result = {"minutes": round(seconds / 60, 2), "snr_db": args.snr, "sentences": len(spans)}
     result["rss_mb_after_build"] = round(rss_mb(), 1)
     for detector in DETECTORS:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         pieces = plan_pieces(speech_probabilities(wav, detector), seconds, args.max_seconds)
         result[f"vad_{detector}"] = {
             "seconds": round(time.perf_counter() - started, 1),
+            "cpu_s": round(cpu_seconds() - cpu, 1),
             "pieces": len(pieces),
             "cuts_inside_a_sentence": cuts_inside(pieces, spans),
+            "speech_missed_s": round(speech_missed(pieces, spans), 2),
             "cuts": 2 * (len(pieces) - 1),
             "longest_piece_s": round(max(b - a for a, b in pieces), 2),
             "audio_decoded_s": round(sum(b - a for a, b in pieces), 1),
@@ -133,16 +153,19 @@ def main() -> None:
     if not args.skip_transcribe:
         model, _, vocab = load_model_dir(args.model)
         recognition = torch_recognition(model, vocab, device="cpu")
-        options = LongAudioOptions(max_seconds=args.max_seconds, vad=args.vad)
+        options = LongAudioOptions(args.max_seconds, args.vad, batch_seconds=args.batch_seconds)
         before = rss_mb()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         (transcript,) = transcribe_files(recognition, [wav], options, progress=True)
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         result["transcribe"] = {
             "vad": args.vad,
             "max_seconds": args.max_seconds,
+            "batch_seconds": args.batch_seconds,
             "wall_s": round(wall, 1),
             "rtf": round(wall / seconds, 4),
+            "cpu_s": round(cpu, 1),
+            "cpu_rtf": round(cpu / seconds, 4),
             "peak_rss_mb": round(rss_mb(), 1),
             "rss_mb_before_transcribe": round(before, 1),
             "words": len(transcript.words),
