@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,onnx,hf]'
+	$(PY) -m pip install -q -e '.[dev,onnx,hf,vad]'
 	# pyctcdecode's metadata pins numpy<2 (untested upper bound; it runs on numpy 2), which would
 	# make pip downgrade numpy under audiomentations: install it without its dependencies (its
 	# runtime one, pygtrie, is in pyproject.toml).

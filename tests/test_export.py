@@ -113,3 +113,50 @@ def test_a_graph_past_the_tolerance_is_not_written(en_model, tmp_path, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "above the tolerance 1e-12; not written" in line and "--tolerance" in line
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+ONNX_WORDS = """
+import json, sys
+sys.modules["torch"] = None
+from xasr.decode.long_audio import LongAudioOptions, transcribe_files
+from xasr.export.onnx_runtime import OnnxRecognizer
+options = LongAudioOptions(max_seconds=8, vad=sys.argv[2])
+out = transcribe_files(OnnxRecognizer(sys.argv[1]).recognition(), sys.argv[3:], options)
+print(json.dumps([t.to_json() for t in out]))
+"""
+
+
+def test_onnx_word_times_and_long_files_without_torch(en_small_onnx, corpus, tmp_path):
+    """--onnx gives torch's words and times, and splits a file over the piece limit with the
+    silero VAD, all without torch."""
+    import importlib.util
+
+    import soundfile as sf
+
+    from xasr.decode.long_audio import LongAudioOptions, transcribe_files
+    from xasr.decode.recognition import torch_recognition
+
+    files = [str(corpus.root / row["audio_filepath"]) for row in corpus.en_rows[:2]]
+    pause = np.zeros(12_000, dtype=np.float32)
+    rows = corpus.en_rows[:6]
+    joined = [x for row in rows for x in (load_audio(corpus.root / row["audio_filepath"]), pause)]
+    sf.write(str(tmp_path / "long.wav"), np.concatenate(joined), 16_000, subtype="PCM_16")
+    files.append(str(tmp_path / "long.wav"))
+    vad = "silero" if importlib.util.find_spec("silero_vad") else "energy"
+    result = subprocess.run(
+        [sys.executable, "-c", ONNX_WORDS, str(en_small_onnx), vad, *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout)
+    model, _, vocab = load_model_dir("en-small")
+    options = LongAudioOptions(max_seconds=8, vad=vad)
+    expected = transcribe_files(torch_recognition(model, vocab, device="cpu"), files, options)
+    assert len(got[2]["pieces"]) >= 2
+    for onnx, torch_ in zip(got, expected):
+        assert onnx["text"] == torch_.text and onnx["pieces"] == torch_.to_json()["pieces"]
+        assert [w["word"] for w in onnx["words"]] == [w.text for w in torch_.words]
+        for a, b in zip(onnx["words"], torch_.words):
+            assert abs(a["start"] - b.start) <= 0.04 and abs(a["end"] - b.end) <= 0.04

@@ -16,6 +16,7 @@ import numpy as np
 from xasr.data.audio import load_audio
 from xasr.data.vocab import vocab_from_json
 from xasr.decode.batches import duration_batches
+from xasr.decode.long_audio import Recognition
 from xasr.errors import DataError, XasrError
 
 MAX_BATCH_SECONDS = 200.0  # padded audio per run, as transcribe_paths batches
@@ -46,6 +47,7 @@ class OnnxRecognizer:
         self.blank_id = int(meta["blank_id"])
         self.sample_rate = int(meta["sample_rate"])
         self.max_seconds = float(meta.get("max_seconds", "inf"))  # Whisper: 30
+        self.frame_seconds = float(meta.get("frame_seconds", "0.04"))  # word times
 
     def log_probs(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """One padded run: per utterance its (frames, vocab) log-probabilities."""
@@ -55,6 +57,23 @@ class OnnxRecognizer:
             batch[i, : len(audio)] = audio
         log_probs, frames = self.session.run(None, {"audio": batch, "lengths": lengths})
         return [log_probs[i, :n] for i, n in enumerate(frames.tolist())]
+
+    def recognition(self, decoder=None) -> Recognition:
+        """This graph as a ``Recognition`` (``xasr.decode.long_audio``: long files in pieces,
+        word times); ``decoder``: an ``LmDecoder`` (or None: greedy)."""
+
+        def run(audios: list[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+            outputs = self.log_probs(audios)
+            texts = decoder.decode_arrays(outputs) if decoder else [self.greedy(o) for o in outputs]
+            return outputs, texts
+
+        return Recognition(
+            run,
+            self.vocab,
+            self.frame_seconds,
+            greedy=decoder is None,
+            max_seconds=self.max_seconds,
+        )
 
     def greedy(self, log_probs: np.ndarray) -> str:
         best = log_probs.argmax(axis=-1)
