@@ -12,6 +12,7 @@ import torch
 from xasr.data.audio import SAMPLE_RATE
 from xasr.decode.greedy import GreedyCtc
 from xasr.decode.long_audio import Recognition
+from xasr.decode.options import default_strategy
 from xasr.decode.strategy import CtcStrategy
 from xasr.device import torch_device
 
@@ -33,7 +34,7 @@ def torch_recognition(model, vocab, decoder=None, device: str | None = None) -> 
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
     device = torch_device(device)
     model = model.to(device).eval()
-    decoder = decoder or model.default_decoder(vocab)
+    decoder = decoder or default_strategy(model, vocab)
 
     @torch.inference_mode()
     def run(audios: list[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
