@@ -80,6 +80,7 @@ $(LMPLZ): | $(STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check xasr tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs
