@@ -238,36 +238,10 @@ def cmd_train(args) -> None:
     print(json.dumps(result.to_json(), indent=1))
 
 
-def requested_architecture(args):
-    """``--arch``/``--size`` of a transfer: None (the source's), or the named config. A --size
-    alone names a size of the source's family; an --arch alone of another family takes the
-    source's size name there (small where the source has none)."""
-    from xasr.config import ARCH_FLAGS, SIZES
-    from xasr.models.build import model_config, read_model_config, resolve_model
-
-    if args.arch is None and args.size is None:
-        return None
-    if args.source is None:  # --scratch without a source
-        return model_config(args.size or "small", args.arch or "ctc")
-    from xasr.models.pretrained import foreign_kind
-
-    directory = resolve_model(args.source)
-    if foreign_kind(directory) or read_model_config(directory)[0].architecture == "pretrained-ctc":
-        raise XasrError(
-            f"--arch/--size: {args.source} is a pretrained encoder, which keeps its own "
-            "architecture; drop --arch/--size"
-        )
-    source_cfg = read_model_config(directory)[0]
-    family = next(flag for flag, name in ARCH_FLAGS.items() if name == source_cfg.architecture)
-    arch = args.arch or family
-    if args.size is None and arch == family:
-        return None
-    names = [n for n, cfg in SIZES[source_cfg.architecture].items() if cfg == source_cfg]
-    return model_config(args.size or (names[0] if names else "small"), arch)
-
-
 def cmd_transfer(args) -> None:
+    from xasr.transfer.architecture import requested_architecture
     from xasr.transfer.finetune import TransferOptions, transfer
+    from xasr.transfer.forgetting import before_after_table, check_before_after, compare_with_source
 
     if args.source is None and not args.scratch:
         raise XasrError("--from is required (a model directory or a shipped name such as en-small)")
@@ -279,7 +253,7 @@ def cmd_transfer(args) -> None:
         reinit_head=args.reinit_head,
         drop_layers=args.drop_layers,
         token_map_file=args.token_map,
-        expect=requested_architecture(args),
+        expect=requested_architecture(args.source, args.arch, args.size),
         replay_manifest=args.replay,
         replay_fraction=args.replay_fraction or 0.0,
         l2sp_weight=args.l2sp or 0.0,
@@ -292,20 +266,7 @@ def cmd_transfer(args) -> None:
         for name, path in (("source", args.source_test), ("target", args.target_test))
         if path
     }
-    if tests and args.source is None:
-        raise XasrError("--source-test/--target-test compare with the source model: pass --from")
-    if tests:
-        from xasr.models.build import resolve_model
-        from xasr.models.pretrained import has_ctc_head
-
-        if not has_ctc_head(resolve_model(args.source)):
-            raise XasrError(
-                f"--source-test/--target-test score the source model, and {args.source} has no "
-                "CTC head to score with; drop them"
-            )
-    for name, path in tests.items():
-        if not Path(path).is_file():
-            raise XasrError(f"--{name}-test {path} does not exist or is not a file")
+    check_before_after(args.source, tests)
     if args.strategy == "st-enhanced":
         if args.masks:
             raise XasrError("--masks trains a multilingual model; not with --strategy st-enhanced")
@@ -325,17 +286,8 @@ def cmd_transfer(args) -> None:
             masks=read_masks(args.masks),
         )
     print(json.dumps(result.to_json(), indent=1))
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    if tests and rank_zero_only.rank == 0:  # under DDP every rank runs this command
-        from xasr.transfer.forgetting import (
-            before_after_table,
-            evaluate_before_after,
-            save_before_after,
-        )
-
-        results = evaluate_before_after(args.source, result.model_dir, tests)
-        save_before_after(args.out, results)
+    results = compare_with_source(args.out, args.source, result.model_dir, tests)
+    if results is not None:
         print(before_after_table(results))
 
 
@@ -407,13 +359,16 @@ def cmd_build_lm(args) -> None:
 
 
 def cmd_transcribe(args) -> None:
-    for path in args.files:
-        if not Path(path).is_file():
-            raise XasrError(f"audio file {path} does not exist or is not a file")
     if args.onnx:
-        texts = transcribe_onnx(args)
+        from xasr.export.onnx_runtime import transcribe_onnx
+
+        texts = transcribe_onnx(args.onnx, args.files, decoding_options(args), args.device)
     else:
-        texts = transcribe_torch(args)
+        from xasr.decode.transcribe import transcribe_files
+
+        texts = transcribe_files(
+            args.model, args.files, decoding_options(args), args.device, args.lang
+        )
     for path, text in zip(args.files, texts):
         print(f"{path}\t{text}")
 
@@ -430,36 +385,6 @@ def decoding_options(args):
         length_penalty=args.length_penalty,
         ctc_weight=args.ctc_weight,
     )
-
-
-def transcribe_onnx(args) -> list[str]:
-    """With onnxruntime alone: nothing here imports torch."""
-    from xasr.export.onnx_runtime import OnnxRecognizer
-
-    if args.device not in (None, "cpu"):
-        raise XasrError("--onnx runs on the CPU (onnxruntime's CPU provider); drop --device")
-    decoding = decoding_options(args)
-    if decoding.decoder in ("attention", "joint"):
-        raise XasrError("--onnx models are CTC models: --decoder default or ctc")
-    recognizer = OnnxRecognizer(args.onnx)
-    return recognizer.transcribe(args.files, decoding.ctc_strategy(recognizer.vocab))
-
-
-def transcribe_torch(args) -> list[str]:
-    from xasr.data.audio import audio_duration
-    from xasr.decode.evaluate import language_model, transcribe_paths
-    from xasr.device import torch_device
-    from xasr.models.build import load_model_dir, resolve_model
-    from xasr.models.masks import LanguageMasks
-
-    device = torch_device(args.device)
-    model, _, vocab = load_model_dir(args.model)
-    masks = LanguageMasks.load(resolve_model(args.model))
-    if masks is not None:  # sparse sharing: the language's sub-network
-        model = language_model(model, masks, args.lang, args.model)
-    durations = [audio_duration(path) for path in args.files]
-    decoder = decoding_options(args).strategy(model, vocab)
-    return transcribe_paths(model, vocab, args.files, durations, device=device, decoder=decoder)
 
 
 def cmd_export(args) -> None:
