@@ -238,3 +238,13 @@ def test_argparse_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_every_recipe_key_is_in_one_group():
+    from dataclasses import fields
+
+    from xasr.config import TRAIN_FLAGS, TRAIN_GROUPS
+
+    grouped = [key for keys in TRAIN_GROUPS.values() for key in keys]
+    assert sorted(grouped) == sorted(f.name for f in fields(TrainConfig))  # each key once
+    assert set(TRAIN_FLAGS) <= set(grouped)

@@ -289,7 +289,43 @@ ON_UNKNOWN = ("error", "unk")  # characters outside the vocabulary: stop, or map
 # 16-mixed only on CUDA (xasr.device.training_machine).
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
-# TrainConfig keys that have a command-line flag (``xasr train``, ``transfer``, ``rank-sources``),
+# TrainConfig's keys by what they are about, each key in one group. A training command
+# declares the groups it uses and shows their flags only (``xasr.cli.options``); a --config
+# YAML file may set any key.
+TRAIN_GROUPS: dict[str, tuple[str, ...]] = {
+    "optimisation": (
+        "lr",
+        "weight_decay",
+        "warmup_steps",
+        "max_steps",
+        "grad_clip",
+        "ctc_loss_weight",
+    ),
+    "stopping": (
+        "max_audio_seconds",
+        "max_passes",
+        "max_minutes",
+        "val_every",
+        "patience",
+        "min_delta",
+        "monitor",
+    ),
+    "data": ("max_batch_seconds", "num_workers"),  # batches of one source's data
+    "mixing": ("mixing", "temperature", "source_batches"),  # several --train manifests
+    "vocabulary": ("vocab", "vocab_size", "on_unknown"),
+    "augmentation": (
+        "spec_augment",
+        "freq_masks",
+        "freq_mask_width",
+        "time_masks",
+        "time_mask_fraction",
+    ),
+    "freezing": ("freeze_layers", "freeze_steps"),  # a transfer's
+    "meta-transfer": ("meta_variant", "inner_lr", "meta_clip", "k_train", "k_valid", "meta_tasks"),
+    "machine": ("seed", "devices", "accelerator", "precision"),
+}
+
+# TrainConfig keys that have a command-line flag (each command shows those of its groups),
 # with the flag; the others are set in a --config YAML file.
 TRAIN_FLAGS = {
     "max_steps": "--max-steps",
