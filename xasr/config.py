@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -378,6 +379,20 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         return cls(**data)
     except (TypeError, XasrError) as err:  # TypeError: a missing key
         raise XasrError(f"{where}: {err}") from None
+
+
+def train_recipe(
+    recipe: TrainConfig | Mapping[str, Any] | str | Path | None = None, **changes: Any
+) -> TrainConfig:
+    """A training recipe: ``recipe`` (None: the defaults; a TrainConfig; a mapping of its
+    keys; a YAML file of them) with ``changes`` (its keys) over it, unknown keys refused."""
+    if recipe is None or isinstance(recipe, Mapping):
+        data, where = dict(recipe or {}), "recipe"
+    elif isinstance(recipe, TrainConfig):
+        data, where = dataclasses.asdict(recipe), "recipe"
+    else:
+        data, where = load_yaml(recipe), str(recipe)
+    return from_dict(TrainConfig, {**data, **changes}, where)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
