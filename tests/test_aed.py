@@ -405,12 +405,10 @@ def test_transformer_encoder_takes_no_conformer_layer(en_model, corpus, make_cfg
 
 
 def test_arch_alone_keeps_the_source_size(en_model):
-    from argparse import Namespace
-
-    from xasr.cli import requested_architecture
+    from xasr.transfer.architecture import requested_architecture
 
     def asked(arch, size):
-        return requested_architecture(Namespace(source=str(en_model), arch=arch, size=size))
+        return requested_architecture(str(en_model), arch, size)
 
     assert asked("ctc", None) is None and asked(None, None) is None  # the source's own
     assert asked("aed", None) == AED_SIZES["tiny"]  # en_model is the tiny CTC size
@@ -451,3 +449,13 @@ def test_decoder_layer_computes_what_torch_layer_does():
         expected = layer(x, memory, tgt_mask=~causal, memory_key_padding_mask=~frames)
         got, _ = decoder_layer(layer, x, None, causal, memory, frames[:, None, None, :])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_requested_architecture_without_a_source_is_the_named_size():
+    from xasr.transfer.architecture import requested_architecture
+
+    assert requested_architecture(None) is None
+    assert requested_architecture(None, size="tiny") == MODEL_SIZES["tiny"]
+    assert requested_architecture(None, arch="aed") == AED_SIZES["small"]
+    with pytest.raises(XasrError, match="unknown model size 'huge'"):
+        requested_architecture(None, size="huge")

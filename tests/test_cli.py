@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
-from xasr.cli import build_parser, main, train_config
+from xasr.cli import build_parser, main
+from xasr.cli.options import train_config
 from xasr.config import TrainConfig
 
 
@@ -238,3 +240,91 @@ def test_argparse_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_every_recipe_key_is_in_one_group():
+    from dataclasses import fields
+
+    from xasr.config import TRAIN_FLAGS, TRAIN_GROUPS
+
+    grouped = [key for keys in TRAIN_GROUPS.values() for key in keys]
+    assert sorted(grouped) == sorted(f.name for f in fields(TrainConfig))  # each key once
+    assert set(TRAIN_FLAGS) <= set(grouped)
+
+
+def help_of(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+META_FLAGS = ("--meta-transfer", "--inner-lr", "--meta-clip", "--k-train", "--k-valid")
+
+
+@pytest.mark.parametrize("command", ["masks", "pretrain", "rank-sources"])
+def test_a_command_shows_only_the_recipe_flags_it_uses(command, capsys):
+    shown = help_of(command, capsys)
+    assert "--lr" in shown and "--max-minutes" in shown and "--workers" in shown
+    assert not [flag for flag in (*META_FLAGS, "--meta-tasks", "--freeze-layers") if flag in shown]
+    if command == "pretrain":  # no transcripts read, frames masked by the task itself
+        assert "--mixing" in shown and "--vocab" not in shown and "--no-spec-augment" not in shown
+    else:  # one manifest a run, transferred: the vocabulary is of the source's kind
+        assert "--mixing" not in shown and "--vocab " not in shown and "--vocab-size" in shown
+    if command == "rank-sources":  # --steps, and early stopping off
+        assert "--max-steps" not in shown and "--patience" not in shown
+        assert "--skip-bad" not in shown
+
+
+def test_train_and_transfer_show_meta_transfer_and_only_transfer_freezes(capsys):
+    train, transfer = help_of("train", capsys), help_of("transfer", capsys)
+    assert all(flag in train and flag in transfer for flag in META_FLAGS)
+    assert "--freeze-layers" in transfer and "--freeze-layers" not in train
+    assert "--vocab {" in train and "--vocab {" not in transfer  # a transfer keeps the kind
+
+
+def test_choices_come_from_the_modules_that_own_them():
+    from xasr.config import ARCH_FLAGS
+    from xasr.data.translate import BACKENDS
+    from xasr.decode.options import DECODERS
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps them there
+
+    def choices(command: str, dest: str):
+        action = next(a for a in commands[command]._actions if a.dest == dest)
+        return tuple(action.choices)
+
+    assert choices("transcribe", "decoder") == choices("evaluate", "decoder") == DECODERS
+    assert choices("translate", "backend") == choices("transfer", "translate_with") == BACKENDS
+    assert choices("train", "arch") == choices("transfer", "arch") == tuple(ARCH_FLAGS)
+
+
+def test_a_run_imports_only_its_commands_module(subprocess_env, tmp_path):
+    code = (
+        "import json, sys; from xasr.cli import main\n"
+        "assert main(['translate', '--manifest', 'none.jsonl', '--to', 'es', '--out', 'o']) == 2\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('xasr.cli.'))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["xasr.cli.data", "xasr.cli.options"]
+
+
+def test_python_m_xasr_cli(subprocess_env):
+    """The experiment engine's workers run ``python -m xasr.cli experiment ...``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "xasr.cli", "experiment", "--help"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and "--dry-run" in proc.stdout

@@ -236,3 +236,25 @@ def test_errors_within_each_languages_stretches():
     by = errors_by_stretch([zh], ["我门去 shopping"], [zh_spans])
     assert by["zh"]["char_errors"] == 1 and by["en"]["char_errors"] == 0
     assert by["zh"]["chars"] == 4 and by["en"]["chars"] == 8  # the space goes with 我们去
+
+
+def test_transcribe_files_loads_the_model_and_decodes_as_transcribe_paths(en_model, corpus):
+    from xasr.data.audio import audio_duration
+    from xasr.decode.transcribe import Recognizer, transcribe_files
+
+    paths = [str(corpus.root / row["audio_filepath"]) for row in corpus.en_rows[:3]]
+    model, _, vocab = load_model_dir(en_model)
+    durations = [audio_duration(p) for p in paths]
+    expected = transcribe_paths(model, vocab, paths, durations, device="cpu")
+    assert transcribe_files(en_model, paths, device="cpu") == expected
+    recognizer = Recognizer.load(en_model)
+    assert recognizer.masks is None and recognizer.network("de") is recognizer.model
+    assert transcribe_files(recognizer, paths, device="cpu") == expected
+
+
+def test_transcribe_files_refuses_missing_audio_before_loading_the_model(tmp_path):
+    from xasr.decode.transcribe import transcribe_files
+    from xasr.errors import DataError
+
+    with pytest.raises(DataError, match=r"gone\.wav does not exist or is not a file"):
+        transcribe_files("nowhere", [tmp_path / "gone.wav"])

@@ -104,6 +104,21 @@ def test_onnx_mistakes_are_one_line(en_small_onnx, tmp_path, corpus, capsys):
         assert len(lines) == 1 and culprit in lines[0], lines
 
 
+def test_transcribe_onnx_refuses_what_the_onnx_path_cannot_do(tmp_path, corpus):
+    from xasr.decode.options import DecodingOptions
+    from xasr.errors import DataError, XasrError
+    from xasr.export.onnx_runtime import transcribe_onnx
+
+    wav = str(corpus.root / corpus.en_rows[0]["audio_filepath"])
+    onnx = tmp_path / "none.onnx"  # every refusal comes before the model is read
+    with pytest.raises(DataError, match=r"gone\.wav does not exist"):
+        transcribe_onnx(onnx, [tmp_path / "gone.wav"])
+    with pytest.raises(XasrError, match="runs on the CPU"):
+        transcribe_onnx(onnx, [wav], device="cuda")
+    with pytest.raises(XasrError, match="--onnx models are CTC models"):
+        transcribe_onnx(onnx, [wav], DecodingOptions(decoder="attention"))
+
+
 def test_a_graph_past_the_tolerance_is_not_written(en_model, tmp_path, capsys):
     """--tolerance is the check's bound: below the rounding every export has, the graph is
     refused in one line that says how to accept it, and no file is left."""

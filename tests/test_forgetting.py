@@ -19,7 +19,10 @@ from xasr.transfer import finetune
 from xasr.transfer.finetune import TransferOptions, strategy_name, transfer
 from xasr.transfer.forgetting import (
     FISHER_FILE,
+    FORGETTING_FILE,
     AnchorPenalty,
+    check_before_after,
+    compare_with_source,
     evaluate_before_after,
     normalise_fisher,
     to_target_layout,
@@ -283,6 +286,33 @@ def test_evaluate_before_after(adapted, en_model, corpus):
             change = result["after"][metric] - result["before"][metric]
             assert result[f"{metric}_change"] == pytest.approx(change)
         assert "hypotheses" not in result["before"] and "hypotheses" not in result["after"]
+
+
+def test_before_after_tests_are_checked_before_training(en_model, corpus, tmp_path):
+    check_before_after(str(en_model), {"source": corpus.en_dev})
+    check_before_after(None, {})  # no tests: nothing to check
+    with pytest.raises(XasrError, match="compare with the source model: pass --from"):
+        check_before_after(None, {"source": corpus.en_dev})
+    with pytest.raises(XasrError, match="--target-test .*gone.jsonl does not exist"):
+        check_before_after(str(en_model), {"target": tmp_path / "gone.jsonl"})
+
+
+def test_compare_with_source_on_the_main_process_only(adapted, en_model, corpus, tmp_path):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    tests = {"source": corpus.en_dev}
+    assert compare_with_source(tmp_path, en_model, adapted.run / "model", {}) is None
+    rank = rank_zero_only.rank
+    try:
+        rank_zero_only.rank = 1  # another DDP process: the main one evaluates
+        assert compare_with_source(tmp_path, en_model, adapted.run / "model", tests) is None
+    finally:
+        rank_zero_only.rank = rank
+    assert not (tmp_path / FORGETTING_FILE).exists()
+    results = compare_with_source(tmp_path, en_model, adapted.run / "model", tests)
+    assert set(results) == {"source"}
+    saved = json.loads((tmp_path / FORGETTING_FILE).read_text(encoding="utf-8"))
+    assert saved["source"]["cer_change"] == pytest.approx(results["source"]["cer_change"])
 
 
 def test_strategy_name_suffixes():

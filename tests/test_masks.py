@@ -125,6 +125,26 @@ def test_evaluate_decodes_each_utterance_with_its_languages_mask(
             assert torch.equal(params[name].detach(), dense[name].detach() * mask)
 
 
+def test_a_masked_recognizer_decodes_through_a_languages_sub_network(en_model, tmp_path):
+    import shutil
+
+    from xasr.decode.transcribe import Recognizer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(en_model, model_dir)
+    source, _, _ = load_model_dir(en_model)
+    masks = random_masks(source, ["en", "de"], seed=5)
+    masks.save(model_dir)
+    recognizer = Recognizer.load(model_dir)
+    assert recognizer.masks.langs == masks.langs
+    with pytest.raises(XasrError, match=r"language masks \(en, de\).*--lang"):
+        recognizer.network()
+    german = dict(recognizer.network("de").named_parameters())
+    dense = dict(source.named_parameters())
+    for name, mask in masks.of("de").items():
+        assert torch.equal(german[name].detach(), dense[name].detach() * mask)
+
+
 def test_find_masks_one_shot_and_iterative(corpus, en_model, make_cfg, tmp_path):
     train = {"en": str(corpus.en_train), "de": str(corpus.de_train)}
     valid = {"en": str(corpus.en_dev), "de": str(corpus.de_dev)}

@@ -459,6 +459,7 @@ def test_validation_logs_how_much_the_model_writes(corpus, tmp_path, make_cfg):
 
     train(tmp_path / "run", corpus.en_train, corpus.en_dev, make_cfg(max_steps=4, val_every=2),
           MODEL_SIZES["tiny"], progress=False)  # fmt: skip
-    ratios = [row["val_output_ratio"] for row in csv.DictReader(open(tmp_path / "run/metrics.csv"))
-              if row.get("val_output_ratio")]  # fmt: skip
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        ratios = [row["val_output_ratio"] for row in csv.DictReader(handle)
+                  if row.get("val_output_ratio")]  # fmt: skip
     assert len(ratios) == 2 and all(float(r) >= 0 for r in ratios)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -330,7 +331,43 @@ ON_UNKNOWN = ("error", "unk")  # characters outside the vocabulary: stop, or map
 # 16-mixed only on CUDA (xasr.device.training_machine).
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
-# TrainConfig keys that have a command-line flag (``xasr train``, ``transfer``, ``rank-sources``),
+# TrainConfig's keys by what they are about, each key in one group. A training command
+# declares the groups it uses and shows their flags only (``xasr.cli.options``); a --config
+# YAML file may set any key.
+TRAIN_GROUPS: dict[str, tuple[str, ...]] = {
+    "optimisation": (
+        "lr",
+        "weight_decay",
+        "warmup_steps",
+        "max_steps",
+        "grad_clip",
+        "ctc_loss_weight",
+    ),
+    "stopping": (
+        "max_audio_seconds",
+        "max_passes",
+        "max_minutes",
+        "val_every",
+        "patience",
+        "min_delta",
+        "monitor",
+    ),
+    "data": ("max_batch_seconds", "num_workers"),  # batches of one source's data
+    "mixing": ("mixing", "temperature", "source_batches"),  # several --train manifests
+    "vocabulary": ("vocab", "vocab_size", "on_unknown"),
+    "augmentation": (
+        "spec_augment",
+        "freq_masks",
+        "freq_mask_width",
+        "time_masks",
+        "time_mask_fraction",
+    ),
+    "freezing": ("freeze_layers", "freeze_steps"),  # a transfer's
+    "meta-transfer": ("meta_variant", "inner_lr", "meta_clip", "k_train", "k_valid", "meta_tasks"),
+    "machine": ("seed", "devices", "accelerator", "precision"),
+}
+
+# TrainConfig keys that have a command-line flag (each command shows those of its groups),
 # with the flag; the others are set in a --config YAML file.
 TRAIN_FLAGS = {
     "max_steps": "--max-steps",
@@ -383,6 +420,20 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         return cls(**data)
     except (TypeError, XasrError) as err:  # TypeError: a missing key
         raise XasrError(f"{where}: {err}") from None
+
+
+def train_recipe(
+    recipe: TrainConfig | Mapping[str, Any] | str | Path | None = None, **changes: Any
+) -> TrainConfig:
+    """A training recipe: ``recipe`` (None: the defaults; a TrainConfig; a mapping of its
+    keys; a YAML file of them) with ``changes`` (its keys) over it, unknown keys refused."""
+    if recipe is None or isinstance(recipe, Mapping):
+        data, where = dict(recipe or {}), "recipe"
+    elif isinstance(recipe, TrainConfig):
+        data, where = dataclasses.asdict(recipe), "recipe"
+    else:
+        data, where = load_yaml(recipe), str(recipe)
+    return from_dict(TrainConfig, {**data, **changes}, where)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -41,6 +41,13 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, where: str = ""
     return resample(audio, file_rate, sample_rate)
 
 
+def check_audio_files(paths) -> None:
+    """Raise ``DataError`` for the first of ``paths`` that is not a file (before any decoding)."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"audio file {path} does not exist or is not a file")
+
+
 def resample(audio: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 audio at ``sample_rate`` (soxr, high quality); unchanged if already there."""
     if rate != sample_rate:

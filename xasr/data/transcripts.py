@@ -21,6 +21,10 @@ _SPACES = re.compile(r"\s+")
 # joiner, byte-order mark (zero-width (non-)joiners stay: Persian and Indic spelling needs them)
 _INVISIBLE = str.maketrans(dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff")))
 
+CASES = ("lower", "keep")  # TranscriptRules.case
+PUNCTUATIONS = ("remove", "keep")  # TranscriptRules.punctuation
+DIGITS = ("keep", "refuse")  # TranscriptRules.digits
+
 # Per-language rules (codes as xasr writes them, ``xasr.data.corpora.language_code``):
 # dotted and dotless i lower-case apart in Turkish and Azerbaijani; scripts written without
 # spaces lose their punctuation without gaining a word break; Catalan keeps its middle dot
@@ -42,9 +46,9 @@ class TranscriptRules:
     digits: str = "refuse"
 
     def __post_init__(self):
-        checks.one_of("--case", self.case, ("lower", "keep"))
-        checks.one_of("--punctuation", self.punctuation, ("remove", "keep"))
-        checks.one_of("--digits", self.digits, ("keep", "refuse"))
+        checks.one_of("--case", self.case, CASES)
+        checks.one_of("--punctuation", self.punctuation, PUNCTUATIONS)
+        checks.one_of("--digits", self.digits, DIGITS)
 
 
 @dataclass

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xasr.data.audio import load_audio
+from xasr.data.audio import check_audio_files, load_audio
 from xasr.data.vocab import vocab_from_json
 from xasr.decode.batches import duration_batches
 from xasr.decode.long_audio import Recognition
+from xasr.decode.options import DecodingOptions
 from xasr.errors import DataError, XasrError
 
 MAX_BATCH_SECONDS = 200.0  # padded audio per run, as transcribe_paths batches
@@ -100,3 +101,22 @@ class OnnxRecognizer:
             for i, text in zip(batch, decoded):
                 texts[i] = text
         return texts
+
+
+def transcribe_onnx(
+    path: str | Path,
+    files: list,
+    decoding: DecodingOptions | None = None,
+    device: str | None = None,
+) -> list[str]:
+    """The text of each audio file, in order, by an exported ONNX model (``xasr export
+    --onnx``), with onnxruntime on the CPU (``device``: None or "cpu"): greedy CTC, or the
+    n-gram LM beam search of ``decoding.lm``. Nothing here imports torch."""
+    check_audio_files(files)
+    if device not in (None, "cpu"):
+        raise XasrError("--onnx runs on the CPU (onnxruntime's CPU provider); drop --device")
+    decoding = decoding or DecodingOptions()
+    if decoding.decoder in ("attention", "joint"):
+        raise XasrError("--onnx models are CTC models: --decoder default or ctc")
+    recognizer = OnnxRecognizer(path)
+    return recognizer.transcribe(files, decoding.ctc_strategy(recognizer.vocab))

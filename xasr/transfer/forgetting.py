@@ -20,6 +20,7 @@ from pathlib import Path
 
 import safetensors
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
@@ -28,6 +29,7 @@ from xasr.decode.evaluate import evaluate
 from xasr.errors import XasrError
 from xasr.io import write_file
 from xasr.models.build import resolve_model
+from xasr.models.pretrained import has_ctc_head
 from xasr.transfer.plan import TransferPlan
 from xasr.transfer.vocab_rows import vocab_rows_layout
 
@@ -214,6 +216,38 @@ def evaluate_before_after(
             "cer_change": after["cer"] - before["cer"],
             "wer_change": after["wer"] - before["wer"],
         }
+    return results
+
+
+def check_before_after(source: str | Path | None, tests: dict[str, str | Path]) -> None:
+    """Before a transfer trains: its before/after tests (``{"source": M, "target": M}``) need
+    a source model with a CTC head to score with, and test manifests that exist."""
+    if tests and source is None:
+        raise XasrError("--source-test/--target-test compare with the source model: pass --from")
+    if tests and not has_ctc_head(resolve_model(source)):
+        raise XasrError(
+            f"--source-test/--target-test score the source model, and {source} has no "
+            "CTC head to score with; drop them"
+        )
+    for name, path in tests.items():
+        if not Path(path).is_file():
+            raise XasrError(f"--{name}-test {path} does not exist or is not a file")
+
+
+def compare_with_source(
+    run_dir: str | Path,
+    source: str | Path,
+    adapted: str | Path,
+    tests: dict[str, str | Path],
+    progress: bool = False,
+) -> dict | None:
+    """After a transfer: ``evaluate_before_after`` of ``tests``, saved in RUN/forgetting.json.
+    Under DDP every process finishes the transfer and calls this; the main one evaluates, the
+    others return None (as does an empty ``tests``)."""
+    if not tests or rank_zero_only.rank != 0:
+        return None
+    results = evaluate_before_after(str(source), adapted, tests, progress)
+    save_before_after(run_dir, results)
     return results
 
 
