@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from xasr.cli.options import add_run_options
+from xasr.data.fillets import HeldOut
 from xasr.data.transcripts import CASES, DIGITS, PUNCTUATIONS
 from xasr.data.translate import BACKENDS
 from xasr.errors import XasrError
@@ -103,6 +104,14 @@ def add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", choices=DIGITS, default="refuse", help="refuse: drop (counted)")
     p.add_argument("--audio-column", default="audio", help="hf: the audio column")
     p.add_argument("--text-column", default="text", help="hf: the transcript column")
+    held = HeldOut()
+    p.add_argument("--dev-minutes", type=float, default=held.dev_minutes,
+                   help="fillets: whole levels drawn for dev until it holds this much speech")  # fmt: skip
+    p.add_argument("--test-minutes", type=float, default=held.test_minutes,
+                   help="fillets: the same for test (drawn first)")  # fmt: skip
+    p.add_argument("--dev-levels", type=int, help="fillets: exactly this many levels for dev")
+    p.add_argument("--test-levels", type=int, help="fillets: exactly this many levels for test")
+    p.add_argument("--seed", type=int, default=held.seed, help="fillets: the levels' draw")
     p.set_defaults(func=cmd_prepare)
 
 
@@ -119,7 +128,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         rules=TranscriptRules(case=args.case, punctuation=args.punctuation, digits=args.digits),
         audio_column=args.audio_column,
         text_column=args.text_column,
+        held_out=HeldOut(
+            args.dev_minutes, args.test_minutes, args.dev_levels, args.test_levels, args.seed
+        ),
     )
+    for why, n in prepared.skipped.items():
+        print(f"skipped\t{n} files\t{why}")
     for split, path in prepared.manifests.items():
         print(f"{split}\t{path}\t{prepared.kept[split]} utterances\t{prepared.summary[split]}")
 

@@ -7,7 +7,10 @@ import argparse
 import json
 
 from xasr.cli.options import add_run_options
+from xasr.data.vad import DETECTORS
+from xasr.decode.long_audio import LongAudioOptions
 from xasr.decode.options import ATTENTION_BEAM_WIDTH, DECODERS, LM_BEAM_WIDTH, DecodingOptions
+from xasr.decode.subtitles import write_transcripts
 
 
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:
@@ -112,23 +115,44 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device")
     p.add_argument("--lang", help="a model with language masks: the audio's language")
     add_decoding_options(p)
+    out = p.add_argument_group("outputs and long files (docs/deployment.md)")
+    out.add_argument("--json", help="write each file's text, words with start/end seconds and "
+                     "the pieces it was decoded in to this JSON file")  # fmt: skip
+    out.add_argument("--srt", metavar="DIR", help="write NAME.srt subtitles per audio file")
+    out.add_argument("--vtt", metavar="DIR", help="write NAME.vtt (WebVTT) subtitles per file")
+    pieces = LongAudioOptions()
+    out.add_argument("--max-piece-seconds", type=float, default=pieces.max_seconds,
+                     help="split longer files at pauses into pieces of at most this many "
+                     "seconds (lowered to the model's own limit, e.g. Whisper's 30)")  # fmt: skip
+    out.add_argument("--vad", choices=DETECTORS, default=pieces.vad,
+                     help="how pauses are found: Silero VAD, or frame energy (clean audio only)")  # fmt: skip
+    out.add_argument("--vad-threshold", type=float, default=pieces.threshold,
+                     help="speech probability above which a frame is speech")  # fmt: skip
+    out.add_argument("--batch-seconds", type=float, default=pieces.batch_seconds,
+                     help="padded audio per decoding batch; lower uses less memory")  # fmt: skip
+    add_run_options(p, skip_bad=False)
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_transcribe)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
+    pieces = LongAudioOptions(args.max_piece_seconds, args.vad, args.vad_threshold,
+                              args.batch_seconds)  # fmt: skip
+    progress = not args.no_progress
     if args.onnx:
-        from xasr.export.onnx_runtime import transcribe_onnx
+        from xasr.export.onnx_runtime import onnx_transcripts
 
-        texts = transcribe_onnx(args.onnx, args.files, decoding_options(args), args.device)
+        found = onnx_transcripts(args.onnx, args.files, decoding_options(args), args.device,
+                                 pieces, progress)  # fmt: skip
     else:
-        from xasr.decode.transcribe import transcribe_files
+        from xasr.decode.transcribe import Recognizer
 
-        texts = transcribe_files(
-            args.model, args.files, decoding_options(args), args.device, args.lang
-        )
-    for path, text in zip(args.files, texts):
-        print(f"{path}\t{text}")
+        recognizer = Recognizer.load(args.model)
+        found = recognizer.transcripts(args.files, decoding_options(args), args.device,
+                                       args.lang, pieces, progress)  # fmt: skip
+    write_transcripts(found, args.json, args.srt, args.vtt)
+    for transcript in found:
+        print(f"{transcript.path}\t{transcript.text}")
 
 
 COMMANDS = {"evaluate": add_evaluate, "build-lm": add_build_lm, "transcribe": add_transcribe}

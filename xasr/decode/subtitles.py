@@ -8,11 +8,14 @@ WebVTT; each cue ends no later than the next one starts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from xasr import checks
 from xasr.decode.timestamps import Word
+from xasr.io import output_dir, output_file, write_text
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,24 @@ def vtt(cue_list: Sequence[Cue]) -> str:
         f"{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{c.text}\n" for c in cue_list
     ]
     return "\n".join(["WEBVTT\n", *blocks])
+
+
+def write_transcripts(
+    transcripts: Sequence,
+    json_path: str | Path | None,
+    srt_dir: str | Path | None,
+    vtt_dir: str | Path | None,
+) -> None:
+    """``xasr transcribe``'s files: every transcript (``xasr.decode.long_audio.Transcript``) in
+    one JSON file, and per audio file ``NAME.srt`` / ``NAME.vtt`` in the folders asked for."""
+    if json_path:
+        payload = [t.to_json() for t in transcripts]
+        write_text(
+            output_file(json_path, "--json"), json.dumps(payload, indent=1, ensure_ascii=False)
+        )
+    for folder, render, suffix in ((srt_dir, srt, ".srt"), (vtt_dir, vtt, ".vtt")):
+        if not folder:
+            continue
+        folder = output_dir(folder)
+        for t in transcripts:
+            write_text(folder / (Path(t.path).stem + suffix), render(cues(t.words)))

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from torch import nn
 
-from xasr.data.audio import audio_duration, check_audio_files
+from xasr.data.audio import check_audio_files
 from xasr.data.vocab import Vocab
-from xasr.decode.evaluate import language_model, transcribe_paths
+from xasr.decode.evaluate import language_model
+from xasr.decode.long_audio import LongAudioOptions, Recognition, Transcript
+from xasr.decode.long_audio import transcribe_files as transcribe_long
 from xasr.decode.options import DecodingOptions
+from xasr.decode.recognition import torch_recognition
 from xasr.device import torch_device
 from xasr.models.build import load_model_dir, resolve_model
 from xasr.models.masks import LanguageMasks
@@ -43,6 +46,32 @@ class Recognizer:
             return self.model
         return language_model(self.model, self.masks, lang, self.name)
 
+    def recognition(
+        self,
+        decoding: DecodingOptions | None = None,
+        device: str | None = None,
+        lang: str | None = None,
+    ) -> Recognition:
+        """This model as ``xasr.decode.long_audio`` decodes it (pieces, word times)."""
+        model = self.network(lang)
+        decoder = (decoding or DecodingOptions()).strategy(model, self.vocab)
+        return torch_recognition(model, self.vocab, decoder, torch_device(device))
+
+    def transcripts(
+        self,
+        files: Sequence[str | Path],
+        decoding: DecodingOptions | None = None,
+        device: str | None = None,
+        lang: str | None = None,
+        pieces: LongAudioOptions | None = None,
+        progress: bool = False,
+    ) -> list[Transcript]:
+        """Each audio file's text and words with times, in order; a file longer than
+        ``pieces.max_seconds`` (or the model's own limit) is split at pauses and stitched."""
+        check_audio_files(files)
+        recognition = self.recognition(decoding, device, lang)
+        return transcribe_long(recognition, list(files), pieces, progress)
+
     def transcribe(
         self,
         files: Sequence[str | Path],
@@ -51,14 +80,7 @@ class Recognizer:
         lang: str | None = None,
     ) -> list[str]:
         """The text of each audio file, in order (``device``: ``xasr.device.torch_device``)."""
-        check_audio_files(files)
-        device = torch_device(device)
-        model = self.network(lang)
-        durations = [audio_duration(path) for path in files]
-        decoder = (decoding or DecodingOptions()).strategy(model, self.vocab)
-        return transcribe_paths(
-            model, self.vocab, list(files), durations, device=device, decoder=decoder
-        )
+        return [t.text for t in self.transcripts(files, decoding, device, lang)]
 
 
 def transcribe_files(

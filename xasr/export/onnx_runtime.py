@@ -16,7 +16,8 @@ import numpy as np
 from xasr.data.audio import check_audio_files, load_audio
 from xasr.data.vocab import vocab_from_json
 from xasr.decode.batches import duration_batches
-from xasr.decode.long_audio import Recognition
+from xasr.decode.long_audio import LongAudioOptions, Recognition, Transcript
+from xasr.decode.long_audio import transcribe_files as transcribe_long
 from xasr.decode.options import DecodingOptions
 from xasr.errors import DataError, XasrError
 
@@ -112,6 +113,19 @@ def transcribe_onnx(
     """The text of each audio file, in order, by an exported ONNX model (``xasr export
     --onnx``), with onnxruntime on the CPU (``device``: None or "cpu"): greedy CTC, or the
     n-gram LM beam search of ``decoding.lm``. Nothing here imports torch."""
+    return [t.text for t in onnx_transcripts(path, files, decoding, device)]
+
+
+def onnx_transcripts(
+    path: str | Path,
+    files: list,
+    decoding: DecodingOptions | None = None,
+    device: str | None = None,
+    pieces: LongAudioOptions | None = None,
+    progress: bool = False,
+) -> list[Transcript]:
+    """``transcribe_onnx`` with each file's words and times; a file longer than the piece limit
+    (or the graph's own) is split at pauses and stitched (``xasr.decode.long_audio``)."""
     check_audio_files(files)
     if device not in (None, "cpu"):
         raise XasrError("--onnx runs on the CPU (onnxruntime's CPU provider); drop --device")
@@ -119,4 +133,5 @@ def transcribe_onnx(
     if decoding.decoder in ("attention", "joint"):
         raise XasrError("--onnx models are CTC models: --decoder default or ctc")
     recognizer = OnnxRecognizer(path)
-    return recognizer.transcribe(files, decoding.ctc_strategy(recognizer.vocab))
+    recognition = recognizer.recognition(decoding.ctc_strategy(recognizer.vocab))
+    return transcribe_long(recognition, list(files), pieces, progress)
