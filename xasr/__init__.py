@@ -4,13 +4,13 @@ The front door (``xasr.api``): ``load_model``, ``transcribe``, ``evaluate``, ``t
 ``transfer_model``. Each imports what it needs when called: ``import xasr`` stays light.
 """
 
-__version__ = "0.1.0"
-
 from xasr.api import evaluate, load_model, train_model, transcribe, transfer_model
 from xasr.errors import XasrError
+from xasr.version import __version__
 
 __all__ = [
     "XasrError",
+    "__version__",
     "evaluate",
     "load_model",
     "train_model",

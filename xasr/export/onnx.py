@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xasr import __version__
 from xasr.data.audio import SAMPLE_RATE
 from xasr.data.features import HOP_LENGTH
 from xasr.errors import XasrError
 from xasr.io import output_file, write_file
 from xasr.models.build import load_model_dir, resolve_model
 from xasr.models.masks import LanguageMasks, apply_mask
+from xasr.version import __version__
 
 log = logging.getLogger(__name__)
 

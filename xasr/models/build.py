@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from xasr import __version__
 from xasr.config import (
     ARCH_FLAGS,
     SIZES,
@@ -35,6 +34,7 @@ from xasr.models.ctc import build_ctc
 from xasr.models.pretrained.importers import foreign_kind, import_pretrained
 from xasr.models.pretrained.modules import build_pretrained
 from xasr.models.protocol import AsrModel
+from xasr.version import __version__
 
 log = logging.getLogger(__name__)
 
