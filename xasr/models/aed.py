@@ -39,6 +39,8 @@ class VggFrontend(nn.Module):
     on what it is batched with.
     """
 
+    stride = 4  # feature frames per output frame (two 2x2 poolings): word times, export
+
     def __init__(self, n_mels: int, d_model: int, channels: int):
         super().__init__()
         c1, c2 = channels, 2 * channels
