@@ -19,10 +19,14 @@ APT_PACKAGES += g++ cmake python3-dev libboost-program-options-dev libboost-syst
 	libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
 LMPLZ := $(VENV)/bin/lmplz
 
-.PHONY: test demo base-model system venv lm-tools lint clean fillets
+.PHONY: test test-fast demo base-model system venv lm-tools lint clean fillets
 
 test: system venv lm-tools
 	$(PY) -m pytest -q -x
+
+# The suite without the tests marked slow (training, whole commands): a quick check while coding.
+test-fast: system venv lm-tools
+	$(PY) -m pytest -q -x -m "not slow"
 
 demo: system venv lm-tools
 	$(XASR) demo --out runs/demo
