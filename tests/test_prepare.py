@@ -369,18 +369,10 @@ def test_segment_cut_is_refused_with_the_way_out(corpus, tmp_path):
         read_manifest(path)
 
 
-def test_a_run_directory_is_accepted_as_a_model(en_run, corpus, capsys):
+def test_a_run_directory_is_accepted_as_a_model(en_run, corpus, capsys, caplog):
     import logging
 
-    # a handler on the logger itself: in the full suite caplog's root handler saw nothing here
-    # (order-dependent; the test passes alone and with every other file on its own)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append
-    logger = logging.getLogger("xasr.models.build")
-    logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
-    try:
+    with caplog.at_level(logging.INFO, logger="xasr.models.build"):
         assert (
             main(
                 [
@@ -394,8 +386,5 @@ def test_a_run_directory_is_accepted_as_a_model(en_run, corpus, capsys):
             )
             == 0
         )
-    finally:
-        logger.removeHandler(handler)
-        logger.level = level
-    assert any(f"{en_run} is a run directory: using its model" in r.getMessage() for r in records)
+    assert f"{en_run} is a run directory: using its model" in caplog.text
     assert json.loads(capsys.readouterr().out)["model"] == str(en_run)
