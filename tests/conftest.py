@@ -182,3 +182,15 @@ def xasr() -> str:
 def subprocess_env() -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return env
+
+
+SLOW_TESTS = Path(__file__).with_name("slow_tests.txt")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests measured slow (``tests/slow_tests.txt``): ``make test-fast`` runs the rest."""
+    slow = {line.strip() for line in SLOW_TESTS.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")}  # fmt: skip
+    for item in items:
+        if item.nodeid in slow:
+            item.add_marker(pytest.mark.slow)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from xasr.data.audio import SAMPLE_RATE
 from xasr.data.features import HOP_LENGTH
 from xasr.errors import XasrError
+from xasr.export.quantize import check_quantize, quantize_int8_checked
 from xasr.io import output_file, write_file
 from xasr.models.build import load_model_dir, resolve_model
 from xasr.models.masks import LanguageMasks, apply_mask
@@ -38,6 +39,11 @@ from xasr.version import __version__
 log = logging.getLogger(__name__)
 
 OPSET = 18
+# torch's dynamo exporter writes opset 18 and above: asked for less, it wrote an opset-18 file
+# anyway (measured with torch 2.13, opsets 5, 13 and 17). 19 to 22 are written and pass the
+# check; 23 and 24 are written but fail in onnxruntime 1.32 (its Attention kernel and xasr's
+# masks), which the check reports.
+MIN_OPSET = 18
 # max |log-prob difference| to torch over valid frames. fp32 sums in another order: the
 # difference grows with length (en-small, noise-like audio: 2.9e-5 at 4.7 s, 9.4e-5 at 15 s,
 # 1.1e-4 at 30 s), so the check keeps to utterances of up to 12 s. It differs between models
@@ -67,6 +73,25 @@ def check_exportable(model_dir, cfg) -> None:
         )
 
 
+def check_opset(opset) -> int:
+    """``opset`` if the exporter can write it, else ``XasrError`` (one line): at least
+    ``MIN_OPSET``, at most the newest opset the installed onnx package knows."""
+    import onnx.defs
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise XasrError(
+            f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} "
+            f"(torch's exporter cannot write older ones); the default is {OPSET}"
+        )
+    return opset
+
+
+def file_opset(proto) -> int:
+    """The opset of the default ONNX domain that a graph (``onnx.ModelProto``) declares."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
 class _Graph(nn.Module):
     """The model as the graph sees it: two tensors in, two out (no ``augment`` argument)."""
 
@@ -78,26 +103,11 @@ class _Graph(nn.Module):
         return self.model(audio, lengths)
 
 
-def export_onnx(
-    model_dir: str | Path,
-    out: str | Path,
-    opset: int = OPSET,
-    lang: str | None = None,
-    tolerance: float = TOLERANCE,
-) -> dict:
-    """Export ``model_dir`` to ``out`` (written atomically), check it against torch on
-    utterances of several lengths (refused above ``tolerance``, the largest log-probability
-    difference), and return a report: path, bytes, opset, max_abs_diff.
-
-    A model with language masks (sparse sharing) is exported as ``lang``'s sub-network: its
-    masked weights multiplied by the mask, one graph per language."""
-    try:
-        import onnx
-    except ImportError:
-        raise XasrError("xasr export needs onnx and onnxscript: pip install -e '.[onnx]'") from None
-    if not tolerance > 0:
-        raise XasrError(f"--tolerance must be > 0, got {tolerance}")
-    out = output_file(out, "--onnx")
+def load_for_export(model_dir: str | Path, lang: str | None = None):
+    """The model of ``model_dir`` ready to export: (model, cfg, vocab, directory), the model
+    in eval mode with its front end batched (``per_utterance=False``). A model with language
+    masks (sparse sharing) becomes ``lang``'s sub-network: its masked weights multiplied by
+    the mask; ``XasrError`` (one line) without ``lang``, or with ``lang`` and no masks."""
     directory = resolve_model(model_dir)
     model, cfg, vocab = load_model_dir(directory)
     masks = LanguageMasks.load(directory)
@@ -113,35 +123,89 @@ def export_onnx(
     check_exportable(model_dir, cfg)
     if hasattr(model.frontend, "per_utterance"):  # xasr's Conformer: batched, for the graph
         model.frontend.per_utterance = False
-    graph = _Graph(model).eval()
-    audio, lengths = _check_batch(EXPORT_SECONDS)
-    batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=HOP_LENGTH * 8)
+    return model.eval(), cfg, vocab, directory
+
+
+def export_proto(graph: nn.Module, args: tuple, opset: int, **names_and_shapes):
+    """``torch.onnx.export(dynamo=True)`` of ``graph`` on ``args`` -> ``onnx.ModelProto``;
+    ``names_and_shapes``: input_names, output_names, dynamic_shapes. ``XasrError`` (one line)
+    if the file's opset is not ``opset`` (the exporter's fallbacks keep another)."""
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
-            graph,
-            (audio, lengths),
-            dynamo=True,
-            opset_version=opset,
-            input_names=["audio", "lengths"],
-            output_names=["log_probs", "frames"],
-            dynamic_shapes={"audio": {0: batch, 1: samples}, "lengths": {0: batch}},
-            verbose=False,
+            graph, args, dynamo=True, opset_version=opset, verbose=False, **names_and_shapes
         )
     proto = program.model_proto
-    metadata = {
+    if (written := file_opset(proto)) != opset:
+        raise XasrError(
+            f"--opset {opset}: torch's exporter wrote opset {written} instead; not written. "
+            f"Ask for --opset {written}"
+        )
+    return proto
+
+
+def graph_metadata(model: nn.Module, cfg, vocab, directory: Path, lang: str | None) -> dict:
+    """The ONNX metadata every xasr graph carries: vocabulary, model config, sample rate,
+    seconds per output frame, blank id (and Whisper's longest input, a masked model's
+    language)."""
+    return {
         "xasr_version": __version__,
         "architecture": cfg.architecture,
         "model_config": json.dumps(asdict(cfg)),
         "vocab": json.dumps(vocab.to_json(), ensure_ascii=False),
         "blank_id": str(vocab.blank_id),
         "sample_rate": str(SAMPLE_RATE),
-        "frame_seconds": str(model.features.hop * model.frontend.stride / SAMPLE_RATE),
+        "frame_seconds": str(frame_seconds(model)),
         "source_model": directory.name,
         # the longest utterance the graph takes (Whisper: its position table's 30 s)
         **({"max_seconds": str(s)} if (s := getattr(model.frontend, "max_seconds", None)) else {}),
-        **({"lang": lang} if masks is not None else {}),
+        **({"lang": lang} if lang is not None else {}),
     }
-    for key, value in metadata.items():
+
+
+def frame_seconds(model: nn.Module) -> float:
+    """Seconds of audio per output frame (0.04 for xasr's Conformer)."""
+    return model.features.hop * model.frontend.stride / SAMPLE_RATE
+
+
+def export_onnx(
+    model_dir: str | Path,
+    out: str | Path,
+    opset: int = OPSET,
+    lang: str | None = None,
+    tolerance: float = TOLERANCE,
+    quantize: str | None = None,
+) -> dict:
+    """Export ``model_dir`` to ``out`` (written atomically), check it against torch on
+    utterances of several lengths (refused above ``tolerance``, the largest log-probability
+    difference), and return a report: path, bytes, opset (read back from the file),
+    max_abs_diff.
+
+    A model with language masks (sparse sharing) is exported as ``lang``'s sub-network: its
+    masked weights multiplied by the mask, one graph per language. ``quantize="int8"``: the
+    checked float32 graph is quantized (``xasr.export.quantize``) and checked against float32
+    (the report's ``int8`` entry)."""
+    try:
+        import onnx
+    except ImportError:
+        raise XasrError("xasr export needs onnx and onnxscript: pip install -e '.[onnx]'") from None
+    if not tolerance > 0:
+        raise XasrError(f"--tolerance must be > 0, got {tolerance}")
+    check_opset(opset)
+    check_quantize(quantize)
+    out = output_file(out, "--onnx")
+    model, cfg, vocab, directory = load_for_export(model_dir, lang)
+    graph = _Graph(model).eval()
+    audio, lengths = _check_batch(EXPORT_SECONDS)
+    batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=HOP_LENGTH * 8)
+    proto = export_proto(
+        graph,
+        (audio, lengths),
+        opset,
+        input_names=["audio", "lengths"],
+        output_names=["log_probs", "frames"],
+        dynamic_shapes={"audio": {0: batch, 1: samples}, "lengths": {0: batch}},
+    )
+    for key, value in graph_metadata(model, cfg, vocab, directory, lang).items():
         proto.metadata_props.add(key=key, value=value)
     if hasattr(model.frontend, "per_utterance"):
         model.frontend.per_utterance = None  # checked against the model as torch runs it here
@@ -157,10 +221,17 @@ def export_onnx(
                 "rounding differs between models (a trained Whisper encoder: 1.4e-3): "
                 "--tolerance accepts more; a difference near 1 is an export bug, please report it"
             )
+        if quantize == "int8":
+            checked["int8"] = quantize_int8_checked(tmp, check_feeds(), name=out)
 
     write_file(out, save_and_check)
-    diff = checked["diff"]
-    return {"path": str(out), "bytes": out.stat().st_size, "opset": opset, "max_abs_diff": diff}
+    report = {
+        "path": str(out),
+        "bytes": out.stat().st_size,
+        "opset": file_opset(onnx.load(str(out), load_external_data=False)),
+        "max_abs_diff": checked["diff"],
+    }
+    return report | ({"quantize": quantize, "int8": checked["int8"]} if quantize else {})
 
 
 def _check_batch(seconds: tuple[float, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -170,6 +241,12 @@ def _check_batch(seconds: tuple[float, ...], seed: int = 0) -> tuple[Tensor, Ten
     audio = 0.1 * torch.randn(len(seconds), int(lengths.max()), generator=generator)
     audio *= torch.arange(audio.shape[1])[None, :] < lengths[:, None]
     return audio, lengths
+
+
+def check_feeds() -> list[dict]:
+    """The check utterances (``CHECK_SECONDS``) as the graph's numpy inputs."""
+    batches = (_check_batch(seconds, seed=i + 1) for i, seconds in enumerate(CHECK_SECONDS))
+    return [{"audio": audio.numpy(), "lengths": lengths.numpy()} for audio, lengths in batches]
 
 
 def check_against_torch(path: Path, model: nn.Module, name: Path | None = None) -> float:
